@@ -1,0 +1,20 @@
+"""Data in: datasets as `DatasetDict`, batches of uint8 images, preprocessing on the device, models and processors."""
+
+from pipelines.arguments import DataArguments
+from pipelines.collate import ImageCollator
+from pipelines.errors import ConfigError, DataError, OfflineError, UserFacingError, run_cli
+from pipelines.loading import ImageData, load_image_dataset
+from pipelines.preprocess import DevicePreprocess
+
+__all__ = [
+    "ConfigError",
+    "DataArguments",
+    "DataError",
+    "DevicePreprocess",
+    "ImageCollator",
+    "ImageData",
+    "OfflineError",
+    "UserFacingError",
+    "load_image_dataset",
+    "run_cli",
+]

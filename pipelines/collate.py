@@ -1,0 +1,80 @@
+"""Batches of uint8 images at native size and label tensors; no resizing on the CPU."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+
+from pipelines.errors import DataError
+
+
+class ImageCollator:
+    """Collate examples into ``{"pixel_values": uint8 (B, C, H, W), "labels": ...}``.
+
+    Images of different sizes (photo folders) come out as a list of (C, H, W) tensors; the device-side
+    preprocessing resizes them. Single-label `labels` are int64 (B,); multi-label ones float (B, L) multi-hot.
+
+    Args:
+        num_labels: Number of classes.
+        multi_label: Whether each example's label is a list of present classes.
+        image_mode: PIL mode that encoded images (folders, Hub) are decoded to: ``"RGB"`` or ``"L"``.
+    """
+
+    def __init__(self, num_labels: int, multi_label: bool = False, image_mode: str = "RGB") -> None:
+        self.num_labels = num_labels
+        self.multi_label = multi_label
+        self.image_mode = image_mode
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        images = [to_chw_uint8(example["image"], self.image_mode) for example in examples]
+        return {"pixel_values": stack_images(images), "labels": self.labels(examples)}
+
+    def labels(self, examples: Sequence[dict[str, Any]]) -> torch.Tensor:
+        if not self.multi_label:
+            return torch.tensor([int(example["label"]) for example in examples], dtype=torch.long)
+        multi_hot = torch.zeros(len(examples), self.num_labels)
+        for row, example in enumerate(examples):
+            multi_hot[row, torch.as_tensor(np.asarray(example["label"], dtype=np.int64))] = 1.0
+        return multi_hot
+
+
+def to_chw_uint8(image: Any, mode: str = "RGB") -> torch.Tensor:
+    """One image (uint8 array, PIL image, or datasets' encoded ``{"path", "bytes"}``) as a uint8 (C, H, W) tensor."""
+    if isinstance(image, dict):
+        image = decode(image, mode)
+    elif isinstance(image, PILImage.Image):
+        image = np.asarray(image.convert(mode) if image.mode != mode else image)
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise DataError(f"An image has dtype {array.dtype}; images must be uint8.")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise DataError(f"An image has shape {array.shape}; expected (H, W) or (H, W, C).")
+    if not array.flags.writeable:  # PIL hands out read-only buffers, which torch.from_numpy warns about
+        array = array.copy()
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+
+
+def decode(encoded: dict[str, Any], mode: str) -> np.ndarray:
+    source = encoded.get("bytes")
+    where = encoded.get("path") or "an image in the dataset"
+    try:
+        with PILImage.open(io.BytesIO(source) if source else encoded["path"]) as image:
+            return np.asarray(image.convert(mode))
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{where} could not be decoded ({error}); remove or replace the file.") from None
+
+
+def stack_images(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """Stack (C, H, W) uint8 images; grayscale ones are widened to 3 channels when the batch mixes both."""
+    if len({image.shape[0] for image in images}) > 1:
+        images = [image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3] for image in images]
+    if len({image.shape for image in images}) == 1:
+        return torch.stack(images)
+    return images

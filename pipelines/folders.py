@@ -1,0 +1,109 @@
+"""Image folders as a `datasets.DatasetDict`.
+
+Two layouts, each with or without `train/ val/ test/` split folders:
+- class per subfolder: `root/[split/]<class name>/<any name>.jpg`;
+- label in the file name: `root/[split/]<label>_<id>.jpg`, where `<label>` is a class index into
+  `class_names` (as in `0_cafefa5f.jpg` for class 0) or a class name.
+Images stay encoded on disk (`datasets.Image(decode=False)`); the collator decodes each batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from pipelines.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+SPLIT_FOLDERS = {"train": "train", "val": "validation", "valid": "validation", "validation": "validation", "test": "test"}
+
+
+def load_image_folder(root: str | Path, class_names: list[str] | None = None) -> DatasetDict:
+    """Load an image folder in either layout (see the module docstring).
+
+    Args:
+        root: The folder.
+        class_names: Class names in label order. Required when file names carry integer labels; with class
+            subfolders it fixes the label order (default: sorted folder names).
+
+    Returns:
+        A DatasetDict with the splits found (``train`` alone when there are no split folders), columns ``image``
+        (file paths, decoded later) and ``label`` (`ClassLabel`).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"Image folder {root} does not exist or is not a folder.")
+    split_dirs = {
+        SPLIT_FOLDERS[child.name.lower()]: child
+        for child in sorted(root.iterdir())
+        if child.is_dir() and child.name.lower() in SPLIT_FOLDERS
+    }
+    if not split_dirs:
+        split_dirs = {"train": root}
+    files = {split: _list_split(folder) for split, folder in split_dirs.items()}
+    if not any(files.values()):
+        raise DataError(
+            f"{root} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); expected class subfolders or "
+            "'<label>_<id>.jpg' files, optionally inside train/ val/ test/ folders."
+        )
+    by_subfolder = any(path.parent != folder for split, folder in split_dirs.items() for path in files[split])
+    if by_subfolder:
+        names = class_names or sorted({path.parent.name for paths in files.values() for path in paths})
+        labels = {split: [_subfolder_label(path, names) for path in paths] for split, paths in files.items()}
+    else:
+        found = {_file_label_text(path) for paths in files.values() for path in paths}
+        names = class_names or sorted(found, key=lambda label: (not label.isdigit(), len(label), label))
+        labels = {split: [_file_name_label(path, names) for path in paths] for split, paths in files.items()}
+    features = Features({"image": Image(decode=False), "label": ClassLabel(names=list(names))})
+    return DatasetDict(
+        {
+            split: Dataset.from_dict({"image": [str(path) for path in paths], "label": labels[split]}, features=features)
+            for split, paths in files.items()
+            if paths
+        }
+    )
+
+
+def _list_split(folder: Path) -> list[Path]:
+    """Image files directly in `folder` or one level down, each checked to open as an image."""
+    candidates = sorted(folder.glob("*")) + sorted(folder.glob("*/*"))
+    paths = [path for path in candidates if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS]
+    for path in paths:
+        check_image_file(path)
+    return paths
+
+
+def check_image_file(path: Path) -> None:
+    """Raise `DataError` unless PIL recognises the file and its header and checksums are intact."""
+    try:
+        with PILImage.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path} is not a readable image ({error}); remove or replace it.") from None
+
+
+def _subfolder_label(path: Path, names: list[str]) -> int:
+    if path.parent.name not in names:
+        raise DataError(f"{path}: its folder '{path.parent.name}' is not among the class names {names}.")
+    return names.index(path.parent.name)
+
+
+def _file_label_text(path: Path) -> str:
+    label, separator, _ = path.stem.partition("_")
+    if not separator or not label:
+        raise DataError(f"{path}: a file directly in a split folder must be named '<label>_<id>{path.suffix}'.")
+    return label
+
+
+def _file_name_label(path: Path, names: list[str]) -> int:
+    label = _file_label_text(path)
+    if label in names:
+        return names.index(label)
+    if label.isdigit() and int(label) < len(names):
+        return int(label)
+    raise DataError(
+        f"{path}: label '{label}' is outside the class names {names} (give class_names in label order)."
+    )

@@ -1,0 +1,73 @@
+"""Hugging Face Hub datasets (or local dataset repos) as a `datasets.DatasetDict` with `image`/`label` columns."""
+
+from __future__ import annotations
+
+import datasets
+from datasets import ClassLabel, DatasetDict, Image, Sequence
+
+from pipelines.errors import DataError, OfflineError, is_offline
+
+
+def load_hub_dataset(
+    name: str,
+    config_name: str | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+    class_names: list[str] | None = None,
+) -> DatasetDict:
+    """Load a Hub dataset by id (from the local cache when offline) and keep only its images and labels.
+
+    Args:
+        name: A Hub dataset id such as ``"cifar10"``, or a local folder laid out like a dataset repo.
+        config_name: The dataset's config, if it has several.
+        image_column: The column holding images (``"img"`` for cifar10).
+        label_column: The column holding labels: a `ClassLabel`, a `Sequence` of `ClassLabel` (multi-label), or
+            integers, in which case `class_names` gives their names.
+        class_names: Names for integer labels.
+
+    Returns:
+        A DatasetDict with the dataset's own splits and columns ``image`` (encoded, decoded per batch) and ``label``.
+    """
+    try:
+        raw = datasets.load_dataset(name, config_name)
+    except Exception as error:  # datasets raises many types for "not found" / "no connection"
+        if is_offline():
+            raise OfflineError(
+                f"Hub dataset '{name}' is not in the local datasets cache ({datasets.config.HF_DATASETS_CACHE}) and "
+                "HF_HUB_OFFLINE is set, so it cannot be downloaded; run once online to cache it."
+            ) from None
+        raise DataError(f"Hub dataset '{name}' could not be loaded: {type(error).__name__}: {error}") from None
+    if not isinstance(raw, DatasetDict):
+        raise DataError(f"Hub dataset '{name}' did not load as a DatasetDict of splits.")
+    first = next(iter(raw.values()))
+    missing = [column for column in (image_column, label_column) if column not in first.column_names]
+    if missing:
+        raise DataError(
+            f"Hub dataset '{name}' has no column {', '.join(repr(c) for c in missing)}; its columns are "
+            f"{first.column_names}: set image_column and label_column."
+        )
+    raw = raw.select_columns([image_column, label_column])
+    renames = {old: new for old, new in ((image_column, "image"), (label_column, "label")) if old != new}
+    if renames:
+        raw = raw.rename_columns(renames)
+    if isinstance(raw[next(iter(raw))].features["image"], Image):
+        raw = raw.cast_column("image", Image(decode=False))
+    return _with_named_labels(raw, name, class_names)
+
+
+def _with_named_labels(raw: DatasetDict, name: str, class_names: list[str] | None) -> DatasetDict:
+    feature = next(iter(raw.values())).features["label"]
+    if isinstance(feature, ClassLabel) or (isinstance(feature, Sequence) and isinstance(feature.feature, ClassLabel)):
+        return raw
+    if not class_names:
+        raise DataError(
+            f"Hub dataset '{name}' stores labels as {feature}, not named classes; give class_names in label order."
+        )
+    for split, dataset in raw.items():
+        labels = dataset["label"]
+        bad = [label for label in labels if not isinstance(label, int) or not 0 <= label < len(class_names)]
+        if bad:
+            raise DataError(
+                f"Hub dataset '{name}', split '{split}': label {bad[0]!r} is outside the {len(class_names)} class names."
+            )
+    return raw.cast_column("label", ClassLabel(names=list(class_names)))

@@ -1,0 +1,70 @@
+"""One call from a dataset spec to train/validation/test splits of uint8 images and their label names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from datasets import Array2D, Array3D, ClassLabel, Dataset, DatasetDict, Sequence
+
+from pipelines.arguments import DataArguments
+from pipelines.errors import DataError
+from pipelines.folders import load_image_folder
+from pipelines.hub import load_hub_dataset
+from pipelines.medmnist_npz import load_medmnist
+from pipelines.splits import standard_splits, subsample
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A loaded dataset: `dataset` has train/validation/test splits with `image` and `label` columns."""
+
+    dataset: DatasetDict
+    label_names: list[str]
+    multi_label: bool
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+def load_image_dataset(args: DataArguments) -> ImageData:
+    """Load the dataset `args` describes (MedMNIST, Hub or folder) with standard splits and label names."""
+    if args.dataset_source == "medmnist":
+        raw = load_medmnist(args.dataset_name, args.medmnist_size, args.data_dir, args.download, args.verify_md5)
+    elif args.dataset_source == "hub":
+        raw = load_hub_dataset(
+            args.dataset_name, args.dataset_config_name, args.image_column, args.label_column, args.class_names
+        )
+    else:
+        raw = load_image_folder(args.data_dir, args.class_names)
+    splits = standard_splits(raw, args.validation_split_fraction, args.test_split_fraction, args.split_seed)
+    splits = DatasetDict(
+        {
+            name: subsample(split, args.max_train_samples if name == "train" else args.max_eval_samples, args.split_seed)
+            for name, split in splits.items()
+        }
+    )
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise DataError(f"The {name} split is empty; add images or lower the split fractions.")
+    return ImageData(with_uint8_format(splits), label_names(splits["train"]), is_multi_label(splits["train"]))
+
+
+def with_uint8_format(splits: DatasetDict) -> DatasetDict:
+    """Array images come out of the dataset as uint8 numpy arrays (datasets' default would widen them to int64)."""
+    if isinstance(splits["train"].features["image"], (Array2D, Array3D)):
+        return splits.with_format("numpy", columns=["image"], dtype=np.uint8, output_all_columns=True)
+    return splits
+
+
+def is_multi_label(dataset: Dataset) -> bool:
+    return isinstance(dataset.features["label"], Sequence)
+
+
+def label_names(dataset: Dataset) -> list[str]:
+    feature = dataset.features["label"]
+    feature = feature.feature if isinstance(feature, Sequence) else feature
+    if not isinstance(feature, ClassLabel):
+        raise DataError(f"The label column is {feature}, not named classes.")
+    return list(feature.names)

@@ -1,0 +1,167 @@
+"""Image classifiers and their image processors, from the Hub, a local folder, or a config (no download).
+
+Offline-first: a Hub id that is not cached fails at once, with a sentence saying so, when HF_HUB_OFFLINE is set.
+Safe: weights load from safetensors; a folder with only pickled weights is refused unless `allow_pickle`;
+`trust_remote_code` stays off unless asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers.image_processing_backends import TorchvisionBackend
+from transformers.image_processing_utils import BaseImageProcessor
+
+from pipelines.errors import DataError, OfflineError, is_offline
+
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def label_config(label_names: list[str], multi_label: bool) -> dict[str, Any]:
+    """Config fields that give a classifier this label space."""
+    return {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: index for index, name in enumerate(label_names)},
+        "problem_type": "multi_label_classification" if multi_label else "single_label_classification",
+    }
+
+
+def build_classifier(
+    model_config: dict[str, Any],
+    label_names: list[str],
+    multi_label: bool = False,
+    image_processor_config: dict[str, Any] | None = None,
+) -> tuple[PreTrainedModel, BaseImageProcessor]:
+    """A randomly initialised classifier from config fields (``model_type`` plus that config's fields).
+
+    The image processor is built from `image_processor_config` (its ``image_processor_type``, default
+    ``ViTImageProcessor``: resize to ``size``, rescale, normalise with ``image_mean``/``image_std``).
+    """
+    fields = dict(model_config)
+    model_type = fields.pop("model_type", None)
+    if not model_type:
+        raise DataError("model_config needs a model_type, e.g. 'resnet' or 'vit'.")
+    try:
+        config = AutoConfig.for_model(model_type, **fields, **label_config(label_names, multi_label))
+    except (ValueError, KeyError) as error:
+        raise DataError(f"model_config could not build a '{model_type}' config: {error}") from None
+    require_image_classifier(config, f"model_config (model_type '{model_type}')")
+    model = AutoModelForImageClassification.from_config(config)
+    processor_fields = dict(image_processor_config or {})
+    processor_class = getattr(transformers, processor_fields.pop("image_processor_type", "ViTImageProcessor"), None)
+    if processor_class is None or not issubclass(processor_class, BaseImageProcessor):
+        raise DataError("image_processor_type in image_processor_config is not a transformers image processor.")
+    processor = processor_class(**processor_fields)
+    return model, require_tensor_processor(processor, "image_processor_config")
+
+
+def load_classifier(
+    name_or_path: str,
+    label_names: list[str] | None = None,
+    multi_label: bool = False,
+    image_processor_overrides: dict[str, Any] | None = None,
+    ignore_mismatched_sizes: bool = True,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    **model_kwargs: Any,
+) -> tuple[PreTrainedModel, BaseImageProcessor]:
+    """A pretrained classifier and its image processor from a Hub id or a local folder.
+
+    Args:
+        name_or_path: Hub id (from the local cache when offline) or a folder saved by `save_pretrained`.
+        label_names: When given, the classifier head is sized (and, if it differs, re-initialised) for them.
+        multi_label: The labels are independent (sigmoid) rather than exclusive (softmax).
+        image_processor_overrides: Fields replacing the processor's own (e.g. ``size``).
+        ignore_mismatched_sizes: Replace a head whose shape differs from `label_names`.
+        trust_remote_code: Run the checkpoint's own code; off unless the user asks.
+        allow_pickle: Accept pickled weights (loaded with ``weights_only=True``) when no safetensors exist.
+    """
+    check_local_weights(name_or_path, allow_pickle)
+    labels = label_config(label_names, multi_label) if label_names is not None else {}
+    config = _from_hub(
+        AutoConfig.from_pretrained, name_or_path, "config", trust_remote_code=trust_remote_code, **labels
+    )
+    require_image_classifier(config, name_or_path)
+    model = _from_hub(
+        AutoModelForImageClassification.from_pretrained,
+        name_or_path,
+        "weights",
+        config=config,
+        ignore_mismatched_sizes=ignore_mismatched_sizes,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=None if allow_pickle else True,
+        **model_kwargs,
+    )
+    processor = _from_hub(
+        AutoImageProcessor.from_pretrained,
+        name_or_path,
+        "image processor",
+        trust_remote_code=trust_remote_code,
+        **(image_processor_overrides or {}),
+    )
+    return model, require_tensor_processor(processor, name_or_path)
+
+
+def check_local_weights(name_or_path: str, allow_pickle: bool) -> None:
+    """For a local folder: refuse a missing folder, missing weights, or pickle-only weights without `allow_pickle`."""
+    path = Path(name_or_path).expanduser()
+    looks_local = path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if not looks_local:
+        return
+    if not path.is_dir():
+        raise DataError(f"Model folder {path} does not exist.")
+    if not (path / "config.json").is_file():
+        raise DataError(f"{path} has no config.json; it is not a folder saved by save_pretrained.")
+    if any((path / name).is_file() for name in SAFE_WEIGHTS):
+        return
+    if any((path / name).is_file() for name in PICKLED_WEIGHTS):
+        if allow_pickle:
+            return
+        raise DataError(
+            f"{path} holds only pickled weights (pytorch_model.bin), and unpickling can run code; convert them to "
+            "safetensors, or set allow_pickle to load them with torch.load(weights_only=True)."
+        )
+    raise DataError(f"{path} holds no model weights (model.safetensors).")
+
+
+def require_image_classifier(config: PretrainedConfig, source: str) -> None:
+    if type(config) not in AutoModelForImageClassification._model_mapping:
+        raise DataError(
+            f"{source} is a '{config.model_type}' model, which transformers cannot load as an image classifier."
+        )
+
+
+def require_tensor_processor(processor: Any, source: str) -> BaseImageProcessor:
+    """Preprocessing runs the processor on device tensors, which only the torchvision-backed processors accept."""
+    if not isinstance(processor, TorchvisionBackend):
+        raise DataError(
+            f"The image processor of {source} ({type(processor).__name__}) is not torchvision-backed; "
+            "install torchvision, or pick an image processor class that has a torchvision backend."
+        )
+    return processor
+
+
+def _from_hub(load: Any, name_or_path: str, what: str, **kwargs: Any) -> Any:
+    """Call a `from_pretrained`, turning "not cached / no connection / no such repo" into one clear sentence."""
+    try:
+        return load(name_or_path, **kwargs)
+    except OSError as error:
+        if Path(name_or_path).expanduser().is_dir():
+            raise DataError(f"Could not load the {what} from {name_or_path}: {error}") from None
+        if is_offline():
+            raise OfflineError(
+                f"'{name_or_path}' is neither a local folder nor in the local Hugging Face cache, and HF_HUB_OFFLINE "
+                f"is set, so its {what} cannot be downloaded; run once online to cache it, or pass a local folder."
+            ) from None
+        raise OfflineError(f"Could not get the {what} of '{name_or_path}' from the Hub: {error}") from None

@@ -1,0 +1,61 @@
+"""Every dataset leaves `pipelines` with exactly `train`, `validation` and `test` splits."""
+
+from __future__ import annotations
+
+from datasets import ClassLabel, Dataset, DatasetDict
+
+from pipelines.errors import DataError
+
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+    "testing": "test",
+}
+
+
+def standard_splits(
+    dataset: DatasetDict, validation_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42
+) -> DatasetDict:
+    """Rename splits to train/validation/test and carve any missing one off train (seeded, stratified).
+
+    Carving takes `test_fraction` of train for a missing test split first, then `validation_fraction` of
+    what remains for a missing validation split.
+    """
+    named: dict[str, Dataset] = {}
+    for name, split in dataset.items():
+        standard = SPLIT_ALIASES.get(name.lower())
+        if standard and standard not in named:
+            named[standard] = split
+    if "train" not in named:
+        raise DataError(f"The dataset has no train split (it has {list(dataset)}); name one 'train'.")
+    for missing, fraction in (("test", test_fraction), ("validation", validation_fraction)):
+        if missing not in named:
+            named["train"], named[missing] = carve(named["train"], fraction, seed)
+    return DatasetDict({name: named[name] for name in ("train", "validation", "test")})
+
+
+def carve(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split `fraction` of `train` off, stratified by label when every class has at least two images."""
+    if len(train) < 2:
+        raise DataError(f"The train split has {len(train)} image(s), too few to carve a missing split from.")
+    stratify = None
+    if isinstance(train.features["label"], ClassLabel):
+        counts = {}
+        for label in train["label"]:
+            counts[label] = counts.get(label, 0) + 1
+        if min(counts.values()) >= 2 and round(fraction * len(train)) >= len(counts):
+            stratify = "label"
+    parts = train.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
+    return parts["train"], parts["test"]
+
+
+def subsample(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    """A seeded random subset of at most `limit` rows (the dataset itself when `limit` is None)."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(limit))

@@ -1,0 +1,104 @@
+"""Run configs: every shipped YAML validates, overrides win, unknown keys are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, write_config
+from transformers import TrainingArguments
+
+from pipelines import ConfigError, DataArguments
+from trainers.arguments import ModelArguments, apply_precision, field_types, parse_config
+
+DATACLASSES = (DataArguments, ModelArguments, TrainingArguments)
+FINETUNE_CONFIGS = sorted(
+    path for path in (ROOT / "configs").glob("*.yaml") if not path.name.startswith(("distill", "quickstart_distill"))
+)
+
+
+def test_argument_names_do_not_collide() -> None:
+    names = [set(field_types((dataclass,))) for dataclass in DATACLASSES]
+    assert not (names[0] & names[1]) and not (names[0] & names[2]) and not (names[1] & names[2])
+
+
+@pytest.mark.parametrize("path", FINETUNE_CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_validates(path: Path) -> None:
+    data_args, model_args, training_args = parse_config(DATACLASSES, [str(path)])
+    assert training_args.do_train
+    assert training_args.output_dir.startswith("runs/")
+    assert (model_args.model_name_or_path is None) != (model_args.model_config is None)
+    assert isinstance(training_args.learning_rate, float) and training_args.learning_rate > 0
+    if data_args.dataset_source == "medmnist":
+        assert data_args.dataset_name.endswith("mnist")
+
+
+def test_the_expected_recipes_are_shipped() -> None:
+    names = {path.name for path in FINETUNE_CONFIGS}
+    assert {
+        "quickstart.yaml",
+        "vit_base_pathmnist.yaml",
+        "deit_tiny_pathmnist.yaml",
+        "resnet18_pathmnist.yaml",
+        "vit_base_cifar10.yaml",
+        "plants_folder.yaml",
+    } <= names
+
+
+def test_plants_config_reads_label_names_in_order() -> None:
+    data_args, _, _ = parse_config(DATACLASSES, [str(ROOT / "configs" / "plants_folder.yaml")])
+    assert data_args.dataset_source == "folder" and data_args.class_names == ["Rudo", "Baya", "Greg", "Yuki"]
+
+
+def test_command_line_overrides_win_and_are_typed(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"}, output_dir="x",
+        learning_rate="2e-4", num_train_epochs=5,
+    )
+    _, model_args, training_args = parse_config(
+        DATACLASSES, [str(path), "--num_train_epochs", "2", "--learning_rate=1e-3", "--disable_tqdm", "--precision", "fp32"]
+    )
+    assert training_args.disable_tqdm is True
+    assert training_args.num_train_epochs == 2
+    assert training_args.learning_rate == pytest.approx(1e-3)
+    assert model_args.precision == "fp32"
+
+
+def test_yaml_exponent_strings_become_floats(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"},
+                        output_dir="x", learning_rate="2e-4")
+    assert parse_config(DATACLASSES, [str(path)])[2].learning_rate == pytest.approx(2e-4)
+
+
+def test_unknown_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"},
+                        output_dir="x", learning_rte=0.1)
+    with pytest.raises(ConfigError, match="Unknown config key 'learning_rte'.*did you mean 'learning_rate'"):
+        parse_config(DATACLASSES, [str(path)])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"dataset_source": "ftp", "dataset_name": "x"}, "dataset_source is 'ftp'"),
+        ({"dataset_name": "breastmnist", "medmnist_size": 32}, "medmnist_size is 32"),
+        ({"dataset_name": "breastmnist", "model_name_or_path": "a/b"}, "exactly one of model_name_or_path"),
+        ({"dataset_name": "breastmnist", "num_train_epochs": "many"}, "num_train_epochs is 'many'"),
+        ({"dataset_source": "folder"}, "needs data_dir"),
+    ],
+)
+def test_invalid_values_are_one_sentence(tmp_path: Path, values: dict, message: str) -> None:
+    values = {"model_config": {"model_type": "resnet"}, "output_dir": "x", **values}
+    with pytest.raises(ConfigError, match=message) as error:
+        parse_config(DATACLASSES, [str(write_config(tmp_path / "c.yaml", **values))])
+    assert "\n" not in str(error.value)
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_config(DATACLASSES, [str(tmp_path / "none.yaml")])
+
+
+def test_precision_auto_is_fp32_without_a_gpu() -> None:
+    args = apply_precision(TrainingArguments(output_dir="x", use_cpu=True), "auto")
+    assert not args.bf16 and not args.fp16

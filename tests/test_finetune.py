@@ -1,0 +1,167 @@
+"""scripts/finetune.py end to end on tiny models: outputs, pipeline() round trip, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, TINY_VIT, make_medmnist_npz, tiny_run_config, write_config
+from PIL import Image as PILImage
+from safetensors.torch import load_file
+from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+
+from pipelines import DevicePreprocess
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from finetune import main  # noqa: E402
+
+COUNTS = (40, 13, 17)  # odd evaluation sizes: a sample counted twice would show
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
+    tmp_path = tmp_path_factory.mktemp("finetune")
+    make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=COUNTS)
+    values = tiny_run_config(tmp_path, tmp_path / "data", model_config=TINY_VIT)
+    report = main([str(write_config(tmp_path / "run.yaml", **values))])
+    return Path(values["output_dir"]), report, tmp_path / "data"
+
+
+def test_run_writes_model_processor_metrics_and_plots(finished_run) -> None:
+    output_dir, report, _ = finished_run
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "metrics.json",
+                 "training_curves.png", "confusion_matrix.png"):
+        assert (output_dir / name).is_file(), name
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["id2label"] == {"0": "malignant", "1": "normal, benign"}
+    assert config["label2id"] == {"malignant": 0, "normal, benign": 1}
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(report))
+    assert metrics["validation"]["samples"] == COUNTS[1] and metrics["test"]["samples"] == COUNTS[2]
+    for split in ("validation", "test"):
+        assert {"accuracy", "auc", "f1", "loss"} <= set(metrics[split])
+        assert 0.0 <= metrics[split]["accuracy"] <= 1.0
+    assert not list(output_dir.glob(".*.tmp"))
+
+
+def test_saved_model_works_in_a_plain_transformers_pipeline(finished_run) -> None:
+    output_dir, _, data_dir = finished_run
+    images = np.load(data_dir / "breastmnist.npz")["test_images"][:4]
+    classifier = pipeline("image-classification", model=str(output_dir), device="cpu")
+    answers = classifier([PILImage.fromarray(image) for image in images], top_k=2)
+    model = AutoModelForImageClassification.from_pretrained(output_dir).eval()
+    preprocess = DevicePreprocess(AutoImageProcessor.from_pretrained(output_dir), num_channels=3)
+    with torch.no_grad():
+        probabilities = model(pixel_values=preprocess(torch.from_numpy(images)[:, None])).logits.softmax(-1)
+    for answer, expected in zip(answers, probabilities):
+        by_label = {entry["label"]: entry["score"] for entry in answer}
+        assert set(by_label) == {"malignant", "normal, benign"}
+        # pipeline() converts grayscale PIL images to RGB itself; the scores match our device path.
+        assert by_label["malignant"] == pytest.approx(float(expected[0]), abs=1e-4)
+
+
+def test_resume_continues_from_the_newest_checkpoint_and_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    make_medmnist_npz(tmp_path / "data" / "breastmnist.npz")
+    values = tiny_run_config(tmp_path, tmp_path / "data", max_steps=6, save_strategy="steps", save_steps=2)
+    config = write_config(tmp_path / "c.yaml", **values)
+    run_dir = Path(values["output_dir"])
+    main([str(config)])
+    reference = load_file(run_dir / "model.safetensors")
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+
+    # As if the run had died after step 4: the newest checkpoint left is checkpoint-4.
+    shutil.rmtree(run_dir / "checkpoint-6")
+    (run_dir / "model.safetensors").unlink()
+    main([str(config), "--resume_from_checkpoint", "true"])
+
+    state = json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2, 3, 4, 5, 6]
+    weights = load_file(run_dir / "model.safetensors")
+    for name, tensor in reference.items():
+        torch.testing.assert_close(weights[name], tensor, atol=1e-6, rtol=1e-5)
+
+
+def test_resume_true_without_checkpoints_starts_fresh(tmp_path: Path, npz_dir: Path) -> None:
+    values = tiny_run_config(tmp_path, npz_dir, max_steps=2, resume_from_checkpoint=True)
+    report = main([str(write_config(tmp_path / "c.yaml", **values))])
+    assert report["test"]["samples"] == 16
+
+
+def test_multi_label_run_trains_with_bce(tmp_path: Path) -> None:
+    make_medmnist_npz(tmp_path / "data" / "chestmnist.npz", flag="chestmnist")
+    values = tiny_run_config(tmp_path, tmp_path / "data", dataset_name="chestmnist", label_smoothing_factor=0.1)
+    report = main([str(write_config(tmp_path / "c.yaml", **values))])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification" and len(config["id2label"]) == 14
+    assert np.isfinite(report["test"]["loss"]) and 0 <= report["test"]["auc"] <= 1
+
+
+def test_photo_folder_with_mixed_sizes_trains(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        (tmp_path / "plants" / split).mkdir(parents=True)
+        for label in range(4):
+            for index in range(3):
+                width, height = 24 + 4 * index, 20 + 2 * label
+                array = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+                PILImage.fromarray(array).save(tmp_path / "plants" / split / f"{label}_{index}.jpg")
+    values = tiny_run_config(
+        tmp_path, tmp_path / "plants", dataset_source="folder", dataset_name=None,
+        class_names=["Rudo", "Baya", "Greg", "Yuki"], verify_md5=True, max_steps=2,
+    )
+    report = main([str(write_config(tmp_path / "c.yaml", **values))])
+    assert report["test"]["samples"] == 12
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["id2label"]["3"] == "Yuki"
+
+
+def _run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "finetune.py"), *args],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )
+
+
+def _assert_one_clear_line(result: subprocess.CompletedProcess, *parts: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr[-2000:]
+    for part in parts:
+        assert part in error_lines[0]
+
+
+@pytest.mark.slow
+def test_cli_unknown_key_exits_with_one_sentence_and_writes_nothing(tmp_path: Path, npz_dir: Path) -> None:
+    values = tiny_run_config(tmp_path, npz_dir, batch_sise=3)
+    result = _run_script(str(write_config(tmp_path / "c.yaml", **values)))
+    _assert_one_clear_line(result, "Unknown config key 'batch_sise'")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_cli_uncached_hub_model_offline_fails_at_once(tmp_path: Path, npz_dir: Path) -> None:
+    values = tiny_run_config(tmp_path, npz_dir, model_config=None, model_name_or_path="google/vit-base-patch16-224")
+    start = time.perf_counter()
+    result = _run_script(str(write_config(tmp_path / "c.yaml", **values)))
+    assert time.perf_counter() - start < 60  # import time included; the Hub is never retried
+    _assert_one_clear_line(result, "google/vit-base-patch16-224", "HF_HUB_OFFLINE")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_cli_missing_medmnist_file_offline(tmp_path: Path) -> None:
+    values = tiny_run_config(tmp_path, tmp_path / "empty", dataset_name="octmnist")
+    result = _run_script(
+        str(write_config(tmp_path / "c.yaml", **values)),
+        env={**os.environ, "MEDMNIST_ROOT": str(tmp_path / "nowhere"), "HOME": str(tmp_path)},
+    )
+    _assert_one_clear_line(result, "octmnist.npz", "MEDMNIST_ROOT", "https://zenodo.org")

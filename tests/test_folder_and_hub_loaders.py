@@ -1,0 +1,135 @@
+"""Image folders (class subfolders, '{label}_{id}.jpg' names), Hub datasets, and split carving."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import ClassLabel, Dataset, Features, Image
+from PIL import Image as PILImage
+
+from pipelines import DataArguments, DataError, ImageCollator, OfflineError, load_image_dataset
+from pipelines.folders import load_image_folder
+
+PLANTS = ["Rudo", "Baya", "Greg", "Yuki"]
+
+
+def save_image(path: Path, value: int, size: tuple[int, int] = (20, 16), mode: str = "RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    channels = 3 if mode == "RGB" else 1
+    array = np.full((size[1], size[0], channels), value, np.uint8).squeeze()
+    PILImage.fromarray(array, mode=mode).save(path)
+
+
+def test_flat_label_in_file_name_with_split_folders(tmp_path: Path) -> None:
+    for split, count in (("train", 3), ("val", 2), ("test", 1)):
+        for label in range(4):
+            for index in range(count):
+                save_image(tmp_path / split / f"{label}_{split}{index}abc.jpg", 60 * label)
+    data = load_image_dataset(DataArguments(dataset_source="folder", data_dir=str(tmp_path), class_names=PLANTS))
+    assert data.label_names == PLANTS
+    assert [len(data.dataset[s]) for s in ("train", "validation", "test")] == [12, 8, 4]
+    train = data.dataset["train"]
+    for example in train:
+        assert Path(example["image"]["path"]).name.startswith(f"{example['label']}_")
+    batch = ImageCollator(4)(train.__getitems__([0, 5]))
+    assert batch["pixel_values"].shape == (2, 3, 16, 20) and batch["pixel_values"].dtype.itemsize == 1
+    # JPEG is lossy; the decoded value still identifies the class the file name gave.
+    assert abs(int(batch["pixel_values"][1].float().mean()) - 60 * int(batch["labels"][1])) <= 3
+
+
+def test_class_subfolders_without_split_folders_carve_seeded_stratified_splits(tmp_path: Path) -> None:
+    for name in ("cat", "dog"):
+        for index in range(20):
+            save_image(tmp_path / name / f"{index}.png", 100 if name == "dog" else 10)
+    args = DataArguments(dataset_source="folder", data_dir=str(tmp_path), validation_split_fraction=0.2)
+    data = load_image_dataset(args)
+    again = load_image_dataset(args)
+    assert data.label_names == ["cat", "dog"]
+    assert [len(data.dataset[s]) for s in ("train", "validation", "test")] == [28, 8, 4]
+    assert sorted(data.dataset["validation"]["label"]) == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert data.dataset["validation"]["image"] == again.dataset["validation"]["image"]
+    all_paths = [p["path"] for s in data.dataset.values() for p in s["image"]]
+    assert len(set(all_paths)) == 40
+
+
+def test_mixed_image_sizes_collate_to_a_list(tmp_path: Path) -> None:
+    save_image(tmp_path / "train" / "a" / "1.png", 5, size=(10, 10))
+    save_image(tmp_path / "train" / "a" / "2.png", 5, size=(12, 8))
+    splits = load_image_folder(tmp_path)
+    batch = ImageCollator(1)(list(splits["train"]))
+    assert isinstance(batch["pixel_values"], list)
+    assert [tuple(t.shape) for t in batch["pixel_values"]] == [(3, 10, 10), (3, 8, 12)]
+
+
+def test_grayscale_mode_keeps_one_channel(tmp_path: Path) -> None:
+    save_image(tmp_path / "train" / "x" / "1.png", 7, mode="L")
+    splits = load_image_folder(tmp_path)
+    batch = ImageCollator(1, image_mode="L")(list(splits["train"]))
+    assert batch["pixel_values"].shape == (1, 1, 16, 20)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "train" / "cats").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match="holds no images"):
+        load_image_folder(tmp_path)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        load_image_folder(tmp_path / "nope")
+
+
+def test_unreadable_image_is_named(tmp_path: Path) -> None:
+    save_image(tmp_path / "a" / "good.png", 1)
+    (tmp_path / "a" / "bad.jpg").write_bytes(b"not really a jpeg")
+    with pytest.raises(DataError, match="bad.jpg is not a readable image"):
+        load_image_folder(tmp_path)
+
+
+def test_label_outside_class_names_is_named(tmp_path: Path) -> None:
+    save_image(tmp_path / "train" / "0_a.jpg", 1)
+    save_image(tmp_path / "train" / "7_b.jpg", 1)
+    with pytest.raises(DataError, match="7_b.jpg: label '7' is outside the class names"):
+        load_image_folder(tmp_path, class_names=PLANTS)
+
+
+def _cifar_like_repo(root: Path) -> Path:
+    """A local dataset repo laid out like cifar10 on the Hub (parquet shards, `img`/`label` columns)."""
+    features = Features({"img": Image(), "label": ClassLabel(names=["airplane", "automobile", "bird"])})
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("test", 6)):
+        images = [PILImage.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(count)]
+        dataset = Dataset.from_dict({"img": images, "label": [i % 3 for i in range(count)]}, features=features)
+        (root / "plain_text").mkdir(parents=True, exist_ok=True)
+        dataset.to_parquet(str(root / "plain_text" / f"{split}-00000-of-00001.parquet"))
+    return root
+
+
+def test_hub_style_dataset_with_custom_columns_and_carved_validation(tmp_path: Path) -> None:
+    repo = _cifar_like_repo(tmp_path / "cifar_like")
+    args = DataArguments(
+        dataset_source="hub", dataset_name=str(repo), image_column="img", validation_split_fraction=0.25
+    )
+    data = load_image_dataset(args)
+    assert data.label_names == ["airplane", "automobile", "bird"]
+    assert [len(data.dataset[s]) for s in ("train", "validation", "test")] == [9, 3, 6]
+    assert data.dataset["train"].column_names == ["image", "label"]
+    batch = ImageCollator(3)(data.dataset["test"].__getitems__([0, 1]))
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)
+
+
+def test_hub_dataset_missing_column_lists_the_columns(tmp_path: Path) -> None:
+    repo = _cifar_like_repo(tmp_path / "cifar_like")
+    with pytest.raises(DataError, match="has no column 'image'.*'img'"):
+        load_image_dataset(DataArguments(dataset_source="hub", dataset_name=str(repo)))
+
+
+def test_uncached_hub_dataset_offline_fails_at_once() -> None:
+    start = time.perf_counter()
+    with pytest.raises(OfflineError, match="HF_HUB_OFFLINE"):
+        load_image_dataset(DataArguments(dataset_source="hub", dataset_name="someone/never-cached-dataset"))
+    assert time.perf_counter() - start < 10

@@ -1,0 +1,167 @@
+"""Run configuration: argument dataclasses and the YAML (+ command-line overrides) parser behind every script."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from pipelines.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class ModelArguments:
+    """Which classifier to train: a pretrained checkpoint, or a config built from scratch."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Hub id or local folder of a pretrained image classifier."}
+    )
+    model_config: dict | None = field(
+        default=None,
+        metadata={"help": "Build a model from scratch: 'model_type' plus that config's fields (no download)."},
+    )
+    image_processor_config: dict | None = field(
+        default=None,
+        metadata={
+            "help": "From scratch: the image processor's fields ('size', 'image_mean', 'image_std', optional "
+            "'image_processor_type'). Pretrained: fields that replace the checkpoint's own (e.g. 'size')."
+        },
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=True, metadata={"help": "Re-initialise a pretrained head whose size differs from the dataset's labels."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub checkpoint."})
+    allow_pickle: bool = field(
+        default=False,
+        metadata={"help": "Accept pickled weights (pytorch_model.bin, loaded with weights_only=True) without safetensors."},
+    )
+    precision: str = field(
+        default="auto",
+        metadata={"help": "'auto' (bf16 on a GPU that supports it, else fp32), 'fp32', 'bf16' or 'fp16'."},
+    )
+
+    def __post_init__(self) -> None:
+        if (self.model_name_or_path is None) == (self.model_config is None):
+            raise ConfigError("Give exactly one of model_name_or_path (pretrained) and model_config (from scratch).")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision is {self.precision!r}; use one of {', '.join(PRECISIONS)}.")
+
+
+def apply_precision(training_args: TrainingArguments, precision: str) -> TrainingArguments:
+    """Set bf16/fp16 from `precision` unless the config already set one of them itself."""
+    if training_args.bf16 or training_args.fp16 or precision == "fp32":
+        return training_args
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    training_args.bf16 = precision == "bf16"
+    training_args.fp16 = precision == "fp16"
+    return training_args
+
+
+def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
+    """Parse ``<config.yaml> [--key value ...]`` into instances of `dataclass_types`.
+
+    Command-line values override the file's and are read as YAML scalars (``--num_train_epochs 3``,
+    ``--bf16 true``). An unknown key is named, with the closest known key as a suggestion.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0].startswith("--"):
+        raise ConfigError("Give a config file first: script.py configs/<name>.yaml [--key value ...].")
+    path = Path(argv[0])
+    values = read_config_file(path)
+    values.update(parse_overrides(argv[1:]))
+    hints = field_types(dataclass_types)
+    unknown = [key for key in values if key not in hints]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(hints), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"Unknown config key '{unknown[0]}' in {path}{hint}.")
+    values = {key: coerce(value, hints[key], key) for key, value in values.items()}
+    try:
+        return HfArgumentParser(dataclass_types).parse_dict(values)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{path}: {str(error).splitlines()[0]}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values.")
+    return values
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """``--key value`` / ``--key=value`` pairs, each value read as a YAML scalar; a bare ``--flag`` means true."""
+    overrides: dict[str, Any] = {}
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if not arg.startswith("--"):
+            raise ConfigError(f"Unexpected argument '{arg}'; overrides look like --key value.")
+        key, equals, value = arg[2:].partition("=")
+        if not equals:
+            if index + 1 < len(args) and not args[index + 1].startswith("--"):
+                value = args[index + 1]
+                index += 1
+            else:
+                value = "true"
+        overrides[key] = yaml.safe_load(value)
+        index += 1
+    return overrides
+
+
+def field_types(dataclass_types: tuple[type, ...]) -> dict[str, Any]:
+    """Every init field's resolved type, across the dataclasses (whose names must not collide)."""
+    hints: dict[str, Any] = {}
+    for dataclass_type in dataclass_types:
+        resolved = typing.get_type_hints(dataclass_type)
+        for dataclass_field in dataclasses.fields(dataclass_type):
+            if dataclass_field.init:
+                hints[dataclass_field.name] = resolved.get(dataclass_field.name, Any)
+    return hints
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Turn YAML strings such as '2e-4' (YAML 1.1 reads it as text) into the field's float, int or bool."""
+    if not isinstance(value, str):
+        return value
+    base = _strip_optional(hint)
+    try:
+        if base is float:
+            return float(value)
+        if base is int:
+            return int(value)
+    except ValueError:
+        raise ConfigError(f"{key} is '{value}', which is not a {base.__name__}.") from None
+    if base is bool:
+        lowered = value.lower()
+        if lowered not in {"true", "false", "yes", "no", "1", "0"}:
+            raise ConfigError(f"{key} is '{value}'; use true or false.")
+        return lowered in {"true", "yes", "1"}
+    return value
+
+
+def _strip_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = [member for member in typing.get_args(hint) if member is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return hint

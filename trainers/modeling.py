@@ -1,0 +1,25 @@
+"""The classifier a run trains, from its `ModelArguments` and the dataset's label space."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedModel
+from transformers.image_processing_utils import BaseImageProcessor
+
+from pipelines.loading import ImageData
+from pipelines.models import build_classifier, load_classifier
+from trainers.arguments import ModelArguments
+
+
+def classifier_from_args(args: ModelArguments, data: ImageData) -> tuple[PreTrainedModel, BaseImageProcessor]:
+    """A pretrained checkpoint re-headed for `data`'s labels, or a fresh model from `args.model_config`."""
+    if args.model_config is not None:
+        return build_classifier(args.model_config, data.label_names, data.multi_label, args.image_processor_config)
+    return load_classifier(
+        args.model_name_or_path,
+        data.label_names,
+        data.multi_label,
+        image_processor_overrides=args.image_processor_config,
+        ignore_mismatched_sizes=args.ignore_mismatched_sizes,
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
+    )

@@ -1,0 +1,139 @@
+"""What a run leaves behind besides the model: metrics.json, training curves, confusion matrix, a summary table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from pipelines.io import atomic_save_figure, atomic_write_json
+
+HEADLINE_METRICS = ("accuracy", "auc", "f1", "loss")
+
+
+def strip_prefix(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """``{"eval_auc": 0.9}`` -> ``{"auc": 0.9}``."""
+    return {key.removeprefix(f"{prefix}_"): value for key, value in metrics.items()}
+
+
+def write_metrics(path: str | Path, metrics_by_split: dict[str, dict[str, Any]]) -> None:
+    atomic_write_json(path, metrics_by_split)
+
+
+def summary_table(metrics_by_split: dict[str, dict[str, Any]], columns: Iterable[str] = HEADLINE_METRICS) -> str:
+    """A markdown table: one row per split, one column per metric."""
+    columns = [column for column in columns if any(column in m for m in metrics_by_split.values())]
+    lines = ["| split | images | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
+    for split, metrics in metrics_by_split.items():
+        cells = [_format(metrics.get(column)) for column in columns]
+        lines.append(f"| {split} | {metrics.get('samples', '')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _format(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def plot_training_curves(log_history: list[dict[str, Any]], path: str | Path) -> None:
+    """Training and validation loss, and validation metrics, against the optimizer step."""
+    figure = Figure(figsize=(11, 4))
+    loss_axis, metric_axis = figure.subplots(1, 2)
+    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry]
+    evals = [entry for entry in log_history if "eval_loss" in entry]
+    if train:
+        loss_axis.plot(*zip(*train), label="train loss")
+    if evals:
+        loss_axis.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], "o-", label="validation loss")
+        for name in ("accuracy", "auc", "f1"):
+            points = [(e["step"], e[f"eval_{name}"]) for e in evals if f"eval_{name}" in e]
+            if points:
+                metric_axis.plot(*zip(*points), "o-", label=f"validation {name}")
+    loss_axis.set(xlabel="step", ylabel="loss", title="Loss")
+    metric_axis.set(xlabel="step", ylabel="score", title="Validation metrics", ylim=(0, 1.02))
+    for axis in (loss_axis, metric_axis):
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend()
+    atomic_save_figure(figure, path)
+
+
+def plot_confusion_matrix(
+    labels: np.ndarray, predictions: np.ndarray, label_names: list[str], path: str | Path, title: str = ""
+) -> None:
+    """Counts per (true, predicted) class, coloured by the share of each true class.
+
+    Args:
+        labels: (N,) true class indices, or (N, L) 0/1 for multi-label (one 2x2 matrix per label).
+        predictions: Same shape as `labels`: predicted class indices, or 0/1 per label.
+    """
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    if labels.ndim == 2:
+        matrices = [_confusion(labels[:, i], predictions[:, i], 2) for i in range(labels.shape[1])]
+        titles, ticks = label_names, ["no", "yes"]
+    else:
+        matrices = [_confusion(labels, predictions, len(label_names))]
+        titles, ticks = [title or "Confusion matrix"], label_names
+    columns = min(len(matrices), 4)
+    rows = -(-len(matrices) // columns)
+    side = max(3.0, 0.6 * len(ticks) + 2) if len(matrices) == 1 else 2.6
+    figure = Figure(figsize=(side * columns + 1, side * rows))
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for axis, matrix, name in zip(axes, matrices, titles):
+        _draw_matrix(axis, matrix, ticks, name)
+    for axis in axes[len(matrices) :]:
+        axis.set_axis_off()
+    atomic_save_figure(figure, path)
+
+
+def _confusion(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels.astype(np.int64), predictions.astype(np.int64)), 1)
+    return matrix
+
+
+def _draw_matrix(axis: Any, matrix: np.ndarray, ticks: list[str], title: str) -> None:
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(matrix):
+        colour = "white" if shares[row, column] > 0.5 else "black"
+        axis.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=9)
+    positions = range(len(ticks))
+    axis.set_xticks(positions, ticks, rotation=45 if len(ticks) > 2 else 0, ha="right" if len(ticks) > 2 else "center")
+    axis.set_yticks(positions, ticks)
+    axis.set(xlabel="predicted", ylabel="true", title=title)
+
+
+def predicted_classes(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Argmax class (N,), or 0/1 per label at probability > 0.5 (logit > 0) for multi-label (N, L)."""
+    return (logits > 0).astype(np.int64) if multi_label else logits.argmax(axis=1)
+
+
+def evaluate_and_report(trainer: Any, data: Any, output_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Evaluate on validation and test, then write metrics.json, training_curves.png and confusion_matrix.png.
+
+    Metrics are computed on predictions gathered from every process, with padding duplicates dropped;
+    `samples` counts them, so a distributed run shows it evaluated each image once.
+    """
+    report = {}
+    for split in ("validation", "test"):
+        output = trainer.predict(data.dataset[split], metric_key_prefix=split)
+        metrics = strip_prefix(output.metrics, split)
+        report[split] = {"samples": int(output.predictions.shape[0]), **metrics}
+        if split == "test":
+            test_output = output
+    if trainer.is_world_process_zero():
+        output_dir = Path(output_dir)
+        write_metrics(output_dir / "metrics.json", report)
+        if any("loss" in entry for entry in trainer.state.log_history):
+            plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+        plot_confusion_matrix(
+            np.asarray(test_output.label_ids),
+            predicted_classes(np.asarray(test_output.predictions), data.multi_label),
+            data.label_names,
+            output_dir / "confusion_matrix.png",
+            title="Test confusion matrix",
+        )
+    return report
