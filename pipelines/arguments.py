@@ -20,32 +20,42 @@ class DataArguments:
     )
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "MedMNIST flag (e.g. 'breastmnist') or Hub dataset id (e.g. 'cifar10', or a local dataset repo)."},
+        metadata={
+            "help": "MedMNIST flag (e.g. 'breastmnist') or Hub dataset id (e.g. 'cifar10', or a local dataset repo)."
+        },
     )
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "MedMNIST: folder searched first for the .npz (then $MEDMNIST_ROOT, then ~/.medmnist). Folder: the image root."},
+        metadata={
+            "help": "MedMNIST: folder searched first for the .npz (then $MEDMNIST_ROOT, then ~/.medmnist). Folder: the image root."
+        },
     )
     medmnist_size: int = field(default=28, metadata={"help": "MedMNIST image size: 28, 64, 128 or 224."})
     download: bool = field(
-        default=True, metadata={"help": "MedMNIST: download the .npz when it is not found locally (never when offline)."}
+        default=True,
+        metadata={"help": "MedMNIST: download the .npz when it is not found locally (never when offline)."},
     )
     verify_md5: bool = field(
         default=True,
-        metadata={"help": "MedMNIST: check the file's MD5 against medmnist.INFO; turn off only for your own files in MedMNIST's format."},
+        metadata={
+            "help": "MedMNIST: check the file's MD5 against medmnist.INFO; turn off only for your own files in MedMNIST's format."
+        },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub: the dataset's config name."})
     image_column: str = field(default="image", metadata={"help": "Hub: the column holding the images."})
     label_column: str = field(default="label", metadata={"help": "Hub: the column holding the labels."})
     class_names: list[str] | None = field(
         default=None,
-        metadata={"help": "Class names in label order: needed for '{label}_{id}.jpg' folders and integer label columns."},
+        metadata={
+            "help": "Class names in label order: needed for '{label}_{id}.jpg' folders and integer label columns."
+        },
     )
     image_mode: str = field(
         default="RGB", metadata={"help": "Folder and Hub images are decoded to this PIL mode ('RGB' or 'L')."}
     )
     validation_split_fraction: float = field(
-        default=0.1, metadata={"help": "Fraction of train carved off (seeded, stratified) when there is no validation split."}
+        default=0.1,
+        metadata={"help": "Fraction of train carved off (seeded, stratified) when there is no validation split."},
     )
     test_split_fraction: float = field(
         default=0.1, metadata={"help": "Fraction of train carved off (seeded, stratified) when there is no test split."}
@@ -66,9 +76,7 @@ class DataArguments:
 
     def __post_init__(self) -> None:
         if self.dataset_source not in DATASET_SOURCES:
-            raise ConfigError(
-                f"dataset_source is {self.dataset_source!r}; use one of {', '.join(DATASET_SOURCES)}."
-            )
+            raise ConfigError(f"dataset_source is {self.dataset_source!r}; use one of {', '.join(DATASET_SOURCES)}.")
         if self.dataset_source in ("medmnist", "hub") and not self.dataset_name:
             raise ConfigError(f"dataset_source '{self.dataset_source}' needs dataset_name (a MedMNIST flag or Hub id).")
         if self.dataset_source == "folder" and not self.data_dir:

@@ -18,7 +18,13 @@ from PIL import UnidentifiedImageError
 from pipelines.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-SPLIT_FOLDERS = {"train": "train", "val": "validation", "valid": "validation", "validation": "validation", "test": "test"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "val": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "test": "test",
+}
 
 
 def load_image_folder(root: str | Path, class_names: list[str] | None = None) -> DatasetDict:
@@ -60,7 +66,9 @@ def load_image_folder(root: str | Path, class_names: list[str] | None = None) ->
     features = Features({"image": Image(decode=False), "label": ClassLabel(names=list(names))})
     return DatasetDict(
         {
-            split: Dataset.from_dict({"image": [str(path) for path in paths], "label": labels[split]}, features=features)
+            split: Dataset.from_dict(
+                {"image": [str(path) for path in paths], "label": labels[split]}, features=features
+            )
             for split, paths in files.items()
             if paths
         }
@@ -104,6 +112,4 @@ def _file_name_label(path: Path, names: list[str]) -> int:
         return names.index(label)
     if label.isdigit() and int(label) < len(names):
         return int(label)
-    raise DataError(
-        f"{path}: label '{label}' is outside the class names {names} (give class_names in label order)."
-    )
+    raise DataError(f"{path}: label '{label}' is outside the class names {names} (give class_names in label order).")

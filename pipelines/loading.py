@@ -41,7 +41,9 @@ def load_image_dataset(args: DataArguments) -> ImageData:
     splits = standard_splits(raw, args.validation_split_fraction, args.test_split_fraction, args.split_seed)
     splits = DatasetDict(
         {
-            name: subsample(split, args.max_train_samples if name == "train" else args.max_eval_samples, args.split_seed)
+            name: subsample(
+                split, args.max_train_samples if name == "train" else args.max_eval_samples, args.split_seed
+            )
             for name, split in splits.items()
         }
     )

@@ -69,9 +69,7 @@ def locate_medmnist(flag: str, size: int, data_dir: str | None = None, download:
             return folder / name
     url, md5 = medmnist_source(flag, size)
     searched = ", ".join(str(folder) for folder in folders)
-    missing = (
-        f"{name} is not in {searched} (MEDMNIST_ROOT={os.environ.get('MEDMNIST_ROOT', 'unset')})"
-    )
+    missing = f"{name} is not in {searched} (MEDMNIST_ROOT={os.environ.get('MEDMNIST_ROOT', 'unset')})"
     if is_offline() or not download:
         reason = "this machine is offline (HF_HUB_OFFLINE is set)" if is_offline() else "download is off"
         raise OfflineError(
@@ -159,7 +157,12 @@ def load_medmnist(
             splits[split] = Dataset.from_generator(
                 _examples,
                 features=features,
-                gen_kwargs={"path": str(path.resolve()), "split": npz_split, "multi_label": multi_label, "stamp": stamp},
+                gen_kwargs={
+                    "path": str(path.resolve()),
+                    "split": npz_split,
+                    "multi_label": multi_label,
+                    "stamp": stamp,
+                },
             )
         except DatasetGenerationError as error:
             cause = error.__cause__ or error

@@ -112,7 +112,9 @@ def random_resized_crop(
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def training_preprocess(image_processor: BaseImageProcessor, num_channels: int, data_args: DataArguments) -> DevicePreprocess:
+def training_preprocess(
+    image_processor: BaseImageProcessor, num_channels: int, data_args: DataArguments
+) -> DevicePreprocess:
     """The device preprocessing a training run uses, with the augmentation `data_args` asks for."""
     return DevicePreprocess(
         image_processor,

@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = evaluate_and_report(trainer, data, training_args.output_dir)
     if trainer.is_world_process_zero():
-        print(f"\n{model.config.model_type} on {data_args.dataset_name or data_args.data_dir} -> {training_args.output_dir}")
+        print(
+            f"\n{model.config.model_type} on {data_args.dataset_name or data_args.data_dir} -> {training_args.output_dir}"
+        )
         print(summary_table(report))
     return report
 

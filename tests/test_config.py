@@ -52,11 +52,16 @@ def test_plants_config_reads_label_names_in_order() -> None:
 
 def test_command_line_overrides_win_and_are_typed(tmp_path: Path) -> None:
     path = write_config(
-        tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"}, output_dir="x",
-        learning_rate="2e-4", num_train_epochs=5,
+        tmp_path / "c.yaml",
+        dataset_name="breastmnist",
+        model_config={"model_type": "resnet"},
+        output_dir="x",
+        learning_rate="2e-4",
+        num_train_epochs=5,
     )
     _, model_args, training_args = parse_config(
-        DATACLASSES, [str(path), "--num_train_epochs", "2", "--learning_rate=1e-3", "--disable_tqdm", "--precision", "fp32"]
+        DATACLASSES,
+        [str(path), "--num_train_epochs", "2", "--learning_rate=1e-3", "--disable_tqdm", "--precision", "fp32"],
     )
     assert training_args.disable_tqdm is True
     assert training_args.num_train_epochs == 2
@@ -65,14 +70,24 @@ def test_command_line_overrides_win_and_are_typed(tmp_path: Path) -> None:
 
 
 def test_yaml_exponent_strings_become_floats(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"},
-                        output_dir="x", learning_rate="2e-4")
+    path = write_config(
+        tmp_path / "c.yaml",
+        dataset_name="breastmnist",
+        model_config={"model_type": "resnet"},
+        output_dir="x",
+        learning_rate="2e-4",
+    )
     assert parse_config(DATACLASSES, [str(path)])[2].learning_rate == pytest.approx(2e-4)
 
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"},
-                        output_dir="x", learning_rte=0.1)
+    path = write_config(
+        tmp_path / "c.yaml",
+        dataset_name="breastmnist",
+        model_config={"model_type": "resnet"},
+        output_dir="x",
+        learning_rte=0.1,
+    )
     with pytest.raises(ConfigError, match="Unknown config key 'learning_rte'.*did you mean 'learning_rate'"):
         parse_config(DATACLASSES, [str(path)])
 

@@ -37,8 +37,14 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, 
 
 def test_run_writes_model_processor_metrics_and_plots(finished_run) -> None:
     output_dir, report, _ = finished_run
-    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "metrics.json",
-                 "training_curves.png", "confusion_matrix.png"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "metrics.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+    ):
         assert (output_dir / name).is_file(), name
     config = json.loads((output_dir / "config.json").read_text())
     assert config["id2label"] == {"0": "malignant", "1": "normal, benign"}
@@ -115,8 +121,13 @@ def test_photo_folder_with_mixed_sizes_trains(tmp_path: Path) -> None:
                 array = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
                 PILImage.fromarray(array).save(tmp_path / "plants" / split / f"{label}_{index}.jpg")
     values = tiny_run_config(
-        tmp_path, tmp_path / "plants", dataset_source="folder", dataset_name=None,
-        class_names=["Rudo", "Baya", "Greg", "Yuki"], verify_md5=True, max_steps=2,
+        tmp_path,
+        tmp_path / "plants",
+        dataset_source="folder",
+        dataset_name=None,
+        class_names=["Rudo", "Baya", "Greg", "Yuki"],
+        verify_md5=True,
+        max_steps=2,
     )
     report = main([str(write_config(tmp_path / "c.yaml", **values))])
     assert report["test"]["samples"] == 12
@@ -126,7 +137,11 @@ def test_photo_folder_with_mixed_sizes_trains(tmp_path: Path) -> None:
 def _run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "finetune.py"), *args],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
     )
 
 

@@ -87,7 +87,13 @@ def test_missing_file_offline_names_file_folders_env_and_url(tmp_path: Path, mon
     with pytest.raises(OfflineError) as error:
         load_image_dataset(DataArguments(dataset_name="dermamnist", data_dir=str(tmp_path / "given")))
     message = str(error.value)
-    for part in ("dermamnist.npz", str(tmp_path / "given"), "MEDMNIST_ROOT", str(tmp_path / "env"), INFO["dermamnist"]["url"]):
+    for part in (
+        "dermamnist.npz",
+        str(tmp_path / "given"),
+        "MEDMNIST_ROOT",
+        str(tmp_path / "env"),
+        INFO["dermamnist"]["url"],
+    ):
         assert part in message
     assert "offline" in message
 

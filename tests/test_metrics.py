@@ -50,7 +50,9 @@ def test_multi_label_mean_per_label_auc_and_accuracy_by_hand() -> None:
     assert metrics["accuracy"] == pytest.approx((0.5 + 1.0) / 2)
 
 
-@pytest.mark.parametrize(("task", "classes"), [("binary-class", 2), ("multi-class", 6), ("multi-label, binary-class", 5)])
+@pytest.mark.parametrize(
+    ("task", "classes"), [("binary-class", 2), ("multi-class", 6), ("multi-label, binary-class", 5)]
+)
 def test_agrees_with_medmnist_evaluator(task: str, classes: int) -> None:
     rng = np.random.default_rng(1)
     multi_label = task.startswith("multi-label")

@@ -44,7 +44,9 @@ class ModelArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub checkpoint."})
     allow_pickle: bool = field(
         default=False,
-        metadata={"help": "Accept pickled weights (pytorch_model.bin, loaded with weights_only=True) without safetensors."},
+        metadata={
+            "help": "Accept pickled weights (pytorch_model.bin, loaded with weights_only=True) without safetensors."
+        },
     )
     precision: str = field(
         default="auto",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import evaluate
@@ -19,7 +19,7 @@ def task_name(num_labels: int, multi_label: bool) -> str:
     return "binary-class" if num_labels == 2 else "multi-class"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_metric(task: str) -> evaluate.EvaluationModule:
     # keep_in_memory: no cache file, so several processes (DDP) never contend for one lock.
     return evaluate.load(str(METRIC_SCRIPT), task, keep_in_memory=True)

@@ -1,0 +1,184 @@
+"""Training throughput of this project's path against the usual transformers recipe, on the same model.
+
+The usual recipe (transformers' image-classification tutorial): PIL images decoded and run through the image
+processor one by one in the data loader (`Dataset.with_transform`), `default_data_collator`, plain `Trainer`
+with default `TrainingArguments` apart from batch size and step count. This project's path: uint8 arrays
+stacked by `ImageCollator`, resized, augmented and normalised on the device by `DevicePreprocess`, precision
+'auto' (bf16 on a GPU).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features, Image
+from PIL import Image as PILImage
+from transformers import (
+    AutoModelForImageClassification,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    ViTConfig,
+    ViTImageProcessor,
+    default_data_collator,
+)
+
+from pipelines.collate import ImageCollator
+from pipelines.loading import with_uint8_format
+from pipelines.preprocess import DevicePreprocess
+from trainers.image_classification import ImageClassificationTrainer
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "vit-base": {},  # ViTConfig's defaults are ViT-B/16 at 224 px
+    "deit-tiny": {"hidden_size": 192, "num_attention_heads": 3, "intermediate_size": 768},
+}
+NUM_LABELS = 9  # PathMNIST's classes
+
+
+@dataclass
+class ThroughputRow:
+    path: str
+    images_per_second: float
+    seconds: float
+    steps: int
+
+
+class StepTimer(TrainerCallback):
+    """Wall time between the end of step `warmup` and the end of the last step (device synchronised)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start = self.end = 0.0
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step in (self.warmup, state.max_steps):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if state.global_step == self.warmup:
+                self.start = time.perf_counter()
+            else:
+                self.end = time.perf_counter()
+
+
+def synthetic_images(count: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 RGB images (count, size, size, 3) and labels, like a MedMNIST subset."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8), rng.integers(0, NUM_LABELS, count)
+
+
+def build_model(preset: str, image_size: int, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=image_size, num_labels=NUM_LABELS, **MODEL_PRESETS[preset])
+    return AutoModelForImageClassification.from_config(config)
+
+
+def _training_args(batch_size: int, steps: int, use_cpu: bool, **overrides: Any) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="swys-bench-"),
+        per_device_train_batch_size=batch_size,
+        max_steps=steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        logging_strategy="no",
+        use_cpu=use_cpu,
+        **overrides,
+    )
+
+
+def _time(trainer: Trainer, timer: StepTimer, batch_size: int, steps: int, warmup: int, path: str) -> ThroughputRow:
+    trainer.add_callback(timer)
+    trainer.train()
+    seconds = timer.end - timer.start
+    return ThroughputRow(path, (steps - warmup) * batch_size / seconds, seconds, steps - warmup)
+
+
+def project_path(
+    preset: str,
+    processor: ViTImageProcessor,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    use_cpu: bool,
+) -> ThroughputRow:
+    size = images.shape[1]
+    features = Features({"image": Array3D((size, size, 3), "uint8"), "label": ClassLabel(num_classes=NUM_LABELS)})
+    dataset = with_uint8_format(
+        DatasetDict(train=Dataset.from_dict({"image": images, "label": labels}, features=features))
+    )["train"]
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not use_cpu
+    model = build_model(preset, processor.size["height"])
+    trainer = ImageClassificationTrainer(
+        model=model,
+        args=_training_args(batch_size, steps, use_cpu, bf16=bf16),
+        train_dataset=dataset,
+        processing_class=processor,
+        data_collator=ImageCollator(NUM_LABELS),
+        preprocess=DevicePreprocess(processor, augment=True),
+    )
+    label = f"this project (uint8 batches, device preprocessing{', bf16' if bf16 else ''})"
+    return _time(trainer, StepTimer(warmup), batch_size, steps, warmup, label)
+
+
+def usual_path(
+    preset: str,
+    processor: ViTImageProcessor,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    use_cpu: bool,
+    tuned: bool = False,
+) -> ThroughputRow:
+    features = Features({"image": Image(), "label": ClassLabel(num_classes=NUM_LABELS)})
+    dataset = Dataset.from_dict(
+        {"image": [PILImage.fromarray(image) for image in images], "label": labels}, features=features
+    )
+
+    def transform(batch: dict[str, list]) -> dict[str, Any]:
+        pixel_values = processor(images=[image.convert("RGB") for image in batch["image"]], return_tensors="pt")
+        return {"pixel_values": pixel_values["pixel_values"], "labels": torch.tensor(batch["label"])}
+
+    overrides: dict[str, Any] = {"remove_unused_columns": False}
+    if tuned:
+        overrides.update(bf16=True, dataloader_num_workers=8)
+    model = build_model(preset, processor.size["height"])
+    trainer = Trainer(
+        model=model,
+        args=_training_args(batch_size, steps, use_cpu, **overrides),
+        train_dataset=dataset.with_transform(transform),
+        data_collator=default_data_collator,
+    )
+    label = "usual: PIL + image processor in the loader, " + ("bf16 + 8 workers" if tuned else "default arguments")
+    return _time(trainer, StepTimer(warmup), batch_size, steps, warmup, label)
+
+
+def benchmark_training(
+    preset: str = "vit-base",
+    image_size: int = 224,
+    source_size: int = 28,
+    batch_size: int = 128,
+    steps: int = 30,
+    warmup: int = 5,
+    use_cpu: bool = False,
+) -> list[ThroughputRow]:
+    """Train the same randomly initialised model both ways and return images/s of each (project first)."""
+    if warmup >= steps:
+        raise ValueError(f"warmup ({warmup}) must be smaller than steps ({steps}).")
+    processor = ViTImageProcessor(size={"height": image_size, "width": image_size})
+    images, labels = synthetic_images(batch_size * steps, source_size)
+    rows = [
+        project_path(preset, processor, images, labels, batch_size, steps, warmup, use_cpu),
+        usual_path(preset, processor, images, labels, batch_size, steps, warmup, use_cpu),
+    ]
+    if torch.cuda.is_available() and not use_cpu:
+        rows.append(usual_path(preset, processor, images, labels, batch_size, steps, warmup, use_cpu, tuned=True))
+    return rows
