@@ -53,11 +53,16 @@ def load_image_dataset(args: DataArguments) -> ImageData:
     return ImageData(with_uint8_format(splits), label_names(splits["train"]), is_multi_label(splits["train"]))
 
 
-def with_uint8_format(splits: DatasetDict) -> DatasetDict:
-    """Array images come out of the dataset as uint8 numpy arrays (datasets' default would widen them to int64)."""
-    if isinstance(splits["train"].features["image"], (Array2D, Array3D)):
-        return splits.with_format("numpy", columns=["image"], dtype=np.uint8, output_all_columns=True)
-    return splits
+def with_uint8_format(data: DatasetDict | Dataset) -> DatasetDict | Dataset:
+    """Array images come out of the dataset as uint8 numpy arrays (datasets' default would widen them to int64).
+
+    Apply it again after `add_column`: datasets adds a new column to the formatted ones, and would cast it
+    to uint8 too.
+    """
+    features = (data["train"] if isinstance(data, DatasetDict) else data).features
+    if isinstance(features["image"], (Array2D, Array3D)):
+        return data.with_format("numpy", columns=["image"], dtype=np.uint8, output_all_columns=True)
+    return data
 
 
 def is_multi_label(dataset: Dataset) -> bool:

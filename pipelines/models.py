@@ -42,11 +42,14 @@ def build_classifier(
     label_names: list[str],
     multi_label: bool = False,
     image_processor_config: dict[str, Any] | None = None,
+    model_class: type[PreTrainedModel] | None = None,
 ) -> tuple[PreTrainedModel, BaseImageProcessor]:
     """A randomly initialised classifier from config fields (``model_type`` plus that config's fields).
 
     The image processor is built from `image_processor_config` (its ``image_processor_type``, default
     ``ViTImageProcessor``: resize to ``size``, rescale, normalise with ``image_mean``/``image_std``).
+    `model_class` picks a specific head class (e.g. `DeiTForImageClassificationWithTeacher`); default: the
+    `AutoModelForImageClassification` one.
     """
     fields = dict(model_config)
     model_type = fields.pop("model_type", None)
@@ -57,7 +60,8 @@ def build_classifier(
     except (ValueError, KeyError) as error:
         raise DataError(f"model_config could not build a '{model_type}' config: {error}") from None
     require_image_classifier(config, f"model_config (model_type '{model_type}')")
-    model = AutoModelForImageClassification.from_config(config)
+    require_model_class(config, model_class, f"model_config (model_type '{model_type}')")
+    model = model_class(config) if model_class else AutoModelForImageClassification.from_config(config)
     processor_fields = dict(image_processor_config or {})
     processor_class = getattr(transformers, processor_fields.pop("image_processor_type", "ViTImageProcessor"), None)
     if processor_class is None or not issubclass(processor_class, BaseImageProcessor):
@@ -74,6 +78,7 @@ def load_classifier(
     ignore_mismatched_sizes: bool = True,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    model_class: type[PreTrainedModel] | None = None,
     **model_kwargs: Any,
 ) -> tuple[PreTrainedModel, BaseImageProcessor]:
     """A pretrained classifier and its image processor from a Hub id or a local folder.
@@ -86,6 +91,7 @@ def load_classifier(
         ignore_mismatched_sizes: Replace a head whose shape differs from `label_names`.
         trust_remote_code: Run the checkpoint's own code; off unless the user asks.
         allow_pickle: Accept pickled weights (loaded with ``weights_only=True``) when no safetensors exist.
+        model_class: A specific head class (e.g. `DeiTForImageClassificationWithTeacher`); default: Auto's choice.
     """
     check_local_weights(name_or_path, allow_pickle)
     labels = label_config(label_names, multi_label) if label_names is not None else {}
@@ -93,8 +99,9 @@ def load_classifier(
         AutoConfig.from_pretrained, name_or_path, "config", trust_remote_code=trust_remote_code, **labels
     )
     require_image_classifier(config, name_or_path)
+    require_model_class(config, model_class, name_or_path)
     model = _from_hub(
-        AutoModelForImageClassification.from_pretrained,
+        (model_class or AutoModelForImageClassification).from_pretrained,
         name_or_path,
         "weights",
         config=config,
@@ -139,6 +146,14 @@ def require_image_classifier(config: PretrainedConfig, source: str) -> None:
     if type(config) not in AutoModelForImageClassification._model_mapping:
         raise DataError(
             f"{source} is a '{config.model_type}' model, which transformers cannot load as an image classifier."
+        )
+
+
+def require_model_class(config: PretrainedConfig, model_class: type[PreTrainedModel] | None, source: str) -> None:
+    if model_class is not None and not isinstance(config, model_class.config_class):
+        raise DataError(
+            f"{source} is a '{config.model_type}' model; {model_class.__name__} needs a "
+            f"'{model_class.config_class.model_type}' model."
         )
 
 

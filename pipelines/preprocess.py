@@ -46,10 +46,14 @@ class DevicePreprocess:
         self.crop_ratio = tuple(crop_ratio)
         self.horizontal_flip = horizontal_flip
 
-    def __call__(self, images: torch.Tensor | list[torch.Tensor], train: bool = False) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor | list[torch.Tensor], train: bool = False, crops: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Args:
             images: uint8 (B, C, H, W), or a list of uint8 (C, H, W) of different sizes.
             train: Apply the training augmentation.
+            crops: (B, 2, 3) crops from `sample_crops` to apply instead of fresh ones, so that a second model
+                (a teacher) can see exactly the crops the first one saw.
 
         Returns:
             float32 (B, num_channels, H', W') on the images' device.
@@ -58,8 +62,14 @@ class DevicePreprocess:
         device = images.device if isinstance(images, torch.Tensor) else images[0].device
         pixel_values = self.image_processor(images=images, return_tensors="pt", device=device)["pixel_values"]
         if train and self.augment:
-            pixel_values = random_resized_crop(pixel_values, self.crop_scale, self.crop_ratio, self.horizontal_flip)
+            if crops is None:
+                crops = self.sample_crops(pixel_values.shape[0])
+            pixel_values = apply_crops(pixel_values, crops)
         return pixel_values
+
+    def sample_crops(self, batch_size: int) -> torch.Tensor:
+        """Random resized crops (and flips) for a batch, as (B, 2, 3) affine maps (see `sample_crops`)."""
+        return sample_crops(batch_size, self.crop_scale, self.crop_ratio, self.horizontal_flip)
 
 
 def match_channels(images: torch.Tensor | list[torch.Tensor], num_channels: int) -> torch.Tensor | list[torch.Tensor]:
@@ -79,37 +89,48 @@ def match_channels(images: torch.Tensor | list[torch.Tensor], num_channels: int)
     )
 
 
+def sample_crops(
+    batch_size: int,
+    scale: tuple[float, float] = (0.7, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    horizontal_flip: bool = True,
+) -> torch.Tensor:
+    """One random resized crop (optionally mirrored) per image, as an affine map for `F.affine_grid`.
+
+    Departs from torchvision's `RandomResizedCrop` by clamping an oversized crop to the image instead of
+    re-drawing it up to ten times, so that the whole batch is one `affine_grid` + `grid_sample`. The map works
+    in normalised coordinates, so the same crops fit images of any resolution.
+
+    Returns:
+        (B, 2, 3): output grid -> input coordinates in [-1, 1].
+    """
+    area = torch.empty(batch_size).uniform_(*scale)
+    aspect = torch.empty(batch_size).uniform_(math.log(ratio[0]), math.log(ratio[1])).exp()
+    width = (area * aspect).sqrt().clamp(max=1.0)  # fraction of the image width
+    height = (area / aspect).sqrt().clamp(max=1.0)
+    centre_x = (torch.rand(batch_size) * 2 - 1) * (1 - width)
+    centre_y = (torch.rand(batch_size) * 2 - 1) * (1 - height)
+    mirror = torch.where(torch.rand(batch_size) < 0.5, -1.0, 1.0) if horizontal_flip else torch.ones(batch_size)
+    zero = torch.zeros(batch_size)
+    return torch.stack(
+        [torch.stack([width * mirror, zero, centre_x], dim=1), torch.stack([zero, height, centre_y], dim=1)], dim=1
+    )
+
+
+def apply_crops(images: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
+    """Resample each image (B, C, H, W) through its crop (B, 2, 3), bilinearly, back to (H, W)."""
+    grid = F.affine_grid(crops.to(images.device, images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def random_resized_crop(
     images: torch.Tensor,
     scale: tuple[float, float] = (0.7, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     horizontal_flip: bool = True,
 ) -> torch.Tensor:
-    """A random crop of each image, resized back to the image's size, optionally mirrored.
-
-    Departs from torchvision's `RandomResizedCrop` by clamping an oversized crop to the image instead of
-    re-drawing it up to ten times, so that the whole batch is one `affine_grid` + `grid_sample`.
-
-    Args:
-        images: float (B, C, H, W).
-
-    Returns:
-        float (B, C, H, W).
-    """
-    batch = images.shape[0]
-    area = torch.empty(batch).uniform_(*scale)
-    aspect = torch.empty(batch).uniform_(math.log(ratio[0]), math.log(ratio[1])).exp()
-    width = (area * aspect).sqrt().clamp(max=1.0)  # fraction of the image width
-    height = (area / aspect).sqrt().clamp(max=1.0)
-    centre_x = (torch.rand(batch) * 2 - 1) * (1 - width)
-    centre_y = (torch.rand(batch) * 2 - 1) * (1 - height)
-    mirror = torch.where(torch.rand(batch) < 0.5, -1.0, 1.0) if horizontal_flip else torch.ones(batch)
-    zero = torch.zeros(batch)
-    theta = torch.stack(
-        [torch.stack([width * mirror, zero, centre_x], dim=1), torch.stack([zero, height, centre_y], dim=1)], dim=1
-    ).to(images.device, images.dtype)  # (B, 2, 3): output grid -> input coordinates in [-1, 1]
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    """A random resized crop of each image (B, C, H, W), resized back to (H, W), optionally mirrored."""
+    return apply_crops(images, sample_crops(images.shape[0], scale, ratio, horizontal_flip))
 
 
 def training_preprocess(
@@ -123,3 +144,9 @@ def training_preprocess(
         crop_scale=tuple(data_args.crop_scale),
         horizontal_flip=data_args.horizontal_flip,
     )
+
+
+def processed_size(image_processor: BaseImageProcessor, native_size: tuple[int, int] = (28, 28)) -> tuple[int, int]:
+    """(H, W) of the `pixel_values` the processor makes from a square image of `native_size`."""
+    probe = torch.zeros(1, 3, *native_size, dtype=torch.uint8)
+    return tuple(image_processor(images=probe, return_tensors="pt")["pixel_values"].shape[-2:])

@@ -1,6 +1,7 @@
 """Speed figures, each measured side by side with the usual alternative in one run.
 
     python scripts/benchmark.py train [--model vit-base] [--batch-size 128] [--steps 30] [--cpu]
+    python scripts/benchmark.py distill [--teacher vit-base] [--student deit-tiny] [--batch-size 128] [--cpu]
 
 Absolute times on shared machines are noisy; the ratios printed from one run are the figures to quote.
 """
@@ -12,7 +13,7 @@ import platform
 
 import torch
 
-from trainers.benchmarking import MODEL_PRESETS, benchmark_training
+from trainers.benchmarking import MODEL_PRESETS, benchmark_distillation, benchmark_training
 
 
 def device_name(use_cpu: bool) -> str:
@@ -36,18 +37,49 @@ def run_train(args: argparse.Namespace) -> None:
         )
 
 
+def run_distill(args: argparse.Namespace) -> None:
+    rows = benchmark_distillation(
+        args.teacher,
+        args.student,
+        args.image_size,
+        args.source_size,
+        args.batch_size,
+        args.steps,
+        args.warmup,
+        args.cpu,
+    )
+    print(
+        f"\nTime per training step, teacher {args.teacher} -> student {args.student} at {args.image_size} px, "
+        f"batch {args.batch_size}, {rows[0].steps} timed steps, on {device_name(args.cpu)}"
+    )
+    print("| step | ms per step | over the student's plain step |\n|---|---|---|")
+    plain = rows[0].seconds / rows[0].steps
+    for row in rows:
+        per_step = row.seconds / row.steps
+        print(f"| {row.path} | {per_step * 1000:,.1f} | {per_step / plain:.2f}x |")
+
+
+def add_shared_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--image-size", type=int, default=224, help="model input size")
+    command.add_argument("--source-size", type=int, default=28, help="size of the stored uint8 images")
+    command.add_argument("--batch-size", type=int, default=128)
+    command.add_argument("--steps", type=int, default=30)
+    command.add_argument("--warmup", type=int, default=5, help="steps run before timing starts")
+    command.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="training images/s: this project's path vs PIL + processor in the loader")
     train.add_argument("--model", choices=sorted(MODEL_PRESETS), default="vit-base")
-    train.add_argument("--image-size", type=int, default=224, help="model input size")
-    train.add_argument("--source-size", type=int, default=28, help="size of the stored uint8 images")
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--steps", type=int, default=30)
-    train.add_argument("--warmup", type=int, default=5, help="steps run before timing starts")
-    train.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
+    add_shared_options(train)
     train.set_defaults(run=run_train)
+    distill = commands.add_parser("distill", help="time per distillation step (cached / uncached teacher) over plain")
+    distill.add_argument("--teacher", choices=sorted(MODEL_PRESETS), default="vit-base")
+    distill.add_argument("--student", choices=sorted(MODEL_PRESETS), default="deit-tiny")
+    add_shared_options(distill)
+    distill.set_defaults(run=run_distill)
     args = parser.parse_args()
     args.run(args)
 

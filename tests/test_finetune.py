@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_VIT, make_medmnist_npz, tiny_run_config, write_config
+from conftest import ROOT, TINY_RESNET, TINY_VIT, make_medmnist_npz, tiny_run_config, write_config
 from PIL import Image as PILImage
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
@@ -50,6 +50,7 @@ def test_run_writes_model_processor_metrics_and_plots(finished_run) -> None:
     assert config["id2label"] == {"0": "malignant", "1": "normal, benign"}
     assert config["label2id"] == {"malignant": 0, "normal, benign": 1}
     metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics.pop("command").startswith("accelerate launch scripts/finetune.py ")
     assert metrics == json.loads(json.dumps(report))
     assert metrics["validation"]["samples"] == COUNTS[1] and metrics["test"]["samples"] == COUNTS[2]
     for split in ("validation", "test"):
@@ -74,9 +75,16 @@ def test_saved_model_works_in_a_plain_transformers_pipeline(finished_run) -> Non
         assert by_label["malignant"] == pytest.approx(float(expected[0]), abs=1e-4)
 
 
-def test_resume_continues_from_the_newest_checkpoint_and_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model_config", [TINY_RESNET, TINY_VIT], ids=["resnet", "vit"])
+def test_resume_continues_from_the_newest_checkpoint_and_matches_an_uninterrupted_run(
+    tmp_path: Path, model_config: dict
+) -> None:
+    # ViT checks the reload through from_pretrained: transformers 5.23 saves ViT weights under legacy names that
+    # Trainer's own load_state_dict would not match.
     make_medmnist_npz(tmp_path / "data" / "breastmnist.npz")
-    values = tiny_run_config(tmp_path, tmp_path / "data", max_steps=6, save_strategy="steps", save_steps=2)
+    values = tiny_run_config(
+        tmp_path, tmp_path / "data", max_steps=6, save_strategy="steps", save_steps=2, model_config=model_config
+    )
     config = write_config(tmp_path / "c.yaml", **values)
     run_dir = Path(values["output_dir"])
     main([str(config)])
@@ -94,6 +102,30 @@ def test_resume_continues_from_the_newest_checkpoint_and_matches_an_uninterrupte
     weights = load_file(run_dir / "model.safetensors")
     for name, tensor in reference.items():
         torch.testing.assert_close(weights[name], tensor, atol=1e-6, rtol=1e-5)
+
+
+def test_best_checkpoint_is_loaded_at_the_end(tmp_path: Path, npz_dir: Path) -> None:
+    values = tiny_run_config(
+        tmp_path,
+        npz_dir,
+        model_config=TINY_VIT,
+        max_steps=6,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="loss",
+        greater_is_better=True,  # "best" = highest loss: an earlier checkpoint than the last, loaded back at the end
+    )
+    main([str(write_config(tmp_path / "c.yaml", **values))])
+    run_dir = Path(values["output_dir"])
+    state = json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    assert Path(state["best_model_checkpoint"]).name != "checkpoint-6"
+    best = AutoModelForImageClassification.from_pretrained(state["best_model_checkpoint"])
+    final = AutoModelForImageClassification.from_pretrained(run_dir)
+    for (name, tensor), reference in zip(final.state_dict().items(), best.state_dict().values()):
+        torch.testing.assert_close(tensor, reference, msg=name)
 
 
 def test_resume_true_without_checkpoints_starts_fresh(tmp_path: Path, npz_dir: Path) -> None:

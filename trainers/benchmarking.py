@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features, Image
+from datasets import Array3D, ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 from transformers import (
     AutoModelForImageClassification,
@@ -31,11 +31,13 @@ from transformers import (
 from pipelines.collate import ImageCollator
 from pipelines.loading import with_uint8_format
 from pipelines.preprocess import DevicePreprocess
+from trainers.distillation import DistillationTrainer, TeacherLogitsCollator
 from trainers.image_classification import ImageClassificationTrainer
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "vit-base": {},  # ViTConfig's defaults are ViT-B/16 at 224 px
     "deit-tiny": {"hidden_size": 192, "num_attention_heads": 3, "intermediate_size": 768},
+    "vit-micro": {"hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 3, "intermediate_size": 384},
 }
 NUM_LABELS = 9  # PathMNIST's classes
 
@@ -98,6 +100,17 @@ def _time(trainer: Trainer, timer: StepTimer, batch_size: int, steps: int, warmu
     return ThroughputRow(path, (steps - warmup) * batch_size / seconds, seconds, steps - warmup)
 
 
+def uint8_dataset(images: np.ndarray, labels: np.ndarray) -> Dataset:
+    """The project's dataset form: uint8 arrays at native size, read out as uint8."""
+    size = images.shape[1]
+    features = Features({"image": Array3D((size, size, 3), "uint8"), "label": ClassLabel(num_classes=NUM_LABELS)})
+    return with_uint8_format(Dataset.from_dict({"image": images, "label": labels}, features=features))
+
+
+def use_bf16(use_cpu: bool) -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not use_cpu
+
+
 def project_path(
     preset: str,
     processor: ViTImageProcessor,
@@ -108,12 +121,8 @@ def project_path(
     warmup: int,
     use_cpu: bool,
 ) -> ThroughputRow:
-    size = images.shape[1]
-    features = Features({"image": Array3D((size, size, 3), "uint8"), "label": ClassLabel(num_classes=NUM_LABELS)})
-    dataset = with_uint8_format(
-        DatasetDict(train=Dataset.from_dict({"image": images, "label": labels}, features=features))
-    )["train"]
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not use_cpu
+    dataset = uint8_dataset(images, labels)
+    bf16 = use_bf16(use_cpu)
     model = build_model(preset, processor.size["height"])
     trainer = ImageClassificationTrainer(
         model=model,
@@ -181,4 +190,43 @@ def benchmark_training(
     ]
     if torch.cuda.is_available() and not use_cpu:
         rows.append(usual_path(preset, processor, images, labels, batch_size, steps, warmup, use_cpu, tuned=True))
+    return rows
+
+
+def benchmark_distillation(
+    teacher_preset: str = "vit-base",
+    student_preset: str = "deit-tiny",
+    image_size: int = 224,
+    source_size: int = 28,
+    batch_size: int = 128,
+    steps: int = 30,
+    warmup: int = 5,
+    use_cpu: bool = False,
+) -> list[ThroughputRow]:
+    """Seconds per training step of the student alone, distilled with cached teacher logits, and distilled with
+    the teacher run on every batch; same data, no augmentation (the cache needs none), same precision."""
+    if warmup >= steps:
+        raise ValueError(f"warmup ({warmup}) must be smaller than steps ({steps}).")
+    processor = ViTImageProcessor(size={"height": image_size, "width": image_size})
+    dataset = uint8_dataset(*synthetic_images(batch_size * steps, source_size))
+    bf16 = use_bf16(use_cpu)
+    teacher = build_model(teacher_preset, image_size, seed=1)
+    rows = []
+    for label, trainer_class, extra in (
+        ("student fine-tuning alone", ImageClassificationTrainer, {}),
+        ("distillation, teacher logits cached", DistillationTrainer, {"teacher_logits_cache": tempfile.mkdtemp()}),
+        ("distillation, teacher run on every batch", DistillationTrainer, {"teacher_logits_cache": None}),
+    ):
+        if trainer_class is DistillationTrainer:
+            extra = {"teacher": teacher, **extra}
+        trainer = trainer_class(
+            model=build_model(student_preset, image_size),
+            args=_training_args(batch_size, steps, use_cpu, bf16=bf16, per_device_eval_batch_size=batch_size),
+            train_dataset=dataset,
+            processing_class=processor,
+            data_collator=TeacherLogitsCollator(NUM_LABELS),
+            preprocess=DevicePreprocess(processor, augment=False),
+            **extra,
+        )
+        rows.append(_time(trainer, StepTimer(warmup), batch_size, steps, warmup, label + (", bf16" if bf16 else "")))
     return rows

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.image_processing_utils import BaseImageProcessor
 from transformers.trainer_utils import get_last_checkpoint
 
-from pipelines.preprocess import DevicePreprocess
+from pipelines.arguments import DataArguments
+from pipelines.collate import ImageCollator
+from pipelines.loading import ImageData
+from pipelines.preprocess import DevicePreprocess, training_preprocess
 from trainers.losses import classification_loss
+from trainers.metrics import ComputeMetrics
 
 
 class ImageClassificationTrainer(Trainer):
@@ -32,6 +38,8 @@ class ImageClassificationTrainer(Trainer):
             # The collator needs the raw `image`/`label` columns, which Trainer would drop as unknown to forward().
             training_args.remove_unused_columns = False
             training_args.label_names = ["labels"]
+            if training_args.use_cpu or not torch.cuda.is_available():
+                training_args.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns without
         with warnings.catch_warnings():
             # Trainer's own LabelSmoother cannot smooth multi-label targets and says so; our loss can (see losses.py).
             warnings.filterwarnings("ignore", message="Label smoothing is not compatible with multi-label")
@@ -44,9 +52,50 @@ class ImageClassificationTrainer(Trainer):
         )
 
     def _prepare_inputs(self, inputs: dict[str, torch.Tensor | Any]) -> dict[str, torch.Tensor | Any]:
-        inputs = super()._prepare_inputs(inputs)
+        return self.preprocess_batch(super()._prepare_inputs(inputs))
+
+    def preprocess_batch(self, inputs: dict[str, torch.Tensor | Any]) -> dict[str, torch.Tensor | Any]:
+        """uint8 images on the device -> the model's `pixel_values` (augmented while the model trains)."""
         inputs["pixel_values"] = self.preprocess(inputs["pixel_values"], train=self.model.training)
         return inputs
+
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if isinstance(logits, tuple):
+            # Models with extra heads (DeiT with a distillation token) return (logits, cls_logits, ...): keep the
+            # combined prediction only, and gather one tensor across processes instead of three.
+            logits = logits[0]
+        return loss, logits, labels
+
+    # transformers 5.23's save_pretrained writes ViT/DeiT weights under their legacy names (it reverts its
+    # key conversion), but Trainer reloads checkpoints (resume, load_best_model_at_end) with a plain
+    # load_state_dict(strict=False): no transformer-layer weight matches, and the run goes on with the wrong
+    # weights after a warning. Reload such checkpoints through from_pretrained, strictly.
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        target = model if model is not None else self.model
+        if self._is_plain_checkpoint(resume_from_checkpoint, target):
+            load_checkpoint_weights(target, resume_from_checkpoint)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        if self._is_plain_checkpoint(self.state.best_model_checkpoint, self.model):
+            load_checkpoint_weights(self.model, self.state.best_model_checkpoint)
+        else:
+            super()._load_best_model()
+
+    def _is_plain_checkpoint(self, folder: str, model: torch.nn.Module) -> bool:
+        return (
+            isinstance(model, PreTrainedModel)
+            and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+            and (Path(folder) / "model.safetensors").is_file()
+        )
 
     def floating_point_ops(self, inputs: dict[str, torch.Tensor | Any]) -> int:
         # Trainer's estimate (6 x input elements x parameters) treats each pixel as a token; report none rather
@@ -64,6 +113,46 @@ class ImageClassificationTrainer(Trainer):
         outputs = model(pixel_values=inputs["pixel_values"])
         loss = classification_loss(outputs.logits, labels, self.multi_label, self.args.label_smoothing_factor)
         return (loss, outputs) if return_outputs else loss
+
+
+def load_checkpoint_weights(model: PreTrainedModel, folder: str) -> None:
+    """Load a `save_pretrained` folder's weights into `model` in place, with transformers' key conversions.
+
+    Raises when any weight is missing or left over, instead of training on with half-loaded weights.
+    """
+    loaded = type(model).from_pretrained(folder, config=model.config)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+
+
+def build_trainer(
+    trainer_class: type[ImageClassificationTrainer],
+    model: PreTrainedModel,
+    image_processor: BaseImageProcessor,
+    args: TrainingArguments,
+    data: ImageData,
+    data_args: DataArguments,
+    collator_class: type[ImageCollator] = ImageCollator,
+    **extra: Any,
+) -> ImageClassificationTrainer:
+    """A trainer of `trainer_class` wired to `data`: its splits, collator, metrics and device preprocessing."""
+    return trainer_class(
+        model=model,
+        args=args,
+        train_dataset=data.dataset["train"],
+        eval_dataset=data.dataset["validation"],
+        processing_class=image_processor,
+        data_collator=collator_class(data.num_labels, data.multi_label, data_args.image_mode),
+        compute_metrics=ComputeMetrics(data.multi_label),
+        preprocess=training_preprocess(image_processor, model.config.num_channels, data_args),
+        **extra,
+    )
+
+
+def train_and_save(trainer: ImageClassificationTrainer) -> None:
+    """Train (resuming from the newest checkpoint when asked) and save the final model into `output_dir`."""
+    args = trainer.args
+    trainer.train(resume_from_checkpoint=resolve_resume(args.resume_from_checkpoint, args.output_dir))
+    trainer.save_model()
 
 
 def resolve_resume(resume_from_checkpoint: Any, output_dir: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -111,11 +112,14 @@ def predicted_classes(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     return (logits > 0).astype(np.int64) if multi_label else logits.argmax(axis=1)
 
 
-def evaluate_and_report(trainer: Any, data: Any, output_dir: str | Path) -> dict[str, dict[str, Any]]:
+def evaluate_and_report(
+    trainer: Any, data: Any, output_dir: str | Path, command: str | None = None
+) -> dict[str, dict[str, Any]]:
     """Evaluate on validation and test, then write metrics.json, training_curves.png and confusion_matrix.png.
 
     Metrics are computed on predictions gathered from every process, with padding duplicates dropped;
-    `samples` counts them, so a distributed run shows it evaluated each image once.
+    `samples` counts them, so a distributed run shows it evaluated each image once. `command`, when given, is
+    recorded in metrics.json so that model cards can say how the model was made.
     """
     report = {}
     for split in ("validation", "test"):
@@ -126,7 +130,7 @@ def evaluate_and_report(trainer: Any, data: Any, output_dir: str | Path) -> dict
             test_output = output
     if trainer.is_world_process_zero():
         output_dir = Path(output_dir)
-        write_metrics(output_dir / "metrics.json", report)
+        write_metrics(output_dir / "metrics.json", {**report, "command": command} if command else report)
         if any("loss" in entry for entry in trainer.state.log_history):
             plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         plot_confusion_matrix(
@@ -137,3 +141,21 @@ def evaluate_and_report(trainer: Any, data: Any, output_dir: str | Path) -> dict
             title="Test confusion matrix",
         )
     return report
+
+
+def recorded_command(folder: str | Path) -> str | None:
+    """The command recorded in a run folder's metrics.json, if any."""
+    path = Path(folder) / "metrics.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("command")
+
+
+def dataset_description(data_args: Any) -> tuple[str, str]:
+    """(identifier, readable name) of a dataset spec, e.g. ('medmnist/breastmnist', 'BreastMNIST (28 px)')."""
+    if data_args.dataset_source == "medmnist":
+        flag = data_args.dataset_name
+        return f"medmnist/{flag}", f"{flag.removesuffix('mnist').capitalize()}MNIST ({data_args.medmnist_size} px)"
+    if data_args.dataset_source == "hub":
+        return data_args.dataset_name, data_args.dataset_name
+    return "imagefolder", f"image folder {Path(data_args.data_dir).name}"

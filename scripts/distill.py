@@ -1,0 +1,137 @@
+"""Distill a teacher into a student: `accelerate launch scripts/distill.py configs/<name>.yaml [--key value ...]`.
+
+Trains the student with `DistillationTrainer` into `output_dir` and the same student without a teacher into
+`baseline_output_dir` (unless `baseline_model_name_or_path` names one, or `train_baseline` is false); then
+measures all the models (parameters, size, latency, test metrics), prints the table and saves it as
+results.md / results.json in the student's folder beside a model card (README.md). With `push_to_hub: true`
+and `hub_model_id`, that folder is published (private unless `hub_private_repo: false`).
+"""
+
+from __future__ import annotations
+
+import copy
+import shlex
+import sys
+
+from transformers import DeiTForImageClassificationWithTeacher, TrainingArguments
+
+from pipelines import DataArguments, load_image_dataset, run_cli
+from pipelines.errors import ConfigError
+from pipelines.models import load_classifier
+from trainers.arguments import ModelArguments, apply_precision, parse_config
+from trainers.distillation import (
+    DistillationArguments,
+    DistillationTrainer,
+    TeacherLogitsCollator,
+    check_same_label_space,
+    describe_distillation,
+)
+from trainers.hub import build_model_card, push_folder, write_model_card
+from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
+from trainers.modeling import classifier_from_args
+from trainers.reporting import dataset_description, evaluate_and_report, recorded_command
+from trainers.results import measure_row, write_results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parsed = parse_config((DataArguments, ModelArguments, DistillationArguments, TrainingArguments), argv)
+    data_args, model_args, distill_args, training_args = parsed
+    # Publish once, after the table exists: Trainer must not push checkpoints on its own.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    if push_to_hub and not training_args.hub_model_id:
+        raise ConfigError(
+            "push_to_hub is true but hub_model_id is not set; give the repo id, e.g. you/deit-tiny-distilled."
+        )
+    apply_precision(training_args, model_args.precision)
+
+    with training_args.main_process_first(desc="load dataset"):
+        data = load_image_dataset(data_args)
+    teacher, teacher_processor = load_classifier(
+        distill_args.teacher_model_name_or_path,
+        trust_remote_code=model_args.trust_remote_code,
+        allow_pickle=model_args.allow_pickle,
+    )
+    student_class = DeiTForImageClassificationWithTeacher if distill_args.deit_distillation_token else None
+    student, processor = classifier_from_args(model_args, data, student_class)
+    check_same_label_space(teacher, student)
+
+    def wire(trainer_class: type, model, image_processor, args: TrainingArguments, **extra):
+        return build_trainer(
+            trainer_class, model, image_processor, args, data, data_args, TeacherLogitsCollator, **extra
+        )
+
+    trainer = wire(
+        DistillationTrainer,
+        student,
+        processor,
+        training_args,
+        teacher=teacher,
+        teacher_processor=teacher_processor,
+        alpha=distill_args.alpha,
+        temperature=distill_args.temperature,
+        hard=distill_args.distillation_type == "hard",
+        deit_distillation_token=distill_args.deit_distillation_token,
+        teacher_logits_cache=f"{training_args.output_dir}/teacher-logits"
+        if distill_args.cache_teacher_logits
+        else None,
+    )
+    if training_args.do_train:
+        train_and_save(trainer)
+    command = "accelerate launch scripts/distill.py " + shlex.join(argv)
+    student_test = evaluate_and_report(trainer, data, training_args.output_dir, command)["test"]
+
+    repeats = distill_args.latency_repeats
+    teacher_trainer = wire(ImageClassificationTrainer, teacher, teacher_processor, copy.deepcopy(training_args))
+    rows = [
+        measure_row("teacher", teacher_trainer, distill_args.teacher_model_name_or_path, data, repeats),
+        measure_row("student (distilled)", trainer, training_args.output_dir, data, repeats, student_test),
+    ]
+    if distill_args.baseline_model_name_or_path or distill_args.train_baseline:
+        baseline_args = copy.deepcopy(training_args)
+        if distill_args.baseline_model_name_or_path:
+            baseline_args.output_dir = distill_args.baseline_model_name_or_path
+            baseline, baseline_processor = load_classifier(
+                baseline_args.output_dir, allow_pickle=model_args.allow_pickle
+            )
+            baseline_trainer = wire(ImageClassificationTrainer, baseline, baseline_processor, baseline_args)
+            baseline_test = None
+        else:
+            baseline_args.output_dir = distill_args.baseline_output_dir or f"{training_args.output_dir}-no-teacher"
+            baseline, _ = classifier_from_args(model_args, data, student_class)
+            baseline_trainer = wire(ImageClassificationTrainer, baseline, processor, baseline_args)
+            train_and_save(baseline_trainer)
+            baseline_test = evaluate_and_report(baseline_trainer, data, baseline_args.output_dir)["test"]
+        rows.append(
+            measure_row(
+                "student (no teacher)", baseline_trainer, baseline_args.output_dir, data, repeats, baseline_test
+            )
+        )
+
+    if not trainer.is_world_process_zero():
+        return {}
+    table = write_results(training_args.output_dir, rows, command)
+    card = build_model_card(
+        rows,
+        model_name=training_args.hub_model_id or training_args.output_dir,
+        dataset=dataset_description(data_args),
+        base_model=model_args.model_name_or_path,
+        teacher=distill_args.teacher_model_name_or_path,
+        commands=[c for c in (recorded_command(distill_args.teacher_model_name_or_path), command) if c],
+        distillation=describe_distillation(distill_args),
+    )
+    write_model_card(training_args.output_dir, card)
+    print(f"\n{table}\n\nSaved in {training_args.output_dir}: results.md, results.json, README.md (model card)")
+    if push_to_hub:
+        url = push_folder(
+            training_args.output_dir,
+            training_args.hub_model_id,
+            private=training_args.hub_private_repo is not False,
+            token=training_args.hub_token,
+        )
+        print(f"Published {training_args.output_dir} to {url}")
+    return {"rows": [row.as_dict() for row in rows]}
+
+
+if __name__ == "__main__":
+    run_cli(main)

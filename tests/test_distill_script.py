@@ -1,0 +1,195 @@
+"""scripts/distill.py end to end: the measured results table, the model card, publishing, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PROCESSOR_32, ROOT, TINY_RESNET, TINY_VIT, make_medmnist_npz, tiny_run_config, write_config
+from huggingface_hub import ModelCard
+from transformers import AutoModelForImageClassification
+
+import trainers.hub
+from pipelines import OfflineError
+from pipelines.models import build_classifier
+from trainers.hub import REQUIRED_FILES, files_to_push
+from trainers.model_cost import count_parameters
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from distill import main  # noqa: E402
+
+LABELS = ["malignant", "normal, benign"]
+COUNTS = (40, 13, 17)
+
+
+def save_teacher(folder: Path, labels: list[str] = LABELS) -> Path:
+    model, processor = build_classifier(TINY_RESNET, labels, image_processor_config=PROCESSOR_32)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def distill_config(tmp_path: Path, **overrides: object) -> Path:
+    make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=COUNTS)
+    values = tiny_run_config(
+        tmp_path,
+        tmp_path / "data",
+        output_dir=str(tmp_path / "student"),
+        model_config={**TINY_VIT, "model_type": "deit"},
+        deit_distillation_token=True,
+        teacher_model_name_or_path=str(save_teacher(tmp_path / "teacher")),
+        max_steps=3,
+        latency_repeats=2,
+        baseline_output_dir=str(tmp_path / "baseline"),
+    )
+    values.update(overrides)
+    return write_config(tmp_path / "distill.yaml", **values)
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    tmp_path = tmp_path_factory.mktemp("distill")
+    result = main([str(distill_config(tmp_path))])
+    return tmp_path, result
+
+
+def test_results_table_rows_come_from_measurement(distilled) -> None:
+    tmp_path, result = distilled
+    rows = json.loads((tmp_path / "student" / "results.json").read_text())["rows"]
+    assert [row["role"] for row in rows] == ["teacher", "student (distilled)", "student (no teacher)"]
+    for row, folder in zip(rows, ("teacher", "student", "baseline")):
+        model = AutoModelForImageClassification.from_pretrained(tmp_path / folder)
+        assert row["cost"]["parameters"] == count_parameters(model)
+        assert row["cost"]["size_on_disk_bytes"] == (tmp_path / folder / "model.safetensors").stat().st_size
+        assert row["cost"]["latency_ms_batch_1"] > 0 and row["cost"]["throughput_images_per_s"] > 0
+        assert set(row["test_metrics"]) == {"accuracy", "auc", "f1"}
+    student_metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())["test"]
+    assert rows[1]["test_metrics"]["accuracy"] == pytest.approx(student_metrics["accuracy"])
+    assert rows[1]["architecture"] == "DeiT (distillation token)" and rows[0]["architecture"] == "ResNet"
+    assert result["rows"] == rows
+    markdown = (tmp_path / "student" / "results.md").read_text()
+    assert "| student (distilled) | DeiT (distillation token) |" in markdown
+    assert "scripts/distill.py" in markdown
+
+
+def test_model_card_validates_and_carries_the_table(distilled) -> None:
+    tmp_path, _ = distilled
+    card = ModelCard.load(tmp_path / "student" / "README.md")
+    student = json.loads((tmp_path / "student" / "results.json").read_text())["rows"][1]
+    metrics = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert metrics == {
+        "accuracy": pytest.approx(student["test_metrics"]["accuracy"]),
+        "roc_auc": pytest.approx(student["test_metrics"]["auc"]),
+        "f1": pytest.approx(student["test_metrics"]["f1"]),
+    }
+    assert {result.dataset_type for result in card.data.eval_results} == {"medmnist/breastmnist"}
+    assert card.data.pipeline_tag == "image-classification"
+    assert card.data.to_dict()["teacher"] == str(tmp_path / "teacher")
+    assert card.data.base_model is None  # built from a config
+    assert "| teacher | ResNet |" in card.text and "| student (no teacher) |" in card.text
+    assert "accelerate launch scripts/distill.py" in card.text
+
+
+def test_student_folder_is_complete_for_publishing(distilled) -> None:
+    tmp_path, _ = distilled
+    names = files_to_push(tmp_path / "student")
+    assert set(REQUIRED_FILES) <= set(names)
+    assert {"results.md", "results.json"} <= set(names)
+    assert not any(name.startswith(("checkpoint", "teacher-logits")) for name in names)
+
+
+def test_push_without_network_fails_in_one_sentence_and_keeps_the_folder(tmp_path: Path) -> None:
+    config = distill_config(tmp_path, train_baseline=False, push_to_hub=True, hub_model_id="someone/tiny-student")
+    with pytest.raises(OfflineError, match="someone/tiny-student .*the local folder is complete") as error:
+        main([str(config)])
+    assert "\n" not in str(error.value)
+    assert set(REQUIRED_FILES) <= set(files_to_push(tmp_path / "student"))
+    rows = json.loads((tmp_path / "student" / "results.json").read_text())["rows"]
+    assert [row["role"] for row in rows] == ["teacher", "student (distilled)"]
+
+
+class FakeHub:
+    """Stands in for huggingface_hub.HfApi: records what would be created and uploaded."""
+
+    calls: list = []
+
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
+
+    def create_repo(self, repo_id: str, private: bool, exist_ok: bool) -> str:
+        FakeHub.calls.append(("create", repo_id, private))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, folder_path: str, repo_id: str, allow_patterns: list[str], commit_message: str) -> None:
+        FakeHub.calls.append(("upload", repo_id, sorted(allow_patterns)))
+        raise RuntimeError(f"401 Unauthorized for token {self.token}")
+
+
+def test_push_is_private_by_default_and_never_shows_the_token(distilled, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path, _ = distilled
+    FakeHub.calls = []
+    monkeypatch.setattr(trainers.hub, "HfApi", FakeHub)
+    with pytest.raises(OfflineError) as error:
+        trainers.hub.push_folder(tmp_path / "student", "someone/x", token="hf_secret_token_123")
+    assert FakeHub.calls[0] == ("create", "someone/x", True)
+    assert FakeHub.calls[1][2] == sorted(files_to_push(tmp_path / "student"))
+    assert "hf_secret_token_123" not in str(error.value) and "***" in str(error.value)
+
+
+def test_label_mismatch_through_the_script_is_one_line(tmp_path: Path) -> None:
+    config = distill_config(tmp_path)
+    save_teacher(tmp_path / "teacher3", ["a", "b", "c"])
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "distill.py"),
+            str(config),
+            "--teacher_model_name_or_path",
+            str(tmp_path / "teacher3"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: The teacher has 3 labels and the student 2" in result.stderr
+    assert not (tmp_path / "student").exists()
+
+
+@pytest.mark.slow
+def test_two_process_distillation_run(tmp_path: Path) -> None:
+    config = distill_config(tmp_path, per_device_eval_batch_size=4)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    result = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(ROOT / "scripts" / "distill.py"),
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "ACCELERATE_USE_CPU": "true"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("| student (distilled) |") == 1  # printed by the main process only
+    metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())
+    assert metrics["test"]["samples"] == COUNTS[2] and metrics["validation"]["samples"] == COUNTS[1]
+    rows = json.loads((tmp_path / "student" / "results.json").read_text())["rows"]
+    assert len(rows) == 3
