@@ -1,0 +1,43 @@
+"""Explain what an image classifier looks at: Grad-CAM family, guided backpropagation, attention rollout, pictures.
+
+    from explain import GradCAM
+    explanation = GradCAM(model)(pixel_values)          # maps (B, H, W) in [0, 1], target, score
+
+Every method is a small subclass of `AttributionMethod`, which owns the target layer, hooks, batching, dtype and
+upsampling. `make_method(name, model)` builds one by name; `methods_for(model)` lists those that fit a model.
+"""
+
+from explain.base import AttributionMethod, Explanation, LogitsModule, forward_logits, scale_to_unit, upsample
+from explain.cam import ActivationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from explain.captum_backend import CaptumGradCAM
+from explain.guided import GuidedBackprop, GuidedGradCAM
+from explain.layers import TargetLayer, prefix_token_count, resolve_target_layer
+from explain.registry import METHODS, make_method, methods_for
+from explain.rollout import AttentionRollout, attention_rollout
+
+__all__ = [
+    "METHODS",
+    "ActivationCAM",
+    "AttentionRollout",
+    "AttributionMethod",
+    "CaptumGradCAM",
+    "EigenCAM",
+    "Explanation",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "HiResCAM",
+    "LayerCAM",
+    "LogitsModule",
+    "TargetLayer",
+    "XGradCAM",
+    "attention_rollout",
+    "forward_logits",
+    "make_method",
+    "methods_for",
+    "prefix_token_count",
+    "resolve_target_layer",
+    "scale_to_unit",
+    "upsample",
+]

@@ -1,0 +1,266 @@
+"""The base class every attribution method derives from, and the result it returns.
+
+The base class owns what all methods share (the shape of pytorch-grad-cam's `BaseCAM`): resolving the target layer,
+the model's temporary state (eval mode, frozen parameters), batching, the compute dtype, upsampling to the input
+resolution and scaling each map to [0, 1]. A subclass says only how it turns a batch into raw maps (`attribute`).
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+from explain.hooks import autocast, eval_mode, frozen_parameters
+from explain.layers import TargetLayer, check_pixel_values, forward_kwargs, resolve_target_layer
+from explain.targets import TargetSpec, check_targets, resolve_targets, split_targets, target_scores
+from pipelines.errors import ConfigError
+
+
+@dataclass
+class Explanation:
+    """Maps for N (image, class) pairs: N = B by default, B * L when every label is explained.
+
+    Attributes:
+        maps: float32 (N, H, W) in [0, 1] at the input resolution; 1 marks each map's strongest evidence.
+        target: int64 (N,), the class each map explains.
+        score: float32 (N,), the model's probability for that class (softmax, or sigmoid for multi-label).
+        image_index: int64 (N,), the input image each map belongs to.
+        method: The method's name.
+        attributions: For input-gradient methods, float32 (N, C, H, W) signed attributions; None otherwise.
+    """
+
+    maps: torch.Tensor
+    target: torch.Tensor
+    score: torch.Tensor
+    image_index: torch.Tensor
+    method: str
+    attributions: torch.Tensor | None = None
+
+    def cpu(self) -> Explanation:
+        attributions = None if self.attributions is None else self.attributions.cpu()
+        return Explanation(
+            self.maps.cpu(), self.target.cpu(), self.score.cpu(), self.image_index.cpu(), self.method, attributions
+        )
+
+    @staticmethod
+    def concat(parts: list[Explanation]) -> Explanation:
+        """Join the explanations of consecutive batches (image indices are offset to run on)."""
+        offsets, total = [], 0
+        for part in parts:
+            offsets.append(total)
+            total += int(part.image_index.max()) + 1 if part.image_index.numel() else 0
+        attributions = None
+        if all(part.attributions is not None for part in parts):
+            attributions = torch.cat([part.attributions for part in parts])
+        return Explanation(
+            torch.cat([part.maps for part in parts]),
+            torch.cat([part.target for part in parts]),
+            torch.cat([part.score for part in parts]),
+            torch.cat([part.image_index + offset for part, offset in zip(parts, offsets)]),
+            parts[0].method,
+            attributions,
+        )
+
+
+@dataclass
+class Attribution:
+    """What a subclass computes for one batch, before upsampling and scaling.
+
+    Attributes:
+        raw: float (B, K, h, w), non-negative evidence at the method's own resolution.
+        targets: int64 (B, K).
+        scores: float32 (B, K).
+        attributions: float (B, K, C, H, W) input-space attributions, or None.
+    """
+
+    raw: torch.Tensor
+    targets: torch.Tensor
+    scores: torch.Tensor
+    attributions: torch.Tensor | None = None
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling (half-pixel centres, as `LayerAttribution.interpolate` and OpenCV's resize).
+
+    Args:
+        maps: (..., h, w).
+        size: (H, W).
+
+    Returns:
+        float32 (..., H, W).
+    """
+    maps = maps.float()
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    leading = maps.shape[:-2]
+    flat = maps.reshape(-1, 1, *maps.shape[-2:])
+    return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*leading, *size)
+
+
+def scale_to_unit(maps: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Min-max scale each map to [0, 1] (pytorch-grad-cam's scaling); a flat map becomes all zeros.
+
+    Args:
+        maps: (N, H, W).
+
+    Returns:
+        (N, H, W) in [0, 1].
+    """
+    flat = maps.flatten(1)
+    low = flat.min(dim=1).values[:, None, None]
+    span = flat.max(dim=1).values[:, None, None] - low
+    return torch.where(span > eps, (maps - low) / span.clamp_min(eps), torch.zeros_like(maps))
+
+
+def forward_logits(model: nn.Module, pixel_values: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """Logits (B, L) of a transformers classifier, or of any module that returns logits or an output with `.logits`."""
+    if isinstance(model, PreTrainedModel):
+        output = model(pixel_values=pixel_values, **forward_kwargs(model, pixel_values), **kwargs)
+    else:
+        output = model(pixel_values, **kwargs)
+    return output.logits if hasattr(output, "logits") else output
+
+
+class LogitsModule(nn.Module):
+    """A classifier seen as ``pixel_values -> logits``, the interface Captum and pytorch-grad-cam call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return forward_logits(self.model, pixel_values)
+
+
+class AttributionMethod:
+    """Base class: explain a batch of images with one method.
+
+    Args:
+        model: An image classifier: a transformers `PreTrainedModel`, or any module mapping (B, C, H, W) pixel
+            values to logits (B, L) (then name the target layer).
+        target_layer: A dotted module name or a submodule; None resolves it by structure (see
+            `explain.layers.resolve_target_layer`). Ignored by methods that read no layer.
+        batch_size: Images per forward pass; None runs all at once.
+        dtype: The compute dtype. None: the parameters' dtype. A lower precision than the parameters' (e.g.
+            ``torch.bfloat16`` for an fp32 model) runs the model under autocast.
+    """
+
+    name: ClassVar[str] = "attribution"
+    uses_target_layer: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: str | nn.Module | None = None,
+        batch_size: int | None = 64,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        problem = self.unsupported_reason(model)
+        if problem:
+            raise ConfigError(problem)
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size is {batch_size}; it must be at least 1.")
+        self.model = model
+        self.layer: TargetLayer | None = resolve_target_layer(model, target_layer) if self.uses_target_layer else None
+        self.batch_size = batch_size
+        self.dtype = dtype
+
+    @classmethod
+    def unsupported_reason(cls, model: nn.Module) -> str | None:
+        """Why this method cannot explain `model`, or None when it can."""
+        return None
+
+    @property
+    def multi_label(self) -> bool:
+        config = getattr(self.model, "config", None)
+        return getattr(config, "problem_type", None) == "multi_label_classification"
+
+    @property
+    def num_labels(self) -> int | None:
+        return getattr(getattr(self.model, "config", None), "num_labels", None)
+
+    @property
+    def parameter_dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __call__(self, pixel_values: torch.Tensor, targets: TargetSpec = None) -> Explanation:
+        """Explain a batch.
+
+        Args:
+            pixel_values: float (B, C, H, W), preprocessed as the model expects (`pipelines.DevicePreprocess`).
+            targets: None for the predicted class, an int, a class per image (B,), or ``"all"`` for every label.
+
+        Returns:
+            An `Explanation` with maps (N, H, W) in [0, 1], N = B (or B * L for ``"all"``).
+        """
+        check_pixel_values(self.model, pixel_values)
+        if self.num_labels is not None:
+            check_targets(targets, self.num_labels, pixel_values.shape[0])
+        pixel_values = pixel_values.to(self.device)
+        if pixel_values.is_floating_point():
+            pixel_values = pixel_values.to(self.parameter_dtype)
+        step = self.batch_size or pixel_values.shape[0]
+        parts = []
+        with self.prepared():
+            for start in range(0, pixel_values.shape[0], step):
+                stop = start + step
+                parts.append(self.explain_batch(pixel_values[start:stop], split_targets(targets, start, stop)))
+        return Explanation.concat(parts)
+
+    def prepared(self) -> ExitStack:
+        """The model's state while explaining: eval mode and frozen parameters, both undone on exit."""
+        stack = ExitStack()
+        stack.enter_context(eval_mode(self.model))
+        stack.enter_context(frozen_parameters(self.model))
+        return stack
+
+    def explain_batch(self, pixel_values: torch.Tensor, targets: TargetSpec) -> Explanation:
+        batch, _, height, width = pixel_values.shape
+        result = self.attribute(pixel_values, targets)
+        per_image = result.targets.shape[1]
+        maps = scale_to_unit(upsample(result.raw.detach().flatten(0, 1), (height, width)))  # (B * K, H, W)
+        attributions = None if result.attributions is None else result.attributions.detach().flatten(0, 1).float()
+        return Explanation(
+            maps=maps,
+            target=result.targets.flatten(),
+            score=result.scores.detach().flatten().float(),
+            image_index=torch.arange(batch, device=maps.device).repeat_interleave(per_image),
+            method=self.name,
+            attributions=attributions,
+        )
+
+    def autocast(self) -> Any:
+        """Autocast to the compute dtype when it is lower than the parameters' dtype."""
+        return autocast(self.device, self.dtype, self.parameter_dtype)
+
+    def logits(self, pixel_values: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """The forward pass in the compute dtype."""
+        with self.autocast():
+            return forward_logits(self.model, pixel_values, **kwargs)
+
+    def targets_and_scores(self, logits: torch.Tensor, targets: TargetSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets (B, K) and their probabilities (B, K) from the logits of the explained forward pass."""
+        resolved = resolve_targets(logits, targets)
+        return resolved, target_scores(logits, resolved, self.multi_label)
+
+    def attribute(self, pixel_values: torch.Tensor, targets: TargetSpec) -> Attribution:
+        """Raw maps for one batch; each subclass implements this.
+
+        Args:
+            pixel_values: (B, C, H, W) in the parameters' dtype, on the model's device.
+            targets: See `explain.targets.TargetSpec`, already split to this batch.
+
+        Returns:
+            An `Attribution` with raw maps (B, K, h, w).
+        """
+        raise NotImplementedError
