@@ -16,9 +16,18 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+LAUNCH := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+
+QUICKSTART := runs/quickstart
+
+# Quickstart: fine-tune the teacher, distill it into a smaller student (and train that student alone), then
+# write the evaluation report of all three into report/ and into the student's model card.
 demo: $(VENV)/.installed
-	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		scripts/finetune.py configs/quickstart.yaml
+	$(LAUNCH) scripts/finetune.py configs/quickstart.yaml
+	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml
+	$(PYTHON) scripts/evaluate.py --dataset_name breastmnist --split test --out report \
+		--models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/student-no-teacher \
+		--model_card $(QUICKSTART)/student
 
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q

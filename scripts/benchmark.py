@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py train [--model vit-base] [--batch-size 128] [--steps 30] [--cpu]
     python scripts/benchmark.py distill [--teacher vit-base] [--student deit-tiny] [--batch-size 128] [--cpu]
+    python scripts/benchmark.py explain [--model vit-base] [--batch-size 64] [--batches 10] [--cpu]
 
 Absolute times on shared machines are noisy; the ratios printed from one run are the figures to quote.
 """
@@ -10,9 +11,16 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
+from pathlib import Path
+
+# scripts/evaluate.py would shadow the `evaluate` library (imported by trainers.metrics) while this folder is on
+# sys.path, as it is when a script here is run directly.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch
 
+from explain.benchmarking import GRADCAM_PRESETS, benchmark_gradcam, ratio_lines
 from trainers.benchmarking import MODEL_PRESETS, benchmark_distillation, benchmark_training
 
 
@@ -59,6 +67,24 @@ def run_distill(args: argparse.Namespace) -> None:
         print(f"| {row.path} | {per_step * 1000:,.1f} | {per_step / plain:.2f}x |")
 
 
+def run_explain(args: argparse.Namespace) -> None:
+    rows, agreement = benchmark_gradcam(
+        args.model, args.image_size, args.batch_size, args.batches, args.repeats, args.warmup, args.cpu, args.bf16
+    )
+    gpu = torch.cuda.is_available() and not args.cpu
+    print(
+        f"\nGrad-CAM maps/s, {args.model} (random weights) at {args.image_size} px, batch {args.batch_size}, "
+        f"median of {args.repeats} x {args.batches} batches, on {device_name(args.cpu)}"
+    )
+    memory = "peak GPU memory per batch (MiB)" if gpu else "peak memory per batch (n/a on CPU)"
+    print(f"| path | maps/s | {memory} |\n|---|---|---|")
+    for row in rows:
+        peak = "n/a" if row.peak_memory_mib is None else f"{row.peak_memory_mib:,.0f}"
+        print(f"| {row.path} | {row.maps_per_second:,.1f} | {peak} |")
+    print("\n" + "\n".join(ratio_lines(rows)))
+    print("\n" + "\n".join(f"{name}: {value:.6g}" for name, value in agreement.items()))
+
+
 def add_shared_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--image-size", type=int, default=224, help="model input size")
     command.add_argument("--source-size", type=int, default=28, help="size of the stored uint8 images")
@@ -80,6 +106,16 @@ def main() -> None:
     distill.add_argument("--student", choices=sorted(MODEL_PRESETS), default="deit-tiny")
     add_shared_options(distill)
     distill.set_defaults(run=run_distill)
+    explain = commands.add_parser("explain", help="Grad-CAM maps/s: this project vs Captum vs pytorch-grad-cam")
+    explain.add_argument("--model", choices=sorted(GRADCAM_PRESETS), default="vit-base")
+    explain.add_argument("--image-size", type=int, default=224, help="model input size")
+    explain.add_argument("--batch-size", type=int, default=64)
+    explain.add_argument("--batches", type=int, default=10, help="batches per timed repeat")
+    explain.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
+    explain.add_argument("--warmup", type=int, default=2, help="batches run before timing each path")
+    explain.add_argument("--bf16", action="store_true", default=None, help="add bf16 paths on the CPU too")
+    explain.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
+    explain.set_defaults(run=run_explain)
     args = parser.parse_args()
     args.run(args)
 

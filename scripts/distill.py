@@ -12,13 +12,18 @@ from __future__ import annotations
 import copy
 import shlex
 import sys
+from pathlib import Path
 
-from transformers import DeiTForImageClassificationWithTeacher, TrainingArguments
+# scripts/evaluate.py would shadow the `evaluate` library (imported by trainers.metrics) while this folder is on
+# sys.path, as it is when a script here is run directly.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+from transformers import DeiTForImageClassificationWithTeacher, TrainingArguments, set_seed
 
 from pipelines import DataArguments, load_image_dataset, run_cli
 from pipelines.errors import ConfigError
 from pipelines.models import load_classifier
-from trainers.arguments import ModelArguments, apply_precision, parse_config
+from trainers.arguments import ModelArguments, apply_precision, hide_hub_token, parse_config, recordable_argv
 from trainers.distillation import (
     DistillationArguments,
     DistillationTrainer,
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
             "push_to_hub is true but hub_model_id is not set; give the repo id, e.g. you/deit-tiny-distilled."
         )
     apply_precision(training_args, model_args.precision)
+    hide_hub_token(training_args)
 
     with training_args.main_process_first(desc="load dataset"):
         data = load_image_dataset(data_args)
@@ -53,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         allow_pickle=model_args.allow_pickle,
     )
     student_class = DeiTForImageClassificationWithTeacher if distill_args.deit_distillation_token else None
+    set_seed(training_args.seed)  # a student built from a config starts from the same weights in every run
     student, processor = classifier_from_args(model_args, data, student_class)
     check_same_label_space(teacher, student)
 
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if training_args.do_train:
         train_and_save(trainer)
-    command = "accelerate launch scripts/distill.py " + shlex.join(argv)
+    command = "accelerate launch scripts/distill.py " + shlex.join(recordable_argv(argv))
     student_test = evaluate_and_report(trainer, data, training_args.output_dir, command)["test"]
 
     repeats = distill_args.latency_repeats

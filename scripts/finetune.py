@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
-from transformers import TrainingArguments
+# scripts/evaluate.py would shadow the `evaluate` library (imported by trainers.metrics) while this folder is on
+# sys.path, as it is when a script here is run directly.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+from transformers import TrainingArguments, set_seed
 
 from pipelines import DataArguments, load_image_dataset, run_cli
 from pipelines.errors import ConfigError
-from trainers.arguments import ModelArguments, apply_precision, parse_config
+from trainers.arguments import ModelArguments, apply_precision, hide_hub_token, parse_config, recordable_argv
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
 from trainers.reporting import evaluate_and_report, summary_table
@@ -25,15 +30,17 @@ def main(argv: list[str] | None = None) -> dict:
     if not training_args.do_train and model_args.model_config is not None:
         raise ConfigError("do_train is false, so the model built from model_config would be evaluated untrained.")
     apply_precision(training_args, model_args.precision)
+    hide_hub_token(training_args)
 
     with training_args.main_process_first(desc="load dataset"):
         data = load_image_dataset(data_args)
+    set_seed(training_args.seed)  # a model built from a config starts from the same weights in every run
     model, image_processor = classifier_from_args(model_args, data)
     trainer = build_trainer(ImageClassificationTrainer, model, image_processor, training_args, data, data_args)
     if training_args.do_train:
         train_and_save(trainer)
 
-    command = "accelerate launch scripts/finetune.py " + shlex.join(argv)
+    command = "accelerate launch scripts/finetune.py " + shlex.join(recordable_argv(argv))
     report = evaluate_and_report(trainer, data, training_args.output_dir, command)
     if trainer.is_world_process_zero():
         print(

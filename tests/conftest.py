@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +20,15 @@ from medmnist import INFO  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = ROOT.parent / "shared" / "data" / "medmnist"
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py as a module without putting scripts/ on sys.path (where scripts/evaluate.py would
+    shadow the `evaluate` library)."""
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def real_medmnist_root() -> Path | None:

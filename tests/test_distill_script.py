@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROCESSOR_32, ROOT, TINY_RESNET, TINY_VIT, make_medmnist_npz, tiny_run_config, write_config
+from conftest import (
+    PROCESSOR_32,
+    ROOT,
+    TINY_RESNET,
+    TINY_VIT,
+    load_script,
+    make_medmnist_npz,
+    tiny_run_config,
+    write_config,
+)
 from huggingface_hub import ModelCard
 from transformers import AutoModelForImageClassification
 
@@ -19,8 +28,7 @@ from pipelines.models import build_classifier
 from trainers.hub import REQUIRED_FILES, files_to_push
 from trainers.model_cost import count_parameters
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from distill import main  # noqa: E402
+main = load_script("distill").main
 
 LABELS = ["malignant", "normal, benign"]
 COUNTS = (40, 13, 17)

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_medmnist_npz, tiny_run_config, write_config
+from conftest import ROOT, load_script, make_medmnist_npz, tiny_run_config, write_config
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from finetune import main  # noqa: E402
+main = load_script("finetune").main
 
 COUNTS = (48, 13, 17)  # odd: with two processes, padding would count one image twice
 

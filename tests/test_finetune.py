@@ -13,15 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_RESNET, TINY_VIT, make_medmnist_npz, tiny_run_config, write_config
+from conftest import ROOT, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz, tiny_run_config, write_config
 from PIL import Image as PILImage
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 from pipelines import DevicePreprocess
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from finetune import main  # noqa: E402
+main = load_script("finetune").main
 
 COUNTS = (40, 13, 17)  # odd evaluation sizes: a sample counted twice would show
 

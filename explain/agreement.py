@@ -1,0 +1,80 @@
+"""How alike two sets of maps are: rank correlation and top-k overlap, per image, in batch.
+
+Used twice: to say how closely a student's explanations follow its teacher's, and for the model-parameter
+randomisation sanity check (Adebayo et al., 2018, "Sanity Checks for Saliency Maps"): a method whose maps
+barely change when the model's weights are re-initialised is not explaining the model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from pipelines.errors import ConfigError
+
+
+def common_resolution(maps_a: torch.Tensor, maps_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bring two (N, H, W) map sets to the smaller of their two sizes (bilinear, area-averaging when shrinking)."""
+    size = min(maps_a.shape[-2:], maps_b.shape[-2:], key=lambda s: s[0] * s[1])
+    return _resize(maps_a, size), _resize(maps_b, size)
+
+
+def _resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None].float(), size=tuple(size), mode="bilinear", antialias=True, align_corners=False)[
+        :, 0
+    ]
+
+
+def _ranks(values: torch.Tensor) -> torch.Tensor:
+    """(N, P) -> (N, P) ranks 0..P-1 (ties broken by position; maps of real models have few)."""
+    return values.argsort(dim=1, stable=True).argsort(dim=1, stable=True).double()
+
+
+def rank_correlation(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
+    """Spearman's rank correlation between matching maps: (N, H, W) x (N, H, W) -> (N,) in [-1, 1].
+
+    A constant map (Grad-CAM's all-zero map when no region supports the class) ranks nothing and shares no
+    ordering with any map: its correlation is taken as 0.
+    """
+    _check_pairs(maps_a, maps_b)
+    maps_a, maps_b = common_resolution(maps_a, maps_b)
+    ranks_a, ranks_b = _ranks(maps_a.flatten(1)), _ranks(maps_b.flatten(1))
+    constant = (maps_a.flatten(1).amax(1) == maps_a.flatten(1).amin(1)) | (
+        maps_b.flatten(1).amax(1) == maps_b.flatten(1).amin(1)
+    )
+    centred_a = ranks_a - ranks_a.mean(dim=1, keepdim=True)
+    centred_b = ranks_b - ranks_b.mean(dim=1, keepdim=True)
+    correlation = ((centred_a * centred_b).sum(1) / (centred_a.norm(dim=1) * centred_b.norm(dim=1))).clamp(-1, 1)
+    return torch.where(constant, torch.zeros_like(correlation), correlation).float()
+
+
+def top_fraction_iou(maps_a: torch.Tensor, maps_b: torch.Tensor, fraction: float = 0.1) -> torch.Tensor:
+    """Intersection over union of the top `fraction` of pixels of matching maps: (N, H, W) x2 -> (N,) in [0, 1]."""
+    _check_pairs(maps_a, maps_b)
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"fraction is {fraction}; it must lie in (0, 1].")
+    maps_a, maps_b = common_resolution(maps_a, maps_b)
+    flat_a, flat_b = maps_a.flatten(1), maps_b.flatten(1)
+    keep = max(1, round(fraction * flat_a.shape[1]))
+    top_a = torch.zeros_like(flat_a, dtype=torch.bool).scatter_(1, flat_a.topk(keep, dim=1).indices, True)
+    top_b = torch.zeros_like(flat_b, dtype=torch.bool).scatter_(1, flat_b.topk(keep, dim=1).indices, True)
+    return (top_a & top_b).sum(1).float() / (top_a | top_b).sum(1).float()
+
+
+def _check_pairs(maps_a: torch.Tensor, maps_b: torch.Tensor) -> None:
+    if maps_a.ndim != 3 or maps_b.ndim != 3 or maps_a.shape[0] != maps_b.shape[0]:
+        raise ConfigError(
+            f"Expected two (N, H, W) map sets of equal N, got {tuple(maps_a.shape)} and {tuple(maps_b.shape)}."
+        )
+
+
+def randomized_copy(model: PreTrainedModel, seed: int = 0) -> PreTrainedModel:
+    """The same architecture with freshly initialised weights, on the model's device and in its dtype."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = type(model)(model.config)
+    parameter = next(model.parameters())
+    return fresh.to(device=parameter.device, dtype=parameter.dtype).eval()

@@ -1,0 +1,144 @@
+"""How faithful a map is to the model: deletion and insertion curves (Petsiuk et al., 2018, "RISE").
+
+Deletion removes pixels in order of attribution, most important first, and follows the model's probability for
+the explained class: a faithful map makes it fall fast (low area under the curve). Insertion starts from a
+blurred image and puts the original pixels back in the same order: a faithful map makes the probability rise
+fast (high area). Both are computed for all images at once on the device; the (image, step) pairs are run
+through the model in chunks of `batch_size`, so memory does not grow with the number of steps.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torchvision.transforms.functional as TF
+from torch import nn
+
+from explain.base import forward_logits
+from pipelines.errors import ConfigError
+
+
+@dataclass
+class FaithfulnessCurves:
+    """Deletion and insertion curves for N maps.
+
+    Attributes:
+        fractions: (K + 1,) the fraction of pixels removed (deletion) or revealed (insertion) at each step.
+        deletion: (N, K + 1) the explained class's probability at each step of deletion.
+        insertion: (N, K + 1) the same for insertion.
+    """
+
+    fractions: torch.Tensor
+    deletion: torch.Tensor
+    insertion: torch.Tensor
+
+    @property
+    def deletion_auc(self) -> torch.Tensor:
+        """(N,) area under each deletion curve (trapezoid rule over fractions in [0, 1]); lower is better."""
+        return torch.trapezoid(self.deletion, self.fractions, dim=-1)
+
+    @property
+    def insertion_auc(self) -> torch.Tensor:
+        """(N,) area under each insertion curve; higher is better."""
+        return torch.trapezoid(self.insertion, self.fractions, dim=-1)
+
+
+def blurred(pixel_values: torch.Tensor) -> torch.Tensor:
+    """The insertion start: a Gaussian blur with sigma 5 px at 224 px, scaled with the image (RISE's setting)."""
+    sigma = 5.0 * pixel_values.shape[-1] / 224
+    kernel = 2 * math.ceil(2 * sigma) + 1
+    return TF.gaussian_blur(pixel_values, [kernel, kernel], [sigma, sigma])
+
+
+def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) maps -> (N, H * W) rank of each pixel, 0 for the most important (ties: first pixel first)."""
+    order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return ranks
+
+
+@torch.no_grad()
+def deletion_insertion(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    maps: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int = 20,
+    batch_size: int = 64,
+    multi_label: bool = False,
+    deletion_value: float = 0.0,
+    insertion_start: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+) -> FaithfulnessCurves:
+    """Deletion and insertion curves of `maps` for `model`.
+
+    Args:
+        model: The classifier the maps explain (eval mode is the caller's business).
+        pixel_values: (N, C, H, W) the model's inputs.
+        maps: (N, H, W) attributions at the input resolution; larger means more important.
+        targets: (N,) the class each map explains.
+        steps: K, the number of steps: pixels change in K equal shares.
+        batch_size: Images per forward pass (half of them deleted, half revealed).
+        multi_label: Score with a sigmoid instead of a softmax.
+        deletion_value: What a deleted pixel becomes, in the model's input space (0 is the normalised mean grey
+            for mean/std normalisation; RISE uses black).
+        insertion_start: (N, C, H, W) what insertion starts from; default a blurred copy of the inputs (RISE).
+        dtype: Compute dtype; lower than the parameters' (bf16 for an fp32 model) runs the forward passes under
+            autocast.
+
+    Returns:
+        `FaithfulnessCurves` with (N, K + 1) curves.
+    """
+    if steps < 2:
+        raise ConfigError(f"steps is {steps}; deletion and insertion curves need at least 2 steps.")
+    if maps.shape[0] != pixel_values.shape[0] or maps.shape[-2:] != pixel_values.shape[-2:]:
+        raise ConfigError(
+            f"maps {tuple(maps.shape)} do not match the inputs {tuple(pixel_values.shape)}; upsample them first."
+        )
+    count, channels, height, width = pixel_values.shape
+    device = pixel_values.device
+    ranks = pixel_ranks(maps.to(device))  # (N, H * W)
+    thresholds = torch.round(torch.linspace(0, height * width, steps + 1, device=device)).long()  # (K + 1,)
+    start = blurred(pixel_values) if insertion_start is None else insertion_start.to(pixel_values)
+    targets = targets.to(device)
+    pairs = count * (steps + 1)
+    curves = {"deletion": torch.empty(pairs, device=device), "insertion": torch.empty(pairs, device=device)}
+    chunk = max(1, batch_size // 2)
+    for first in range(0, pairs, chunk):
+        index = torch.arange(first, min(first + chunk, pairs), device=device)
+        image, step = index // (steps + 1), index % (steps + 1)
+        changed = (ranks[image] < thresholds[step][:, None]).view(-1, 1, height, width)  # (b, 1, H, W)
+        original = pixel_values[image]
+        removed = torch.where(changed, torch.full_like(original, deletion_value), original)
+        revealed = torch.where(changed, original, start[image])
+        with torch.autocast(device.type, dtype=dtype) if _needs_autocast(model, dtype) else nullcontext():
+            scores = _class_probability(model, torch.cat([removed, revealed]), targets[image].repeat(2), multi_label)
+        curves["deletion"][index], curves["insertion"][index] = scores.chunk(2)
+    fractions = thresholds.float() / (height * width)
+    return FaithfulnessCurves(
+        fractions.cpu(),
+        curves["deletion"].view(count, steps + 1).cpu(),
+        curves["insertion"].view(count, steps + 1).cpu(),
+    )
+
+
+def _needs_autocast(model: nn.Module, dtype: torch.dtype | None) -> bool:
+    return dtype is not None and dtype != next(model.parameters()).dtype
+
+
+def _class_probability(
+    model: nn.Module, pixel_values: torch.Tensor, targets: torch.Tensor, multi_label: bool
+) -> torch.Tensor:
+    logits = forward_logits(model, pixel_values).float()
+    probabilities = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
+    return probabilities.gather(1, targets[:, None])[:, 0]
+
+
+def random_maps(like: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Uniform random maps shaped like `like`: the baseline that gives faithfulness numbers their meaning."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(like.shape, generator=generator).to(like.device)

@@ -1,0 +1,170 @@
+"""Figures of the evaluation report. Each takes plain numbers and writes one PNG (atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from pipelines.io import atomic_save_figure
+from trainers.evaluation import Calibration, calibration_of, roc_curves
+from trainers.reporting import plot_confusion_matrix, predicted_classes
+
+
+def _panels(count: int, width: float = 4.0, height: float = 3.6) -> tuple[Figure, np.ndarray]:
+    figure = Figure(figsize=(width * count, height))
+    return figure, np.atleast_1d(figure.subplots(1, count))
+
+
+def plot_roc(curves: dict[str, dict[str, tuple]], aucs: dict[str, float], path: str | Path) -> None:
+    """One panel per model: its ROC curves (positive class, one vs rest, or per label) and its AUC."""
+    figure, axes = _panels(len(curves))
+    for axis, (model, model_curves) in zip(axes, curves.items()):
+        for name, (false_positive, true_positive) in model_curves.items():
+            axis.plot(false_positive, true_positive, label=name if len(model_curves) > 1 else None)
+        axis.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+        axis.set(title=f"{model} (AUC {aucs[model]:.3f})", xlabel="false positive rate", ylabel="true positive rate")
+        if 1 < len(model_curves) <= 14:
+            axis.legend(fontsize=6)
+    atomic_save_figure(figure, path)
+
+
+def plot_reliability(calibrations: dict[str, Calibration], path: str | Path) -> None:
+    """Reliability diagrams: accuracy against confidence per bin, with the ECE in each title."""
+    figure, axes = _panels(len(calibrations))
+    for axis, (model, calibration) in zip(axes, calibrations.items()):
+        centres = (calibration.bin_edges[:-1] + calibration.bin_edges[1:]) / 2
+        width = calibration.bin_edges[1] - calibration.bin_edges[0]
+        filled = calibration.bin_count > 0
+        axis.bar(centres[filled], calibration.bin_accuracy[filled], width=width * 0.9, alpha=0.7, label="accuracy")
+        axis.plot(calibration.bin_confidence[filled], calibration.bin_accuracy[filled], "o", color="black", ms=3)
+        axis.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="perfect calibration")
+        axis.set(
+            title=f"{model} (ECE {calibration.ece:.3f})",
+            xlabel="confidence",
+            ylabel="accuracy",
+            xlim=(0, 1),
+            ylim=(0, 1),
+        )
+        axis.legend(fontsize=7, loc="upper left")
+    atomic_save_figure(figure, path)
+
+
+def plot_probability_bars(
+    images: np.ndarray,
+    probabilities: dict[str, np.ndarray],
+    label_names: list[str],
+    true_labels: list[str],
+    path: str | Path,
+) -> None:
+    """One row per sample image: the image, then each model's predicted probabilities side by side."""
+    rows, classes = len(images), len(label_names)
+    figure = Figure(figsize=(3 + 0.6 * classes * max(1, len(probabilities)) ** 0.5 + 2, 2.2 * rows))
+    axes = np.atleast_2d(figure.subplots(rows, 2, gridspec_kw={"width_ratios": [1, 3]}))
+    width = 0.8 / len(probabilities)
+    for row, (image, truth) in enumerate(zip(images, true_labels)):
+        axes[row, 0].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 or image.ndim == 2 else None)
+        axes[row, 0].set_axis_off()
+        axes[row, 0].set_title(f"true: {truth}", fontsize=8)
+        for offset, (model, values) in enumerate(probabilities.items()):
+            axes[row, 1].bar(np.arange(classes) + offset * width, values[row], width=width, label=model)
+        axes[row, 1].set_xticks(np.arange(classes) + 0.4 - width / 2, label_names, fontsize=7, rotation=20)
+        axes[row, 1].set(ylim=(0, 1), ylabel="probability")
+    axes[0, 1].legend(fontsize=7)
+    atomic_save_figure(figure, path)
+
+
+def plot_accuracy_latency(points: dict[str, dict[str, float]], path: str | Path) -> None:
+    """Test accuracy against latency per image (batch 1), marker area proportional to parameters."""
+    figure = Figure(figsize=(5.5, 4))
+    axis = figure.subplots()
+    largest = max(point["parameters"] for point in points.values())
+    for model, point in points.items():
+        axis.scatter(point["latency_ms"], point["accuracy"], s=40 + 400 * point["parameters"] / largest, alpha=0.6)
+        axis.annotate(
+            f"{model}\n{point['parameters'] / 1e6:.2f}M", (point["latency_ms"], point["accuracy"]), fontsize=8
+        )
+    axis.set(xlabel="latency per image at batch 1 (ms)", ylabel="test accuracy", title="Accuracy vs latency")
+    axis.grid(alpha=0.3)
+    atomic_save_figure(figure, path)
+
+
+def plot_faithfulness(curves: dict[str, object], method: str, path: str | Path) -> None:
+    """Mean deletion and insertion curves per model, each with its random-map baseline dashed."""
+    figure, (deletion, insertion) = _panels(2, 5, 3.8)
+    for index, (model, result) in enumerate(curves.items()):
+        colour = f"C{index}"
+        deletion.plot(
+            result.fractions, result.deletion_curve, color=colour, label=f"{model} ({result.deletion_auc:.3f})"
+        )
+        deletion.plot(result.fractions, result.random_deletion_curve, "--", color=colour, alpha=0.6)
+        insertion.plot(
+            result.fractions, result.insertion_curve, color=colour, label=f"{model} ({result.insertion_auc:.3f})"
+        )
+        insertion.plot(result.fractions, result.random_insertion_curve, "--", color=colour, alpha=0.6)
+    deletion.set(
+        title=f"Deletion, {method} (lower is better)", xlabel="fraction of pixels removed", ylabel="class probability"
+    )
+    insertion.set(title=f"Insertion, {method} (higher is better)", xlabel="fraction of pixels revealed")
+    for axis in (deletion, insertion):
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, title="area; dashed: random maps", title_fontsize=7)
+    atomic_save_figure(figure, path)
+
+
+def plot_agreement(
+    distributions: dict[str, dict[str, np.ndarray]], reference: str, method: str, path: str | Path, top_fraction: float
+) -> None:
+    """Histograms of per-image rank correlation and top-k IoU between the reference's maps and each model's."""
+    figure, (correlation, overlap) = _panels(2, 5, 3.6)
+    for model, values in distributions.items():
+        correlation.hist(
+            values["rank_correlation"][~np.isnan(values["rank_correlation"])],
+            bins=20,
+            range=(-1, 1),
+            alpha=0.5,
+            label=f"{model} (mean {np.nanmean(values['rank_correlation']):.2f})",
+        )
+        overlap.hist(
+            values["top_iou"],
+            bins=20,
+            range=(0, 1),
+            alpha=0.5,
+            label=f"{model} (mean {np.mean(values['top_iou']):.2f})",
+        )
+    correlation.set(
+        title=f"{method}: rank correlation with {reference}", xlabel="Spearman correlation", ylabel="images"
+    )
+    overlap.set(title=f"{method}: top-{top_fraction:.0%} overlap with {reference}", xlabel="IoU", ylabel="images")
+    for axis in (correlation, overlap):
+        axis.legend(fontsize=7)
+    atomic_save_figure(figure, path)
+
+
+def classification_figures(
+    out: Path,
+    logits: dict[str, np.ndarray],
+    labels: np.ndarray,
+    multi_label: bool,
+    label_names: list[str],
+    accuracy_latency: dict[str, dict[str, float]],
+) -> dict[str, str]:
+    """Confusion matrices, ROC curves, reliability diagrams and the accuracy/latency scatter; returns
+    {title: file name} for the report."""
+    figures = {}
+    for index, (name, values) in enumerate(logits.items()):
+        file_name = f"confusion_{index}_{Path(name).name}.png"
+        plot_confusion_matrix(labels, predicted_classes(values, multi_label), label_names, out / file_name, title=name)
+        figures[f"Confusion matrix: {name}"] = file_name
+    aucs = {name: accuracy_latency[name]["auc"] for name in logits}
+    plot_roc({n: roc_curves(v, labels, multi_label, label_names) for n, v in logits.items()}, aucs, out / "roc.png")
+    plot_reliability({n: calibration_of(v, labels, multi_label) for n, v in logits.items()}, out / "reliability.png")
+    plot_accuracy_latency(accuracy_latency, out / "accuracy_latency.png")
+    return {
+        **figures,
+        "ROC curves": "roc.png",
+        "Reliability diagrams": "reliability.png",
+        "Accuracy vs latency": "accuracy_latency.png",
+    }

@@ -1,0 +1,133 @@
+"""The evaluation report: every number in metrics.json, and index.md drawn from exactly those numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard
+
+from pipelines.io import atomic_write_json, atomic_write_text
+
+SECTION_TITLE = "## Evaluation report"
+
+
+def _f4(value: float) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4f}"
+
+
+def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
+    """index.md's text from the report dictionary (also what metrics.json holds), so the two cannot disagree."""
+    models = report["models"]
+    lines = [
+        "# Evaluation report",
+        "",
+        f"Dataset {report['dataset']}, split `{report['split']}`: {report['images']} images "
+        f"({report['explained_images']} explained). Reference model: `{report['reference']}`. "
+        f"Measured on {report['device']} ({report['dtype']}).",
+        "",
+        f"Made by: `{report['command']}`",
+        "",
+        "## Classification",
+        "",
+        "| model | ACC | AUC | macro F1 | ECE |",
+        "|---|---|---|---|---|",
+    ]
+    for name, model in models.items():
+        c = model["classification"]
+        lines.append(f"| {name} | {_f4(c['accuracy'])} | {_f4(c['auc'])} | {_f4(c['f1'])} | {_f4(c['ece'])} |")
+    lines += [
+        "",
+        "Per class (precision / recall):",
+        "",
+        "| model | " + " | ".join(report["labels"]) + " |",
+        "|---" * (len(report["labels"]) + 1) + "|",
+    ]
+    for name, model in models.items():
+        per_class = model["classification"]["per_class"]
+        cells = [
+            f"{_f4(per_class[label]['precision'])} / {_f4(per_class[label]['recall'])}" for label in report["labels"]
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Cost",
+        "",
+        "| model | parameters | size on disk (MiB) | latency/image, batch 1 (ms) | latency/image, batch 64 (ms) | throughput (img/s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, model in models.items():
+        cost = model["cost"]
+        lines.append(
+            f"| {name} | {cost['parameters']:,} | {cost['size_on_disk_mib']:.2f} | {cost['latency_ms_batch_1']:.3f} "
+            f"| {cost['latency_ms_batch_64']:.3f} | {cost['throughput_images_per_s']:,.0f} |"
+        )
+    lines += [
+        "",
+        "## Explanations",
+        "",
+        f"Faithfulness: deletion and insertion curves with {report['steps']} steps (RISE); the random row of each "
+        "model uses uniform random maps on the same images. Lower deletion and higher insertion areas are better.",
+        "",
+        "| model | method | deletion AUC | random deletion AUC | insertion AUC | random insertion AUC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, model in models.items():
+        for method, numbers in model["faithfulness"].items():
+            lines.append(
+                f"| {name} | {method} | {_f4(numbers['deletion_auc'])} | {_f4(numbers['random_deletion_auc'])} "
+                f"| {_f4(numbers['insertion_auc'])} | {_f4(numbers['random_insertion_auc'])} |"
+            )
+    lines += [
+        "",
+        "Sanity check (model-parameter randomisation): mean rank correlation between each model's maps and the maps "
+        "of the same architecture with re-initialised weights. Low is good: the maps depend on what was learnt.",
+        "",
+        "| model | method | rank correlation with re-initialised model |",
+        "|---|---|---|",
+    ]
+    for name, model in models.items():
+        for method, numbers in model["randomization"].items():
+            lines.append(f"| {name} | {method} | {_f4(numbers['rank_correlation_mean'])} |")
+    iou_key = f"top{report['top_percent']}_iou_mean"
+    lines += [
+        "",
+        f"Agreement with the reference (`{report['reference']}`): per image, the rank correlation and the overlap "
+        f"(IoU) of the top {report['top_percent']}% pixels between the reference's map and the model's map for the "
+        "same class, and how often the two predict the same.",
+        "",
+        f"| model | method | mean rank correlation | mean top-{report['top_percent']}% IoU | same prediction |",
+        "|---|---|---|---|---|",
+    ]
+    for name, model in models.items():
+        for method, numbers in model.get("agreement", {}).items():
+            lines.append(
+                f"| {name} | {method} | {_f4(numbers['rank_correlation_mean'])} | {_f4(numbers[iou_key])} "
+                f"| {_f4(numbers['prediction_agreement'])} |"
+            )
+    if figures:
+        lines += ["", "## Figures", ""]
+        for title, file_name in report["figures"].items():
+            lines += [f"### {title}", "", f"![{title}]({file_name})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(out: str | Path, report: dict[str, Any]) -> Path:
+    """Write metrics.json and index.md into `out`; returns the path of index.md."""
+    out = Path(out)
+    atomic_write_json(out / "metrics.json", report)
+    atomic_write_text(out / "index.md", render_markdown(report))
+    return out / "index.md"
+
+
+def fold_into_model_card(model_folder: str | Path, report: dict[str, Any]) -> Path:
+    """Put the report's tables into the model's card (README.md) as its 'Evaluation report' section, replacing
+    an earlier one; figures stay in the report folder."""
+    path = Path(model_folder) / "README.md"
+    card = ModelCard.load(path) if path.is_file() else ModelCard("---\n---\n")
+    body = card.text.split(f"\n{SECTION_TITLE}\n")[0].rstrip()
+    section = render_markdown(report, figures=False).replace("# Evaluation report", SECTION_TITLE, 1)
+    section = section.replace("\n## ", "\n### ")
+    card.text = f"{body}\n\n{section}"
+    atomic_write_text(path, str(card))
+    return path
