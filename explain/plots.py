@@ -1,0 +1,223 @@
+"""Pictures of explanations: overlays, images-by-methods and images-by-models grids, misclassified images.
+
+Figures are `matplotlib.figure.Figure` objects (no pyplot state), saved with `pipelines.io.atomic_save_figure`.
+Every map is drawn on one fixed colour scale, 0 to 1, with one colour bar per figure, so panels compare directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+CMAP = "jet"
+ALPHA = 0.5
+CELL_INCHES = 1.7
+TITLE_SIZE = 8
+COLORBAR_LABEL = "attribution (each map scaled to 0-1)"
+
+
+def display_images(images: torch.Tensor | Sequence[torch.Tensor], size: tuple[int, int]) -> np.ndarray:
+    """uint8 images resized (antialiased bilinear) to the maps' resolution, channels last, for drawing.
+
+    Args:
+        images: uint8 (B, C, H, W), or a list of uint8 (C, H, W) of different sizes.
+        size: (H', W'), the maps' size.
+
+    Returns:
+        uint8 (B, H', W', C) with C = 1 or 3.
+    """
+    resized = []
+    for image in images:
+        image = image[:3].float()[None]  # (1, C, H, W)
+        if tuple(image.shape[-2:]) != tuple(size):
+            image = F.interpolate(image, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+        resized.append(image[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0))
+    if len({image.shape[2] for image in resized}) > 1:  # grey and colour files together: show all in colour
+        resized = [image.expand(-1, -1, 3) for image in resized]
+    return torch.stack(resized).cpu().numpy()
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Maps (N, h, w) in [0, 1] resized to `size` (bilinear) as a numpy array, for grids of models with different
+    input resolutions."""
+    maps = maps.float()
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return maps.clamp(0, 1).cpu().numpy()
+
+
+def edge_mask(image: np.ndarray, quantile: float = 0.85) -> np.ndarray:
+    """The image's strongest edges: Sobel gradient magnitude of its grey levels at or above a quantile (and above a
+    fifth of the largest, so a flat image with one faint step has no edges).
+
+    Args:
+        image: uint8 (H, W, C).
+        quantile: Share of pixels that are not edges.
+
+    Returns:
+        bool (H, W).
+    """
+    grey = torch.as_tensor(image, dtype=torch.float32).mean(dim=2)[None, None]  # (1, 1, H, W)
+    sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    kernels = torch.stack([sobel_x, sobel_x.T])[:, None]  # (2, 1, 3, 3)
+    gradients = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)
+    magnitude = gradients.pow(2).sum(dim=1)[0].sqrt()
+    if float(magnitude.max()) == 0.0:
+        return np.zeros(magnitude.shape, dtype=bool)
+    threshold = torch.quantile(magnitude.flatten(), quantile)
+    return ((magnitude >= threshold) & (magnitude > 0.2 * magnitude.max())).numpy()
+
+
+def draw_image(axis: Axes, image: np.ndarray) -> None:
+    """An (H, W, C) uint8 image, grey when it has one channel."""
+    if image.shape[2] == 1:
+        axis.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        axis.imshow(image)
+    _bare(axis)
+
+
+def draw_overlay(axis: Axes, image: np.ndarray, heatmap: np.ndarray, edges: bool = False, alpha: float = ALPHA):
+    """The image with a map in [0, 1] on top (fixed 0-1 colour scale), optionally with the image's edges in white.
+
+    Args:
+        axis: Where to draw.
+        image: uint8 (H, W, C).
+        heatmap: (H, W) in [0, 1].
+        edges: Outline the image's edges over the map, to tell structures apart where the map covers them.
+        alpha: Opacity of the map.
+
+    Returns:
+        The map's `AxesImage` (for a colour bar).
+    """
+    draw_image(axis, image)
+    mappable = axis.imshow(heatmap, cmap=CMAP, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="bilinear")
+    if edges:
+        outline = np.ma.masked_where(~edge_mask(image), np.ones(heatmap.shape))
+        axis.imshow(outline, cmap="gray", vmin=0, vmax=1, alpha=0.9, interpolation="nearest")
+    if float(np.max(heatmap)) == 0.0:
+        # Grad-CAM keeps positive evidence only (its ReLU); for the other class of a binary model it is often none.
+        axis.text(
+            0.5,
+            0.5,
+            "no positive\nevidence",
+            transform=axis.transAxes,
+            ha="center",
+            va="center",
+            fontsize=TITLE_SIZE,
+            color="white",
+            bbox={"facecolor": "black", "alpha": 0.6, "linewidth": 0},
+        )
+    return mappable
+
+
+def _bare(axis: Axes) -> None:
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def _grid(rows: int, columns: int, title: str) -> tuple[Figure, np.ndarray]:
+    figure = Figure(figsize=(CELL_INCHES * columns + 0.9, CELL_INCHES * rows + 0.5), layout="constrained")
+    axes = np.asarray(figure.subplots(rows, columns, squeeze=False))
+    if title:
+        figure.suptitle(title, fontsize=TITLE_SIZE + 2)
+    return figure, axes
+
+
+def _colorbar(figure: Figure, mappable, axes: np.ndarray) -> None:
+    # About two cells tall whatever the number of rows.
+    bar = figure.colorbar(mappable, ax=list(axes.flat), shrink=min(0.8, 2.2 / axes.shape[0]), pad=0.01, aspect=15)
+    bar.set_label(COLORBAR_LABEL, fontsize=TITLE_SIZE)
+    bar.ax.tick_params(labelsize=TITLE_SIZE)
+
+
+def overlay_figure(
+    images: np.ndarray, maps: np.ndarray, captions: Sequence[str], title: str = "", edges: bool = False
+) -> Figure:
+    """Each image above its map overlay.
+
+    Args:
+        images: uint8 (B, H, W, C).
+        maps: (B, H, W) in [0, 1].
+        captions: One line per image (e.g. the explained class and its score).
+        title: The figure's title.
+        edges: Draw the images' edges over the maps.
+    """
+    figure, axes = _grid(2, len(images), title)
+    mappable = None
+    for column, (image, heatmap, caption) in enumerate(zip(images, maps, captions)):
+        draw_image(axes[0, column], image)
+        axes[0, column].set_title(caption, fontsize=TITLE_SIZE)
+        mappable = draw_overlay(axes[1, column], image, heatmap, edges)
+    axes[0, 0].set_ylabel("input", fontsize=TITLE_SIZE)
+    axes[1, 0].set_ylabel("overlay", fontsize=TITLE_SIZE)
+    _colorbar(figure, mappable, axes)
+    return figure
+
+
+def panel_grid(
+    images: np.ndarray,
+    panels: dict[str, np.ndarray],
+    row_labels: Sequence[str],
+    cell_captions: dict[str, Sequence[str]] | None = None,
+    title: str = "",
+    edges: bool = False,
+) -> Figure:
+    """Images down the rows; the input, then one overlay per column (a method, or a model), on one colour scale.
+
+    Args:
+        images: uint8 (B, H, W, C).
+        panels: Column title -> maps (B, H, W) in [0, 1].
+        row_labels: One label per image, beside its input.
+        cell_captions: Column title -> one caption per image (e.g. that model's prediction), or None.
+        title: The figure's title.
+        edges: Draw the images' edges over the maps.
+    """
+    figure, axes = _grid(len(images), len(panels) + 1, title)
+    mappable = None
+    for row, image in enumerate(images):
+        draw_image(axes[row, 0], image)
+        axes[row, 0].set_ylabel(row_labels[row], fontsize=TITLE_SIZE)
+        for column, (name, maps) in enumerate(panels.items(), start=1):
+            mappable = draw_overlay(axes[row, column], image, maps[row], edges)
+            caption = (cell_captions or {}).get(name)
+            if caption is not None:
+                axes[row, column].set_xlabel(caption[row], fontsize=TITLE_SIZE - 1)
+    axes[0, 0].set_title("input", fontsize=TITLE_SIZE)
+    for column, name in enumerate(panels, start=1):
+        axes[0, column].set_title(name, fontsize=TITLE_SIZE)
+    _colorbar(figure, mappable, axes)
+    return figure
+
+
+def misclassified_figure(
+    images: np.ndarray,
+    predicted_maps: np.ndarray,
+    true_maps: np.ndarray | None,
+    true_labels: Sequence[str],
+    predicted_labels: Sequence[str],
+    title: str = "",
+    edges: bool = False,
+) -> Figure:
+    """Misclassified images: the input with its true and predicted labels, Grad-CAM for the predicted class and,
+    when given, for the true class (what the model would have needed to see).
+
+    Args:
+        images: uint8 (B, H, W, C).
+        predicted_maps: (B, H, W) in [0, 1], explaining the predicted class.
+        true_maps: (B, H, W) in [0, 1], explaining the true class, or None.
+        true_labels: The true label of each image.
+        predicted_labels: The predicted label (with its score) of each image.
+        title: The figure's title.
+        edges: Draw the images' edges over the maps.
+    """
+    panels = {"Grad-CAM: predicted class": predicted_maps}
+    if true_maps is not None:
+        panels["Grad-CAM: true class"] = true_maps
+    rows = [f"true: {true}\npred: {predicted}" for true, predicted in zip(true_labels, predicted_labels)]
+    return panel_grid(images, panels, rows, None, title, edges)

@@ -1,0 +1,413 @@
+"""What `scripts/explain.py` does, step by step: load the model(s) and images, explain, draw, index the pictures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+from torch import nn
+from transformers import HfArgumentParser
+
+from explain.base import Explanation, forward_logits
+from explain.plots import display_images, misclassified_figure, overlay_figure, panel_grid, resize_maps
+from explain.registry import canonical_name, make_method, methods_for
+from pipelines.arguments import DataArguments
+from pipelines.collate import ImageCollator, to_chw_uint8
+from pipelines.errors import ConfigError, DataError
+from pipelines.folders import check_image_file
+from pipelines.io import atomic_save_figure, atomic_write_json
+from pipelines.loading import load_image_dataset
+from pipelines.models import load_classifier
+from pipelines.preprocess import DevicePreprocess
+
+SPLITS = ("train", "validation", "test")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAIN_METHOD = "gradcam"
+
+
+@dataclass
+class ExplainArguments:
+    """What to explain and where to write the pictures (the dataset spec comes from `DataArguments`)."""
+
+    model: str = field(metadata={"help": "Hub id or folder saved by save_pretrained (e.g. a finetune output_dir)."})
+    images: list[str] | None = field(
+        default=None, metadata={"help": "Image files to explain instead of a dataset split."}
+    )
+    split: str = field(default="test", metadata={"help": "Dataset split to explain: train, validation or test."})
+    methods: str = field(
+        default="all",
+        metadata={"help": "Comma-separated methods (gradcam,guided_gradcam,...), or 'all' for every one that fits."},
+    )
+    compare_with: str | None = field(
+        default=None, metadata={"help": "A second model (e.g. the distilled student) for the images-by-models grid."}
+    )
+    n: int = field(default=8, metadata={"help": "Images per figure."})
+    misclassified: bool = field(
+        default=False, metadata={"help": "Also draw the split's misclassified images (needs a dataset)."}
+    )
+    out: str = field(default="runs/explain", metadata={"help": "Folder for the PNGs and index.json."})
+    target_layer: str | None = field(
+        default=None, metadata={"help": "Module name of the Grad-CAM layer; default: found by structure."}
+    )
+    batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "Compute dtype: auto (bf16 on a GPU that has it, else fp32), fp32, bf16, fp16."},
+    )
+    device: str | None = field(default=None, metadata={"help": "Device (cuda, cpu); default: cuda when available."})
+    edges: bool = field(default=False, metadata={"help": "Outline the images' edges over the maps."})
+    head_fusion: str = field(default="mean", metadata={"help": "Attention rollout: fuse heads by mean, max or min."})
+    discard_ratio: float = field(
+        default=0.0, metadata={"help": "Attention rollout: share of the lowest attention weights dropped per layer."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError(f"split is '{self.split}'; use one of {', '.join(SPLITS)}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision is '{self.precision}'; use one of {', '.join(PRECISIONS)}.")
+        if self.n < 1:
+            raise ConfigError(f"n is {self.n}; it must be at least 1.")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size is {self.batch_size}; it must be at least 1.")
+        if self.misclassified and self.images:
+            raise ConfigError("--misclassified needs a labelled dataset split; it cannot be used with --images.")
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ExplainArguments, DataArguments | None]:
+    """Parse the command line into `ExplainArguments` and, unless ``--images`` is given, `DataArguments`."""
+    parser = HfArgumentParser([ExplainArguments, DataArguments])
+    namespace = parser.parse_args(argv)
+    values = vars(namespace)
+    explain_args = ExplainArguments(**{f.name: values[f.name] for f in fields(ExplainArguments)})
+    if explain_args.images:
+        return explain_args, None
+    if not values.get("dataset_name") and not values.get("data_dir"):
+        raise ConfigError(
+            "Nothing to explain: give image files (--images a.png b.jpg) or a dataset (e.g. --dataset_name breastmnist)."
+        )
+    return explain_args, DataArguments(**{f.name: values[f.name] for f in fields(DataArguments)})
+
+
+@dataclass
+class Inputs:
+    """The images to explain and what is known about them.
+
+    Attributes:
+        images: uint8 (B, C, H, W), or a list of uint8 (C, H, W) of different sizes.
+        names: Where each image comes from (``test[12]`` or a file name).
+        labels: int64 (B,) or multi-hot (B, L) true labels, or None for files.
+        label_names: The dataset's label names, or None for files.
+    """
+
+    images: torch.Tensor | list[torch.Tensor]
+    names: list[str]
+    labels: torch.Tensor | None = None
+    label_names: list[str] | None = None
+
+
+def load_image_files(paths: Sequence[str], num_channels: int) -> Inputs:
+    """Image files as uint8 tensors, converted to grey or RGB to match the model.
+
+    Raises:
+        DataError: a file that is missing or not an image.
+    """
+    mode = "L" if num_channels == 1 else "RGB"
+    images = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"Image file {path} does not exist.")
+        check_image_file(Path(path))
+        with PILImage.open(path) as image:
+            images.append(to_chw_uint8(image.convert(mode), mode))
+    shapes = {tuple(image.shape) for image in images}
+    stacked = torch.stack(images) if len(shapes) == 1 else images
+    return Inputs(stacked, [Path(path).name for path in paths])
+
+
+def spread_over_classes(labels: np.ndarray, count: int) -> list[int]:
+    """`count` indices taken in turn from each class (in index order), so every class appears when it can."""
+    if labels.ndim > 1:  # multi-label: no single class to spread over
+        return list(range(min(count, len(labels))))
+    queues = [list(np.flatnonzero(labels == label)) for label in np.unique(labels)]
+    chosen: list[int] = []
+    while len(chosen) < min(count, len(labels)):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(int(queue.pop(0)))
+    return sorted(chosen)
+
+
+def load_split(data_args: DataArguments, split: str, model: nn.Module) -> tuple[Any, ImageCollator, list[str], bool]:
+    """The dataset split, its collator, label names and whether it is multi-label; checks the model's label count."""
+    data = load_image_dataset(data_args)
+    num_labels = model.config.num_labels
+    if data.num_labels != num_labels:
+        raise DataError(
+            f"The model has {num_labels} classes but the dataset has {data.num_labels} ({', '.join(data.label_names)}); "
+            "explain it on the dataset it was trained for."
+        )
+    collator = ImageCollator(data.num_labels, data.multi_label, data_args.image_mode)
+    return data.dataset[split], collator, data.label_names, data.multi_label
+
+
+def take(
+    split: Any, collator: ImageCollator, indices: Sequence[int], split_name: str, label_names: list[str]
+) -> Inputs:
+    batch = collator([split[int(index)] for index in indices])
+    return Inputs(batch["pixel_values"], [f"{split_name}[{index}]" for index in indices], batch["labels"], label_names)
+
+
+def row_labels(inputs: Inputs) -> list[str]:
+    """Each image's name, with its true label when the dataset has single labels."""
+    if inputs.labels is None or inputs.labels.ndim != 1:
+        return list(inputs.names)
+    return [f"{name}\ntrue: {inputs.label_names[int(label)]}" for name, label in zip(inputs.names, inputs.labels)]
+
+
+def label_text(id2label: dict[int, str], index: int) -> str:
+    return str(id2label.get(index, index))
+
+
+def pick_device(name: str | None) -> torch.device:
+    """The named device, or CUDA when available, else the CPU."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device is '{name}', but this machine has no CUDA GPU; use --device cpu.")
+    return device
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype to explain in: 'auto' is bf16 on a GPU that supports it (the lean pass's fast path), else fp32."""
+    if precision == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class Explainer:
+    """One model with its preprocessing, explaining `Inputs` with the chosen methods.
+
+    Args:
+        name_or_path: Hub id or folder.
+        device: Where the model runs.
+        dtype: The compute dtype (autocast when lower than the parameters').
+        options: Method options (target_layer, batch_size, head_fusion, discard_ratio).
+    """
+
+    def __init__(self, name_or_path: str, device: torch.device, dtype: torch.dtype, **options: Any) -> None:
+        self.name = name_or_path
+        self.model, processor = load_classifier(name_or_path)
+        self.model.to(device).eval()
+        self.device = device
+        self.options = {"dtype": dtype, **options}
+        self.preprocess = DevicePreprocess(processor, num_channels=self.model.config.num_channels, augment=False)
+        self.id2label = {int(key): value for key, value in self.model.config.id2label.items()}
+
+    @property
+    def title(self) -> str:
+        return Path(self.name).name if Path(self.name).exists() else self.name
+
+    def pixel_values(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            return self.preprocess(images.to(self.device))
+        return self.preprocess([image.to(self.device) for image in images])
+
+    def explain(self, method: str, images: torch.Tensor | list[torch.Tensor], targets: Any = None) -> Explanation:
+        return make_method(method, self.model, **self.options)(self.pixel_values(images), targets).cpu()
+
+    @torch.no_grad()
+    def predict(self, split: Any, collator: ImageCollator, batch_size: int) -> torch.Tensor:
+        """Logits (N, L) for a whole split, in batches."""
+        logits = []
+        for start in range(0, len(split), batch_size):
+            batch = collator([split[index] for index in range(start, min(start + batch_size, len(split)))])
+            with torch.autocast(self.device.type, dtype=self.options["dtype"], enabled=self._autocast):
+                logits.append(forward_logits(self.model, self.pixel_values(batch["pixel_values"])).float().cpu())
+        return torch.cat(logits)
+
+    @property
+    def _autocast(self) -> bool:
+        return self.options["dtype"] != next(self.model.parameters()).dtype
+
+    def caption(self, explanation: Explanation, row: int) -> str:
+        return f"{label_text(self.id2label, int(explanation.target[row]))} ({float(explanation.score[row]):.2f})"
+
+
+def chosen_methods(spec: str, model: nn.Module) -> list[str]:
+    """The method names asked for, each checked against the model ('all': every method that fits)."""
+    if spec.strip().lower() == "all":
+        return methods_for(model)
+    names = [canonical_name(name) for name in spec.split(",") if name.strip()]
+    if not names:
+        raise ConfigError("methods is empty; give e.g. gradcam,guided_gradcam or 'all'.")
+    for name in names:
+        make_method(name, model)  # raises with the methods that fit
+    return list(dict.fromkeys(names))
+
+
+def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict[str, Any]:
+    """Explain `args.n` images with every chosen method, draw the figures into `args.out`, and write index.json.
+
+    Returns:
+        The index written to ``index.json``: the inputs, and for each file what it shows.
+    """
+    device = pick_device(args.device)
+    options = {
+        "target_layer": args.target_layer,
+        "batch_size": args.batch_size,
+        "head_fusion": args.head_fusion,
+        "discard_ratio": args.discard_ratio,
+    }
+    explainer = Explainer(args.model, device, compute_dtype(args.precision, device), **options)
+    methods = chosen_methods(args.methods, explainer.model)
+    split = collator = None
+    if args.images:
+        inputs = load_image_files(args.images, explainer.model.config.num_channels)
+    else:
+        split, collator, label_names, _ = load_split(data_args, args.split, explainer.model)
+        labels = np.asarray(split["label"])
+        inputs = take(split, collator, spread_over_classes(labels, args.n), args.split, label_names)
+    out = Path(args.out)
+    explanations = {method: explainer.explain(method, inputs.images) for method in methods}
+    size = tuple(explanations[methods[0]].maps.shape[-2:])
+    shown = display_images(inputs.images, size)
+    index = _index_header(args, explainer, inputs, explanations[methods[0]], methods)
+
+    main = MAIN_METHOD if MAIN_METHOD in explanations else methods[0]
+    captions = [explainer.caption(explanations[main], row) for row in range(len(inputs.names))]
+    figure = overlay_figure(
+        shown, explanations[main].maps.numpy(), captions, f"{main} on {explainer.title}", args.edges
+    )
+    _save(index, out, "overlay.png", figure, f"{main} overlays: each input above its map for the predicted class")
+
+    rows = row_labels(inputs)
+    figure = panel_grid(
+        shown,
+        {method: resize_maps(explanation.maps, size) for method, explanation in explanations.items()},
+        [f"{row}\npred: {caption}" for row, caption in zip(rows, captions)],
+        title=f"Methods on {explainer.title} (predicted class)",
+        edges=args.edges,
+    )
+    _save(index, out, "methods.png", figure, f"images (rows) by methods (columns): {', '.join(methods)}")
+
+    if args.compare_with:
+        _compare(args, index, out, explainer, inputs, shown, size, device, options)
+    if args.misclassified:
+        _misclassified(args, index, out, explainer, split, collator, inputs.label_names, size)
+    atomic_write_json(out / "index.json", index)
+    return index
+
+
+def _index_header(
+    args: ExplainArguments, explainer: Explainer, inputs: Inputs, first: Explanation, methods: list[str]
+) -> dict[str, Any]:
+    rows = []
+    for row, name in enumerate(inputs.names):
+        entry = {"row": row, "image": name, "predicted": explainer.caption(first, row)}
+        if inputs.labels is not None and inputs.labels.ndim == 1:
+            entry["true"] = inputs.label_names[int(inputs.labels[row])]
+        rows.append(entry)
+    return {
+        "model": args.model,
+        "compare_with": args.compare_with,
+        "inputs": "files" if args.images else f"{args.split} split",
+        "methods": methods,
+        "precision": args.precision,
+        "images": rows,
+        "files": [],
+    }
+
+
+def _save(index: dict[str, Any], out: Path, name: str, figure: Any, shows: str, **details: Any) -> None:
+    atomic_save_figure(figure, out / name)
+    index["files"].append({"file": name, "shows": shows, **details})
+
+
+def _compare(
+    args: ExplainArguments,
+    index: dict[str, Any],
+    out: Path,
+    explainer: Explainer,
+    inputs: Inputs,
+    shown: np.ndarray,
+    size: tuple[int, int],
+    device: torch.device,
+    options: dict[str, Any],
+) -> None:
+    """Grad-CAM of both models on the same images, side by side on one colour scale."""
+    options = {**options, "target_layer": None}  # a layer name rarely exists in both models
+    other = Explainer(args.compare_with, device, explainer.options["dtype"], **options)
+    panels, captions = {}, {}
+    for model in (explainer, other):
+        explanation = model.explain(MAIN_METHOD, inputs.images)
+        title = f"{model.title} ({model.model.config.model_type})"
+        panels[title] = resize_maps(explanation.maps, size)
+        captions[title] = [model.caption(explanation, row) for row in range(len(inputs.names))]
+    figure = panel_grid(shown, panels, row_labels(inputs), captions, "Grad-CAM by model (predicted class)", args.edges)
+    _save(index, out, "models.png", figure, "images (rows) by models (columns): Grad-CAM of each model's prediction")
+
+
+def _misclassified(
+    args: ExplainArguments,
+    index: dict[str, Any],
+    out: Path,
+    explainer: Explainer,
+    split: Any,
+    collator: ImageCollator,
+    label_names: list[str],
+    size: tuple[int, int],
+) -> None:
+    """The split's most confidently misclassified images, with Grad-CAM for the predicted and the true class."""
+    logits = explainer.predict(split, collator, args.batch_size)
+    labels = torch.as_tensor(np.asarray(split["label"]))
+    multi_label = labels.ndim > 1
+    if multi_label:
+        wrong = ((logits.sigmoid() > 0.5).long() != labels.long()).any(dim=1)
+        confidence = logits.sigmoid().amax(dim=1)
+    else:
+        labels = labels.reshape(-1)
+        wrong = logits.argmax(dim=1) != labels
+        confidence = logits.softmax(dim=1).amax(dim=1)
+    candidates = torch.nonzero(wrong).flatten()
+    if candidates.numel() == 0:
+        index["files"].append({"file": None, "shows": f"no misclassified images in the {args.split} split"})
+        return
+    order = candidates[confidence[candidates].argsort(descending=True)][: args.n].tolist()
+    inputs = take(split, collator, order, args.split, label_names)
+    predicted = explainer.explain(MAIN_METHOD, inputs.images)
+    true_maps = None
+    if multi_label:
+        true_text = [
+            ", ".join(label_names[i] for i in torch.nonzero(row).flatten().tolist()) or "none" for row in inputs.labels
+        ]
+    else:
+        true_maps = resize_maps(explainer.explain(MAIN_METHOD, inputs.images, inputs.labels).maps, size)
+        true_text = [label_names[int(label)] for label in inputs.labels]
+    predicted_text = [explainer.caption(predicted, row) for row in range(len(order))]
+    figure = misclassified_figure(
+        display_images(inputs.images, size),
+        resize_maps(predicted.maps, size),
+        true_maps,
+        true_text,
+        predicted_text,
+        f"Misclassified {args.split} images ({int(wrong.sum())} of {len(labels)}), most confident first",
+        args.edges,
+    )
+    _save(
+        index,
+        out,
+        "misclassified.png",
+        figure,
+        "misclassified images (rows): input with true and predicted labels, Grad-CAM for the predicted and true class",
+        images=[
+            {"image": name, "true": t, "predicted": p} for name, t, p in zip(inputs.names, true_text, predicted_text)
+        ],
+    )

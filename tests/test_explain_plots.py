@@ -1,0 +1,91 @@
+"""Figures: layout, one fixed colour scale, labels, edge overlay; saved atomically as PNG."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image as PILImage
+from test_explain_support import one_thread  # noqa: F401
+
+from explain.plots import (
+    display_images,
+    draw_overlay,
+    edge_mask,
+    misclassified_figure,
+    overlay_figure,
+    panel_grid,
+    resize_maps,
+)
+from pipelines.io import atomic_save_figure
+
+RNG = np.random.default_rng(0)
+IMAGES = RNG.integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
+MAPS = RNG.random((3, 16, 16))
+
+
+def map_images(figure: Figure) -> list:
+    """The heat-map layers: images drawn with the jet colour map."""
+    return [image for axis in figure.axes for image in axis.images if image.get_cmap().name == "jet"]
+
+
+def test_overlay_figure_layout_and_scale(tmp_path) -> None:
+    figure = overlay_figure(IMAGES, MAPS, ["a (0.90)", "b (0.80)", "c (0.70)"], "title")
+    assert isinstance(figure, Figure)
+    assert len(figure.axes) == 2 * 3 + 1  # inputs, overlays, colour bar
+    assert [axis.get_title() for axis in figure.axes[:3]] == ["a (0.90)", "b (0.80)", "c (0.70)"]
+    assert all(image.get_clim() == (0.0, 1.0) for image in map_images(figure))
+    atomic_save_figure(figure, tmp_path / "overlay.png")
+    with PILImage.open(tmp_path / "overlay.png") as saved:
+        assert saved.format == "PNG" and saved.width > saved.height
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_panel_grid_has_one_row_per_image_and_one_column_per_panel() -> None:
+    panels = {"gradcam": MAPS, "layercam": MAPS[::-1], "eigencam": MAPS * 0.5}
+    captions = {"layercam": ["x", "y", "z"]}
+    figure = panel_grid(IMAGES, panels, ["test[0]", "test[1]", "test[2]"], captions, "grid")
+    grid_axes = figure.axes[:-1]
+    assert len(grid_axes) == 3 * 4
+    assert [axis.get_title() for axis in grid_axes[:4]] == ["input", "gradcam", "layercam", "eigencam"]
+    assert [grid_axes[row * 4].get_ylabel() for row in range(3)] == ["test[0]", "test[1]", "test[2]"]
+    assert [grid_axes[row * 4 + 2].get_xlabel() for row in range(3)] == ["x", "y", "z"]
+    layers = map_images(figure)
+    assert len(layers) == 9 and all(layer.get_clim() == (0.0, 1.0) for layer in layers)  # the same colour scale
+
+
+def test_misclassified_figure_names_true_and_predicted_labels() -> None:
+    figure = misclassified_figure(
+        IMAGES[:2], MAPS[:2], np.zeros((2, 16, 16)), ["cat", "dog"], ["dog (0.9)", "cat (0.8)"]
+    )
+    assert figure.axes[0].get_ylabel() == "true: cat\npred: dog (0.9)"
+    assert [axis.get_title() for axis in figure.axes[:3]] == [
+        "input",
+        "Grad-CAM: predicted class",
+        "Grad-CAM: true class",
+    ]
+    # An all-zero map (no positive evidence) is said so in words rather than left as a blank panel.
+    assert "no positive\nevidence" in [text.get_text() for text in figure.axes[2].texts]
+
+
+def test_edge_overlay_outlines_the_image_structure() -> None:
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    image[4:12, 4:12] = 255
+    edges = edge_mask(image)
+    assert edges[4, 8] and edges[11, 8] and edges[8, 4]  # the square's border
+    assert not edges[8, 8] and not edges[0, 0]  # not its inside, not the background
+    figure = Figure()
+    axis = figure.subplots()
+    draw_overlay(axis, image, np.full((16, 16), 0.5), edges=True)
+    assert len(axis.images) == 3  # image, map, edges
+    assert not edge_mask(np.zeros((8, 8, 1), dtype=np.uint8)).any()
+
+
+def test_display_images_resize_to_the_maps() -> None:
+    images = [torch.zeros(1, 28, 28, dtype=torch.uint8), torch.full((3, 40, 30), 200, dtype=torch.uint8)]
+    shown = display_images(images, (32, 32))
+    assert shown.shape == (2, 32, 32, 3) and shown.dtype == np.uint8
+    assert (shown[0] == 0).all() and (shown[1] == 200).all()
+    shown = display_images(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), (32, 32))
+    assert shown.shape == (2, 32, 32, 1) and shown.dtype == np.uint8
+    assert resize_maps(torch.rand(2, 8, 8), (32, 32)).shape == (2, 32, 32)

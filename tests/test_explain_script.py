@@ -1,0 +1,151 @@
+"""scripts/explain.py end to end on tiny saved models and generated data: figures, index, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import PROCESSOR_32, ROOT, TINY_RESNET, TINY_VIT, make_medmnist_npz
+from PIL import Image as PILImage
+from test_explain_support import one_thread  # noqa: F401
+
+from pipelines.errors import ConfigError, DataError, OfflineError
+from pipelines.models import build_classifier
+
+LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
+
+
+def _load_script():
+    # Loaded under another name: `import explain` must keep meaning the package.
+    spec = importlib.util.spec_from_file_location("explain_script", ROOT / "scripts" / "explain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+script = _load_script()
+
+
+def _save_model(folder: Path, model_config: dict, labels: list[str] = LABELS) -> str:
+    model, processor = build_classifier(model_config, labels, image_processor_config=PROCESSOR_32)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("explain_script")
+    # Test labels drawn apart from the images' brightness, so that any model misclassifies some of them.
+    test_labels = np.random.default_rng(1).integers(0, 2, (24, 1)).astype(np.uint8)
+    make_medmnist_npz(root / "data" / "breastmnist.npz", counts=(20, 8, 24), test_labels=test_labels)
+    torch.manual_seed(0)
+    return {
+        "root": root,
+        "data": ["--dataset_name", "breastmnist", "--data_dir", str(root / "data"), "--verify_md5", "false"],
+        "resnet": _save_model(root / "resnet", TINY_RESNET),
+        "vit": _save_model(root / "vit", TINY_VIT),
+        "three_labels": _save_model(root / "three", TINY_RESNET, ["a", "b", "c"]),
+    }
+
+
+def test_dataset_run_writes_every_figure_and_the_index(setup: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    index = script.main(
+        ["--model", setup["resnet"], *setup["data"], "--compare_with", setup["vit"], "--misclassified"]
+        + ["--n", "4", "--methods", "gradcam,guided_gradcam,eigencam", "--out", str(out), "--edges", "true"]
+    )
+    files = [entry["file"] for entry in index["files"]]
+    assert files == ["overlay.png", "methods.png", "models.png", "misclassified.png"]
+    for name in files:
+        with PILImage.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 200 and image.height > 100
+    assert json.loads((out / "index.json").read_text()) == index
+    assert index["methods"] == ["gradcam", "guided_gradcam", "eigencam"]
+    assert all(entry["shows"] for entry in index["files"])
+    rows = index["images"]
+    assert len(rows) == 4 and {row["true"] for row in rows} == set(LABELS)  # both classes shown
+    assert all(row["image"].startswith("test[") for row in rows)
+    misclassified = index["files"][3]["images"]
+    assert 1 <= len(misclassified) <= 4
+    assert all(entry["true"] != entry["predicted"].rsplit(" (", 1)[0] for entry in misclassified)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_image_files_and_every_fitting_method(setup: dict, tmp_path: Path) -> None:
+    colour = tmp_path / "colour.png"
+    grey = tmp_path / "grey.jpg"
+    PILImage.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(colour)
+    PILImage.fromarray(np.full((28, 28), 128, dtype=np.uint8)).save(grey)
+    out = tmp_path / "files"
+    index = script.main(["--model", setup["vit"], "--images", str(colour), str(grey), "--out", str(out)])
+    assert [entry["file"] for entry in index["files"]] == ["overlay.png", "methods.png"]
+    assert [row["image"] for row in index["images"]] == ["colour.png", "grey.jpg"]
+    assert "attention_rollout" in index["methods"] and "guided_backprop" in index["methods"]
+    assert (out / "index.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        (["--methods", "gradcam,sharpcam"], ConfigError, "Unknown explanation method 'sharpcam'"),
+        (["--methods", "attention_rollout"], ConfigError, "for this resnet model use one of gradcam, "),
+        (["--target_layer", "resnet.encoder.stages.7"], ConfigError, "candidates are resnet.encoder.stages.1"),
+        (["--split", "holdout"], ConfigError, "split is 'holdout'; use one of train, validation, test."),
+        (["--n", "0"], ConfigError, "n is 0; it must be at least 1."),
+    ],
+)
+def test_bad_options_are_refused_with_one_sentence(setup: dict, tmp_path: Path, arguments, error, message) -> None:
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        script.main(["--model", setup["resnet"], *setup["data"], "--out", str(tmp_path), *arguments])
+
+
+def test_bad_inputs_are_refused_with_one_sentence(setup: dict, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Nothing to explain: give image files"):
+        script.main(["--model", setup["resnet"], "--out", str(tmp_path)])
+    with pytest.raises(ConfigError, match="--misclassified needs a labelled dataset split"):
+        script.main(["--model", setup["resnet"], "--images", "a.png", "--misclassified", "true"])
+    with pytest.raises(DataError, match="Image file .*missing.png does not exist"):
+        script.main(["--model", setup["resnet"], "--images", str(tmp_path / "missing.png"), "--out", str(tmp_path)])
+    with pytest.raises(DataError, match=r"The model has 3 classes but the dataset has 2 \(malignant, normal, benign\)"):
+        script.main(["--model", setup["three_labels"], *setup["data"], "--out", str(tmp_path)])
+    with pytest.raises(DataError, match="Model folder .*nowhere does not exist"):
+        script.main(["--model", str(tmp_path / "nowhere"), *setup["data"], "--out", str(tmp_path)])
+    with pytest.raises(OfflineError, match="is neither a local folder nor in the local Hugging Face cache"):
+        script.main(["--model", "nobody/no-such-model", *setup["data"], "--out", str(tmp_path)])
+
+
+def _run(*arguments: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "scripts/explain.py", *arguments],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_script_runs_as_a_command(setup: dict, tmp_path: Path) -> None:
+    result = _run("--model", setup["resnet"], *setup["data"], "--methods", "gradcam", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "overlay.png: gradcam overlays" in result.stdout
+    assert (tmp_path / "overlay.png").is_file() and (tmp_path / "index.json").is_file()
+
+
+@pytest.mark.slow
+def test_uncached_checkpoint_offline_ends_in_one_sentence(setup: dict, tmp_path: Path) -> None:
+    result = _run("--model", "nobody/no-such-model", *setup["data"], "--out", str(tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: 'nobody/no-such-model' is neither a local folder nor in the local Hugging Face")
