@@ -12,7 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 CMAP = "jet"
 ALPHA = 0.5
@@ -51,13 +54,16 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return maps.clamp(0, 1).cpu().numpy()
 
 
-def edge_mask(image: np.ndarray, quantile: float = 0.85) -> np.ndarray:
-    """The image's strongest edges: Sobel gradient magnitude of its grey levels at or above a quantile (and above a
-    fifth of the largest, so a flat image with one faint step has no edges).
+def edge_mask(image: np.ndarray, quantile: float = 0.8) -> np.ndarray:
+    """The image's strongest edges, one or two pixels thin.
+
+    Sobel gradients of the grey levels, thinned by keeping only pixels that are a local maximum of the gradient
+    magnitude across the edge (Canny's non-maximum suppression, with the direction rounded to horizontal or
+    vertical), then kept where the magnitude reaches the `quantile` of the image's and a fifth of its largest.
 
     Args:
         image: uint8 (H, W, C).
-        quantile: Share of pixels that are not edges.
+        quantile: Share of pixels whose magnitude is too low to be an edge.
 
     Returns:
         bool (H, W).
@@ -65,12 +71,17 @@ def edge_mask(image: np.ndarray, quantile: float = 0.85) -> np.ndarray:
     grey = torch.as_tensor(image, dtype=torch.float32).mean(dim=2)[None, None]  # (1, 1, H, W)
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     kernels = torch.stack([sobel_x, sobel_x.T])[:, None]  # (2, 1, 3, 3)
-    gradients = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)
-    magnitude = gradients.pow(2).sum(dim=1)[0].sqrt()
+    gradients = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)[0]  # (2, H, W)
+    magnitude = gradients.pow(2).sum(dim=0).sqrt()  # (H, W)
     if float(magnitude.max()) == 0.0:
         return np.zeros(magnitude.shape, dtype=bool)
-    threshold = torch.quantile(magnitude.flatten(), quantile)
-    return ((magnitude >= threshold) & (magnitude > 0.2 * magnitude.max())).numpy()
+    padded = magnitude[None, None]
+    across_x = F.max_pool2d(padded, (1, 3), stride=1, padding=(0, 1))[0, 0]
+    across_y = F.max_pool2d(padded, (3, 1), stride=1, padding=(1, 0))[0, 0]
+    mostly_x = gradients[0].abs() >= gradients[1].abs()  # the edge runs vertically: look across it along x
+    thin = torch.where(mostly_x, magnitude >= across_x, magnitude >= across_y)
+    strong = (magnitude >= torch.quantile(magnitude.flatten(), quantile)) & (magnitude > 0.2 * magnitude.max())
+    return (thin & strong).numpy()
 
 
 def draw_image(axis: Axes, image: np.ndarray) -> None:
@@ -82,7 +93,9 @@ def draw_image(axis: Axes, image: np.ndarray) -> None:
     _bare(axis)
 
 
-def draw_overlay(axis: Axes, image: np.ndarray, heatmap: np.ndarray, edges: bool = False, alpha: float = ALPHA):
+def draw_overlay(
+    axis: Axes, image: np.ndarray, heatmap: np.ndarray, edges: bool = False, alpha: float = ALPHA
+) -> AxesImage:
     """The image with a map in [0, 1] on top (fixed 0-1 colour scale), optionally with the image's edges in white.
 
     Args:
@@ -99,7 +112,7 @@ def draw_overlay(axis: Axes, image: np.ndarray, heatmap: np.ndarray, edges: bool
     mappable = axis.imshow(heatmap, cmap=CMAP, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="bilinear")
     if edges:
         outline = np.ma.masked_where(~edge_mask(image), np.ones(heatmap.shape))
-        axis.imshow(outline, cmap="gray", vmin=0, vmax=1, alpha=0.9, interpolation="nearest")
+        axis.imshow(outline, cmap="gray", vmin=0, vmax=1, alpha=0.7, interpolation="nearest")
     if float(np.max(heatmap)) == 0.0:
         # Grad-CAM keeps positive evidence only (its ReLU); for the other class of a binary model it is often none.
         axis.text(
@@ -129,9 +142,10 @@ def _grid(rows: int, columns: int, title: str) -> tuple[Figure, np.ndarray]:
     return figure, axes
 
 
-def _colorbar(figure: Figure, mappable, axes: np.ndarray) -> None:
-    # About two cells tall whatever the number of rows.
-    bar = figure.colorbar(mappable, ax=list(axes.flat), shrink=min(0.8, 2.2 / axes.shape[0]), pad=0.01, aspect=15)
+def _colorbar(figure: Figure, axes: np.ndarray) -> None:
+    # Opaque (the overlays are translucent), about two cells tall whatever the number of rows.
+    scale = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=CMAP)
+    bar = figure.colorbar(scale, ax=list(axes.flat), shrink=min(0.8, 2.2 / axes.shape[0]), pad=0.01, aspect=15)
     bar.set_label(COLORBAR_LABEL, fontsize=TITLE_SIZE)
     bar.ax.tick_params(labelsize=TITLE_SIZE)
 
@@ -149,14 +163,13 @@ def overlay_figure(
         edges: Draw the images' edges over the maps.
     """
     figure, axes = _grid(2, len(images), title)
-    mappable = None
     for column, (image, heatmap, caption) in enumerate(zip(images, maps, captions)):
         draw_image(axes[0, column], image)
         axes[0, column].set_title(caption, fontsize=TITLE_SIZE)
-        mappable = draw_overlay(axes[1, column], image, heatmap, edges)
+        draw_overlay(axes[1, column], image, heatmap, edges)
     axes[0, 0].set_ylabel("input", fontsize=TITLE_SIZE)
     axes[1, 0].set_ylabel("overlay", fontsize=TITLE_SIZE)
-    _colorbar(figure, mappable, axes)
+    _colorbar(figure, axes)
     return figure
 
 
@@ -179,19 +192,18 @@ def panel_grid(
         edges: Draw the images' edges over the maps.
     """
     figure, axes = _grid(len(images), len(panels) + 1, title)
-    mappable = None
     for row, image in enumerate(images):
         draw_image(axes[row, 0], image)
         axes[row, 0].set_ylabel(row_labels[row], fontsize=TITLE_SIZE)
         for column, (name, maps) in enumerate(panels.items(), start=1):
-            mappable = draw_overlay(axes[row, column], image, maps[row], edges)
+            draw_overlay(axes[row, column], image, maps[row], edges)
             caption = (cell_captions or {}).get(name)
             if caption is not None:
                 axes[row, column].set_xlabel(caption[row], fontsize=TITLE_SIZE - 1)
     axes[0, 0].set_title("input", fontsize=TITLE_SIZE)
     for column, name in enumerate(panels, start=1):
         axes[0, column].set_title(name, fontsize=TITLE_SIZE)
-    _colorbar(figure, mappable, axes)
+    _colorbar(figure, axes)
     return figure
 
 

@@ -383,7 +383,7 @@ def _misclassified(
     order = candidates[confidence[candidates].argsort(descending=True)][: args.n].tolist()
     inputs = take(split, collator, order, args.split, label_names)
     predicted = explainer.explain(MAIN_METHOD, inputs.images)
-    true_maps = None
+    true_maps, note = None, ""
     if multi_label:
         true_text = [
             ", ".join(label_names[i] for i in torch.nonzero(row).flatten().tolist()) or "none" for row in inputs.labels
@@ -391,6 +391,10 @@ def _misclassified(
     else:
         true_maps = resize_maps(explainer.explain(MAIN_METHOD, inputs.images, inputs.labels).maps, size)
         true_text = [label_names[int(label)] for label in inputs.labels]
+        if not true_maps.any():
+            # Typical of two-class models, whose two logits' gradients are near opposites: a column of blank
+            # panels would say nothing, so the title says it once.
+            true_maps, note = None, "\nGrad-CAM finds no positive evidence for the true class in any of them"
     predicted_text = [explainer.caption(predicted, row) for row in range(len(order))]
     figure = misclassified_figure(
         display_images(inputs.images, size),
@@ -398,7 +402,7 @@ def _misclassified(
         true_maps,
         true_text,
         predicted_text,
-        f"Misclassified {args.split} images ({int(wrong.sum())} of {len(labels)}), most confident first",
+        f"Misclassified {args.split} images ({int(wrong.sum())} of {len(labels)}), most confident first{note}",
         args.edges,
     )
     _save(
@@ -406,7 +410,8 @@ def _misclassified(
         out,
         "misclassified.png",
         figure,
-        "misclassified images (rows): input with true and predicted labels, Grad-CAM for the predicted and true class",
+        "misclassified images (rows): input with true and predicted labels, Grad-CAM for the predicted class"
+        + (" and for the true class" if true_maps is not None else " (none for the true class: no positive evidence)"),
         images=[
             {"image": name, "true": t, "predicted": p} for name, t, p in zip(inputs.names, true_text, predicted_text)
         ],
