@@ -187,7 +187,8 @@ def panel_grid(
         images: uint8 (B, H, W, C).
         panels: Column title -> maps (B, H, W) in [0, 1].
         row_labels: One label per image, beside its input.
-        cell_captions: Column title -> one caption per image (e.g. that model's prediction), or None.
+        cell_captions: Column title (or ``"input"``) -> one caption per image, written under the panel (e.g. that
+            model's prediction), or None.
         title: The figure's title.
         edges: Draw the images' edges over the maps.
     """
@@ -195,8 +196,9 @@ def panel_grid(
     for row, image in enumerate(images):
         draw_image(axes[row, 0], image)
         axes[row, 0].set_ylabel(row_labels[row], fontsize=TITLE_SIZE)
-        for column, (name, maps) in enumerate(panels.items(), start=1):
+        for column, maps in enumerate(panels.values(), start=1):
             draw_overlay(axes[row, column], image, maps[row], edges)
+        for column, name in enumerate(["input", *panels]):
             caption = (cell_captions or {}).get(name)
             if caption is not None:
                 axes[row, column].set_xlabel(caption[row], fontsize=TITLE_SIZE - 1)
@@ -215,6 +217,8 @@ def misclassified_figure(
     predicted_labels: Sequence[str],
     title: str = "",
     edges: bool = False,
+    names: Sequence[str] | None = None,
+    map_title: str = "Grad-CAM: predicted class",
 ) -> Figure:
     """Misclassified images: the input with its true and predicted labels, Grad-CAM for the predicted class and,
     when given, for the true class (what the model would have needed to see).
@@ -227,9 +231,12 @@ def misclassified_figure(
         predicted_labels: The predicted label (with its score) of each image.
         title: The figure's title.
         edges: Draw the images' edges over the maps.
+        names: Where each image comes from (beside it), or None.
+        map_title: The title of the predicted-class column.
     """
-    panels = {"Grad-CAM: predicted class": predicted_maps}
+    panels = {map_title: predicted_maps}
     if true_maps is not None:
         panels["Grad-CAM: true class"] = true_maps
-    rows = [f"true: {true}\npred: {predicted}" for true, predicted in zip(true_labels, predicted_labels)]
-    return panel_grid(images, panels, rows, None, title, edges)
+    labels = [f"true: {true}\npred: {predicted}" for true, predicted in zip(true_labels, predicted_labels)]
+    row_names = list(names) if names is not None else [""] * len(images)
+    return panel_grid(images, panels, row_names, {"input": labels}, title, edges)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -156,6 +157,18 @@ def load_split(data_args: DataArguments, split: str, model: nn.Module) -> tuple[
     return data.dataset[split], collator, data.label_names, data.multi_label
 
 
+def short_list(text: str, limit: int = 2, width: int = 28) -> str:
+    """A comma-separated label list cut to `limit` names (``"+3 more"``) and wrapped to `width` characters."""
+    names = text.split(", ")
+    shown = ", ".join(names[:limit]) + (f" +{len(names) - limit} more" if len(names) > limit else "")
+    return textwrap.fill(shown, width)
+
+
+def split_labels(split: Any, collator: ImageCollator) -> torch.Tensor:
+    """Every label of a split: int64 (N,) classes, or multi-hot (N, L) for multi-label data (stored as lists)."""
+    return collator.labels([{"label": label} for label in split["label"]])
+
+
 def take(
     split: Any, collator: ImageCollator, indices: Sequence[int], split_name: str, label_names: list[str]
 ) -> Inputs:
@@ -224,13 +237,18 @@ class Explainer:
         return make_method(method, self.model, **self.options)(self.pixel_values(images), targets).cpu()
 
     @torch.no_grad()
+    def predict_batch(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """Logits (B, L) of a batch of uint8 images."""
+        with torch.autocast(self.device.type, dtype=self.options["dtype"], enabled=self._autocast):
+            return forward_logits(self.model, self.pixel_values(images)).float().cpu()
+
+    @torch.no_grad()
     def predict(self, split: Any, collator: ImageCollator, batch_size: int) -> torch.Tensor:
         """Logits (N, L) for a whole split, in batches."""
         logits = []
         for start in range(0, len(split), batch_size):
             batch = collator([split[index] for index in range(start, min(start + batch_size, len(split)))])
-            with torch.autocast(self.device.type, dtype=self.options["dtype"], enabled=self._autocast):
-                logits.append(forward_logits(self.model, self.pixel_values(batch["pixel_values"])).float().cpu())
+            logits.append(self.predict_batch(batch["pixel_values"]))
         return torch.cat(logits)
 
     @property
@@ -238,7 +256,14 @@ class Explainer:
         return self.options["dtype"] != next(self.model.parameters()).dtype
 
     def caption(self, explanation: Explanation, row: int) -> str:
-        return f"{label_text(self.id2label, int(explanation.target[row]))} ({float(explanation.score[row]):.2f})"
+        return f"{self.label(explanation, row)} ({float(explanation.score[row]):.2f})"
+
+    def label(self, explanation: Explanation, row: int) -> str:
+        return label_text(self.id2label, int(explanation.target[row]))
+
+    def prediction(self, explanation: Explanation, row: int) -> dict[str, Any]:
+        """The explained class of one row, for index.json."""
+        return {"predicted": self.label(explanation, row), "score": round(float(explanation.score[row]), 4)}
 
 
 def chosen_methods(spec: str, model: nn.Module) -> list[str]:
@@ -273,7 +298,7 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         inputs = load_image_files(args.images, explainer.model.config.num_channels)
     else:
         split, collator, label_names, _ = load_split(data_args, args.split, explainer.model)
-        labels = np.asarray(split["label"])
+        labels = split_labels(split, collator).numpy()
         inputs = take(split, collator, spread_over_classes(labels, args.n), args.split, label_names)
     out = Path(args.out)
     explanations = {method: explainer.explain(method, inputs.images) for method in methods}
@@ -311,16 +336,16 @@ def _index_header(
 ) -> dict[str, Any]:
     rows = []
     for row, name in enumerate(inputs.names):
-        entry = {"row": row, "image": name, "predicted": explainer.caption(first, row)}
+        entry: dict[str, Any] = {"row": row, "image": name}
         if inputs.labels is not None and inputs.labels.ndim == 1:
             entry["true"] = inputs.label_names[int(inputs.labels[row])]
-        rows.append(entry)
+        rows.append({**entry, **explainer.prediction(first, row)})
     return {
         "model": args.model,
         "compare_with": args.compare_with,
         "inputs": "files" if args.images else f"{args.split} split",
         "methods": methods,
-        "precision": args.precision,
+        "precision": {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[explainer.options["dtype"]],
         "images": rows,
         "files": [],
     }
@@ -345,14 +370,16 @@ def _compare(
     """Grad-CAM of both models on the same images, side by side on one colour scale."""
     options = {**options, "target_layer": None}  # a layer name rarely exists in both models
     other = Explainer(args.compare_with, device, explainer.options["dtype"], **options)
-    panels, captions = {}, {}
+    panels, captions, predictions = {}, {}, {}
     for model in (explainer, other):
         explanation = model.explain(MAIN_METHOD, inputs.images)
         title = f"{model.title} ({model.model.config.model_type})"
         panels[title] = resize_maps(explanation.maps, size)
         captions[title] = [model.caption(explanation, row) for row in range(len(inputs.names))]
+        predictions[model.name] = [model.prediction(explanation, row) for row in range(len(inputs.names))]
     figure = panel_grid(shown, panels, row_labels(inputs), captions, "Grad-CAM by model (predicted class)", args.edges)
-    _save(index, out, "models.png", figure, "images (rows) by models (columns): Grad-CAM of each model's prediction")
+    shows = "images (rows) by models (columns): Grad-CAM of each model's prediction, on one colour scale"
+    _save(index, out, "models.png", figure, shows, predictions=predictions)
 
 
 def _misclassified(
@@ -367,7 +394,7 @@ def _misclassified(
 ) -> None:
     """The split's most confidently misclassified images, with Grad-CAM for the predicted and the true class."""
     logits = explainer.predict(split, collator, args.batch_size)
-    labels = torch.as_tensor(np.asarray(split["label"]))
+    labels = split_labels(split, collator)
     multi_label = labels.ndim > 1
     if multi_label:
         wrong = ((logits.sigmoid() > 0.5).long() != labels.long()).any(dim=1)
@@ -388,6 +415,10 @@ def _misclassified(
         true_text = [
             ", ".join(label_names[i] for i in torch.nonzero(row).flatten().tolist()) or "none" for row in inputs.labels
         ]
+        predicted_sets = (explainer.predict_batch(inputs.images).sigmoid() > 0.5).long()
+        predicted_sets = [
+            ", ".join(label_names[i] for i in torch.nonzero(row).flatten().tolist()) or "none" for row in predicted_sets
+        ]
     else:
         true_maps = resize_maps(explainer.explain(MAIN_METHOD, inputs.images, inputs.labels).maps, size)
         true_text = [label_names[int(label)] for label in inputs.labels]
@@ -396,23 +427,34 @@ def _misclassified(
             # panels would say nothing, so the title says it once.
             true_maps, note = None, "\nGrad-CAM finds no positive evidence for the true class in any of them"
     predicted_text = [explainer.caption(predicted, row) for row in range(len(order))]
+    shown_true, shown_predicted = true_text, predicted_text
+    if multi_label:  # label sets, shortened to fit beside the image; the map explains the top-scoring label
+        shown_true = [short_list(text) for text in true_text]
+        shown_predicted = [
+            f"{short_list(labels)}\nmap: {caption}" for labels, caption in zip(predicted_sets, predicted_text)
+        ]
     figure = misclassified_figure(
         display_images(inputs.images, size),
         resize_maps(predicted.maps, size),
         true_maps,
-        true_text,
-        predicted_text,
+        shown_true,
+        shown_predicted,
         f"Misclassified {args.split} images ({int(wrong.sum())} of {len(labels)}), most confident first{note}",
         args.edges,
+        inputs.names,
+        "Grad-CAM: top-scoring label" if multi_label else "Grad-CAM: predicted class",
     )
     _save(
         index,
         out,
         "misclassified.png",
         figure,
-        "misclassified images (rows): input with true and predicted labels, Grad-CAM for the predicted class"
-        + (" and for the true class" if true_maps is not None else " (none for the true class: no positive evidence)"),
+        "misclassified images (rows), most confident first: input with true and predicted labels, "
+        + ("Grad-CAM for the top-scoring label" if multi_label else "Grad-CAM for the predicted class")
+        + (" and for the true class" if true_maps is not None else "")
+        + (" (none for the true class: Grad-CAM finds no positive evidence for it)" if note else ""),
         images=[
-            {"image": name, "true": t, "predicted": p} for name, t, p in zip(inputs.names, true_text, predicted_text)
+            {"image": name, "true": true, **explainer.prediction(predicted, row)}
+            for row, (name, true) in enumerate(zip(inputs.names, true_text))
         ],
     )

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import PROCESSOR_32, ROOT, TINY_RESNET, TINY_VIT, make_medmnist_npz
+from medmnist import INFO
 from PIL import Image as PILImage
 from test_explain_support import one_thread  # noqa: F401
 
@@ -75,7 +76,11 @@ def test_dataset_run_writes_every_figure_and_the_index(setup: dict, tmp_path: Pa
     assert all(row["image"].startswith("test[") for row in rows)
     misclassified = index["files"][3]["images"]
     assert 1 <= len(misclassified) <= 4
-    assert all(entry["true"] != entry["predicted"].rsplit(" (", 1)[0] for entry in misclassified)
+    assert all(entry["true"] != entry["predicted"] and 0.0 <= entry["score"] <= 1.0 for entry in misclassified)
+    predictions = index["files"][2]["predictions"]
+    assert list(predictions) == [setup["resnet"], setup["vit"]]
+    assert predictions[setup["resnet"]] == [{"predicted": row["predicted"], "score": row["score"]} for row in rows]
+    assert index["precision"] == "fp32"
     assert not list(out.glob(".*.tmp"))
 
 
@@ -90,6 +95,25 @@ def test_image_files_and_every_fitting_method(setup: dict, tmp_path: Path) -> No
     assert [row["image"] for row in index["images"]] == ["colour.png", "grey.jpg"]
     assert "attention_rollout" in index["methods"] and "guided_backprop" in index["methods"]
     assert (out / "index.json").is_file()
+
+
+def test_multi_label_dataset(tmp_path: Path) -> None:
+    make_medmnist_npz(tmp_path / "data" / "chestmnist.npz", flag="chestmnist", counts=(16, 6, 12))
+    names = [INFO["chestmnist"]["label"][str(index)] for index in range(14)]
+    torch.manual_seed(0)
+    model, processor = build_classifier(TINY_RESNET, names, multi_label=True, image_processor_config=PROCESSOR_32)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    data = ["--dataset_name", "chestmnist", "--data_dir", str(tmp_path / "data"), "--verify_md5", "false"]
+    index = script.main(
+        ["--model", str(tmp_path / "model"), *data, "--methods", "gradcam,layercam", "--n", "3"]
+        + ["--misclassified", "true", "--out", str(tmp_path / "out")]
+    )
+    assert [entry["file"] for entry in index["files"]] == ["overlay.png", "methods.png", "misclassified.png"]
+    assert [row["image"] for row in index["images"]] == ["test[0]", "test[1]", "test[2]"]
+    assert all(row["predicted"] in names for row in index["images"])  # the top-scoring label
+    wrong = index["files"][2]["images"]
+    assert wrong and all(set(entry["true"].split(", ")) <= {*names, "none"} for entry in wrong)
 
 
 @pytest.mark.parametrize(
