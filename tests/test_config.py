@@ -117,3 +117,21 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
 def test_precision_auto_is_fp32_without_a_gpu() -> None:
     args = apply_precision(TrainingArguments(output_dir="x", use_cpu=True), "auto")
     assert not args.bf16 and not args.fp16
+
+
+DISTILL_CONFIGS = sorted(
+    path for path in (ROOT / "configs").glob("*.yaml") if path.name.startswith(("distill", "quickstart_distill"))
+)
+
+
+@pytest.mark.parametrize("path", DISTILL_CONFIGS, ids=lambda p: p.name)
+def test_every_distillation_config_loads_and_validates(path: Path) -> None:
+    from trainers.distillation import DistillationArguments
+
+    _, model_args, distill_args, training_args = parse_config(
+        (DataArguments, ModelArguments, DistillationArguments, TrainingArguments), [str(path)]
+    )
+    assert distill_args.teacher_model_name_or_path.startswith("runs/")
+    assert 0 <= distill_args.alpha <= 1 and distill_args.temperature > 0
+    assert training_args.output_dir != distill_args.baseline_output_dir
+    assert len(DISTILL_CONFIGS) == 2
