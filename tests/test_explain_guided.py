@@ -14,6 +14,9 @@ from explain.guided import saliency
 from explain.layers import activation_modules
 from pipelines.errors import ConfigError
 
+# The tests call Captum directly too; its notice that it hooks ReLU modules is expected there.
+pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
+
 
 def plain_input_gradient(model: torch.nn.Module, pixel_values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     inputs = pixel_values.clone().requires_grad_(True)
