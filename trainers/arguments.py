@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import sys
 import types
 import typing
@@ -69,6 +70,34 @@ def apply_precision(training_args: TrainingArguments, precision: str) -> Trainin
     training_args.bf16 = precision == "bf16"
     training_args.fp16 = precision == "fp16"
     return training_args
+
+
+def hide_hub_token(training_args: TrainingArguments) -> TrainingArguments:
+    """Move ``hub_token`` into the HF_TOKEN environment variable, where huggingface_hub reads it.
+
+    Trainer pickles its arguments, token in clear, into training_args.bin in every checkpoint and the final model
+    folder (and uploads that file when it pushes); with the token out of the arguments no output holds it.
+    """
+    if training_args.hub_token:
+        os.environ["HF_TOKEN"] = training_args.hub_token
+        training_args.hub_token = None
+    return training_args
+
+
+def recordable_argv(argv: list[str]) -> list[str]:
+    """`argv` as it may be written into reports and model cards: the value of any ``--*token`` option is masked."""
+    masked: list[str] = []
+    hide_next = False
+    for arg in argv:
+        key, equals, _ = arg.partition("=")
+        is_token_option = arg.startswith("--") and key.endswith("token")
+        if hide_next and not arg.startswith("--"):
+            arg = "REDACTED"
+        elif is_token_option and equals:
+            arg = f"{key}=REDACTED"
+        masked.append(arg)
+        hide_next = is_token_option and not equals
+    return masked
 
 
 def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:

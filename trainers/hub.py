@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
@@ -132,8 +133,9 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = True, token: s
         )
     except Exception as error:  # network, auth and offline errors come in many types
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if token:
-            reason = reason.replace(token, "***")
+        secret = token or os.environ.get("HF_TOKEN")  # scripts pass the token there (see arguments.hide_hub_token)
+        if secret:
+            reason = reason.replace(secret, "***")
         raise OfflineError(
             f"Could not push {folder} to the Hub as {repo_id} ({type(error).__name__}: {reason}); the local folder is "
             "complete: log in (hf auth login or HF_TOKEN), check the network, and run the push again."
