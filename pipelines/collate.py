@@ -66,9 +66,32 @@ def decode(encoded: dict[str, Any], mode: str) -> np.ndarray:
     where = encoded.get("path") or "an image in the dataset"
     try:
         with PILImage.open(io.BytesIO(source) if source else encoded["path"]) as image:
-            return np.asarray(image.convert(mode))
-    except (OSError, SyntaxError, ValueError, KeyError, TypeError) as error:
-        raise DataError(f"{where} could not be decoded ({error}); remove or replace the file.") from None
+            stored_mode = image.mode
+            array = np.asarray(image.convert(mode)) if is_8_bit(stored_mode) else None
+    # PIL's format plugins raise many types on malformed bytes (struct.error, IndexError, DecompressionBombError...).
+    except Exception as error:
+        raise DataError(f"{where} could not be decoded ({pil_reason(error)}); remove or replace the file.") from None
+    if array is None:
+        raise DataError(deep_pixels_message(where, stored_mode))
+    return array
+
+
+def is_8_bit(mode: str) -> bool:
+    """False for PIL's 16-bit, 32-bit integer and float modes, which `convert` would clip to 0..255 silently."""
+    return mode not in ("I", "F") and not mode.startswith("I;")
+
+
+def deep_pixels_message(where: Any, mode: str) -> str:
+    return (
+        f"{where} has 16-bit or wider pixels (PIL mode {mode}), which would be clipped to 0..255; "
+        "convert it to 8 bits per channel (rescaling its range) first."
+    )
+
+
+def pil_reason(error: Exception) -> str:
+    """`error` as one short line for a message."""
+    text = (str(error).splitlines() or [""])[0]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def stack_images(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:

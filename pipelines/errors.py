@@ -41,5 +41,21 @@ def run_cli(main: Callable[[], object]) -> None:
 
 
 def _exit_with(error: UserFacingError) -> NoReturn:
-    print(f"error: {error}", file=sys.stderr)
+    # One write per line: processes of a distributed run share stderr, and print() writes the newline separately.
+    sys.stderr.write(f"error: {one_line(error)}\n")
+    sys.stderr.flush()
     sys.exit(2)
+
+
+def one_line(error: UserFacingError) -> str:
+    """The error's own sentence.
+
+    A DataLoader worker re-raises our error in the main process with the worker's traceback put before the
+    sentence ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); the sentence is the
+    traceback's last line, after the exception's qualified name.
+    """
+    message = str(error)
+    if "\nOriginal Traceback" not in message:
+        return message
+    last = message.rstrip().splitlines()[-1]
+    return last.partition(": ")[2] or last

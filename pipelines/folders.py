@@ -13,8 +13,8 @@ from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
 
+from pipelines.collate import deep_pixels_message, is_8_bit, pil_reason
 from pipelines.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -85,12 +85,20 @@ def _list_split(folder: Path) -> list[Path]:
 
 
 def check_image_file(path: Path) -> None:
-    """Raise `DataError` unless PIL recognises the file and its header and checksums are intact."""
+    """Raise `DataError` unless PIL recognises the file, its header and checksums are intact, and it has 8-bit pixels.
+
+    Damage that only decoding reveals (a JPEG cut short: JPEG has no checksums to verify) is caught, with the
+    file named, when the collator decodes the batch.
+    """
     try:
         with PILImage.open(path) as image:
+            mode = image.mode
             image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path} is not a readable image ({error}); remove or replace it.") from None
+    # PIL's format plugins raise many types on malformed files (struct.error, IndexError, DecompressionBombError...).
+    except Exception as error:
+        raise DataError(f"{path} is not a readable image ({pil_reason(error)}); remove or replace it.") from None
+    if not is_8_bit(mode):
+        raise DataError(deep_pixels_message(path, mode))
 
 
 def _subfolder_label(path: Path, names: list[str]) -> int:

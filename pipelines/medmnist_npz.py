@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import urllib.error
 import urllib.request
@@ -28,6 +29,11 @@ from pipelines.io import atomic_write_text, cache_dir
 
 SPLITS = {"train": "train", "val": "validation", "test": "test"}
 MULTI_LABEL_TASK = "multi-label, binary-class"
+# What zipfile, zlib and numpy raise on a damaged .npz (found by tests/test_reliability_fuzz.py): a bad
+# checksum or header, an unsupported compression method, version or flag (NotImplementedError), an
+# "encrypted" member (RuntimeError), a member cut short (EOFError).
+UNREADABLE_NPZ = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, zlib.error)
+UNREADABLE_NPZ += (NotImplementedError, RuntimeError, OverflowError)
 
 
 def medmnist_flags() -> list[str]:
@@ -150,7 +156,7 @@ def load_medmnist(
     image_feature = Array2D((size, size), "uint8") if channels == 1 else Array3D((size, size, 3), "uint8")
     label_feature = Sequence(ClassLabel(names=names)) if multi_label else ClassLabel(names=names)
     features = Features({"image": image_feature, "label": label_feature})
-    stamp = f"{path.stat().st_size}-{path.stat().st_mtime_ns}"
+    stamp = content_stamp(path)
     splits = {}
     for npz_split, split in SPLITS.items():
         try:
@@ -166,8 +172,9 @@ def load_medmnist(
             )
         except DatasetGenerationError as error:
             cause = error.__cause__ or error
+            reason = (str(cause).splitlines() or [""])[0]
             raise DataError(
-                f"{path} could not be read ({type(cause).__name__}: {cause}); it is truncated or corrupt: "
+                f"{path} could not be read ({type(cause).__name__}: {reason}); it is truncated or corrupt: "
                 "delete it and download it again."
             ) from None
     return DatasetDict(splits)
@@ -218,26 +225,32 @@ def check_npz(path: Path, size: int, channels: int, num_labels: int, multi_label
 
 
 def _read_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of each array in an .npz, read from the .npy headers only."""
+    """Shape and dtype of each array in an .npz, read from the .npy headers only.
+
+    Each header must also agree with its member's stored size, so that a damaged header can neither describe
+    arrays that are not there nor make a reader allocate for them.
+    """
     headers = {}
     try:
         with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():
-                with archive.open(member) as stream:
+            for info in archive.infolist():
+                with archive.open(info) as stream:
                     version = np.lib.format.read_magic(stream)
                     read_header = {
                         (1, 0): np.lib.format.read_array_header_1_0,
                         (2, 0): np.lib.format.read_array_header_2_0,
                     }.get(version)
                     if read_header is None:
-                        raise ValueError(f"{member} uses .npy format version {version}")
+                        raise ValueError(f"{info.filename} uses .npy format version {version}")
                     shape, _, dtype = read_header(stream)
-                headers[member.removesuffix(".npy")] = (shape, dtype)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as error:
-        raise DataError(
-            f"{path} is not a readable .npz file ({type(error).__name__}: {error}); it is truncated or corrupt: "
-            "delete it and download it again."
-        ) from None
+                    data_bytes = info.file_size - stream.tell()
+                if dtype.hasobject or math.prod(shape) * dtype.itemsize != data_bytes:
+                    raise ValueError(
+                        f"{info.filename} holds {data_bytes} data bytes, not a {dtype} array of shape {shape}"
+                    )
+                headers[info.filename.removesuffix(".npy")] = (shape, dtype)
+    except UNREADABLE_NPZ as error:
+        raise _unreadable(path, error) from None
     return headers
 
 
@@ -245,8 +258,26 @@ def _read_arrays(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in keys}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as error:
-        raise DataError(
-            f"{path} is not a readable .npz file ({type(error).__name__}: {error}); it is truncated or corrupt: "
-            "delete it and download it again."
-        ) from None
+    except UNREADABLE_NPZ as error:
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: Path, error: Exception) -> DataError:
+    return DataError(
+        f"{path} is not a readable .npz file ({type(error).__name__}: {error}); it is truncated or corrupt: "
+        "delete it and download it again."
+    )
+
+
+def content_stamp(path: Path) -> str:
+    """Size, modification time and every member's CRC-32: what the Arrow cache is keyed on.
+
+    The CRCs come from the zip's directory (no decompression). Size and time alone can match for a file
+    rewritten within one tick of the file system's clock, and the cache would then serve the old contents.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            crcs = "-".join(f"{info.CRC:08x}" for info in archive.infolist())
+    except UNREADABLE_NPZ as error:
+        raise _unreadable(path, error) from None
+    return f"{path.stat().st_size}-{path.stat().st_mtime_ns}-{crcs}"
