@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerState, TrainingArguments
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.trainer_utils import get_last_checkpoint
 
 from pipelines.arguments import DataArguments
 from pipelines.collate import ImageCollator
+from pipelines.errors import DataError
 from pipelines.loading import ImageData
 from pipelines.preprocess import DevicePreprocess, training_preprocess
+from trainers.checkpoints import is_complete_checkpoint, is_finished, newest_complete_checkpoint, save_final_model
 from trainers.losses import classification_loss
 from trainers.metrics import ComputeMetrics
 
@@ -149,19 +151,54 @@ def build_trainer(
 
 
 def train_and_save(trainer: ImageClassificationTrainer) -> None:
-    """Train (resuming from the newest checkpoint when asked) and save the final model into `output_dir`."""
+    """Train (resuming from the newest checkpoint when asked) and save the final model into `output_dir`.
+
+    The final save is atomic per file and leaves config.json for last (see `checkpoints.save_final_model`).
+    """
     args = trainer.args
-    trainer.train(resume_from_checkpoint=resolve_resume(args.resume_from_checkpoint, args.output_dir))
-    trainer.save_model()
+    checkpoint = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    if checkpoint and is_finished(checkpoint, args):
+        restore_finished_run(trainer, checkpoint)
+    else:
+        try:
+            trainer.train(resume_from_checkpoint=checkpoint)
+        except pickle.UnpicklingError:
+            # Trainer reads a checkpoint's optimizer, scheduler and RNG states with torch.load(weights_only=True).
+            raise DataError(
+                f"{checkpoint} holds pickled training state (optimizer, scheduler or RNG) with objects other than "
+                "tensors, which could run code, so torch.load(weights_only=True) refused it; resume only from checkpoints you made."
+            ) from None
+    save_final_model(trainer)
+
+
+def restore_finished_run(trainer: ImageClassificationTrainer, checkpoint: str) -> None:
+    """Take the trainer state and weights of a checkpoint saved after the last step, without training.
+
+    transformers 5.23 resumes such a checkpoint by running one more optimizer step (it checks max_steps only
+    after a step), so a run killed during its final save would come back with max_steps + 1 steps and other
+    weights than the run it continues.
+    """
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    trainer._load_from_checkpoint(checkpoint)
+    best = trainer.state.best_model_checkpoint
+    if trainer.args.load_best_model_at_end and best and Path(best).is_dir():
+        trainer._load_best_model()
 
 
 def resolve_resume(resume_from_checkpoint: Any, output_dir: str) -> str | None:
-    """The checkpoint to resume from: ``true`` means the newest in `output_dir` (none yet: start fresh)."""
+    """The checkpoint to resume from: ``true`` means the newest complete one in `output_dir` (none yet: start fresh).
+
+    A checkpoint the run died while writing is skipped (``true``) or refused (a path): Trainer would otherwise
+    restart from step 0 on its half-written weights, or fail on a cut-off file.
+    """
     if resume_from_checkpoint in (None, False) or str(resume_from_checkpoint).lower() in ("false", "none", ""):
         return None
     if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() == "true":
-        try:
-            return get_last_checkpoint(output_dir)
-        except FileNotFoundError:
-            return None
+        checkpoint = newest_complete_checkpoint(output_dir)
+        return str(checkpoint) if checkpoint else None
+    if not is_complete_checkpoint(resume_from_checkpoint):
+        raise DataError(
+            f"{resume_from_checkpoint} is not a complete checkpoint (it has no readable trainer_state.json, as when a "
+            "run dies while saving); resume from an earlier one, or set resume_from_checkpoint: true to pick the newest complete one."
+        )
     return str(resume_from_checkpoint)

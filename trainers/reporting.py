@@ -115,7 +115,7 @@ def predicted_classes(logits: np.ndarray, multi_label: bool) -> np.ndarray:
 def evaluate_and_report(
     trainer: Any, data: Any, output_dir: str | Path, command: str | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate on validation and test, then write metrics.json, training_curves.png and confusion_matrix.png.
+    """Evaluate on validation and test, then write training_curves.png, confusion_matrix.png and, last, metrics.json.
 
     Metrics are computed on predictions gathered from every process, with padding duplicates dropped;
     `samples` counts them, so a distributed run shows it evaluated each image once. `command`, when given, is
@@ -130,7 +130,6 @@ def evaluate_and_report(
             test_output = output
     if trainer.is_world_process_zero():
         output_dir = Path(output_dir)
-        write_metrics(output_dir / "metrics.json", {**report, "command": command} if command else report)
         if any("loss" in entry for entry in trainer.state.log_history):
             plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         plot_confusion_matrix(
@@ -140,6 +139,8 @@ def evaluate_and_report(
             output_dir / "confusion_matrix.png",
             title="Test confusion matrix",
         )
+        # Last: its presence says the run finished (see trainers.checkpoints.COMPLETION_MARKERS).
+        write_metrics(output_dir / "metrics.json", {**report, "command": command} if command else report)
     return report
 
 

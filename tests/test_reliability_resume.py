@@ -1,0 +1,156 @@
+"""Kill and resume: a run SIGKILLed between two checkpoints, relaunched with resume_from_checkpoint: true, ends
+exactly where an uninterrupted run with the same seed ends, after exactly the configured number of optimizer steps.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import faults
+import pytest
+import torch
+from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, make_medmnist_npz, tiny_run_config, write_config
+from safetensors.torch import load_file
+
+from pipelines import DataError
+from pipelines.models import build_classifier
+from trainers.checkpoints import newest_complete_checkpoint
+from trainers.image_classification import resolve_resume
+
+MAX_STEPS, SAVE_STEPS, KILL_AFTER_STEP = 6, 2, 3  # killed after step 3: checkpoint-2 on disk, checkpoint-4 not yet
+COMPARED_METRICS = ("samples", "accuracy", "auc", "f1", "loss")
+
+
+def finetune_values(tmp_path: Path, **overrides: object) -> dict:
+    make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=(40, 13, 17))
+    values = tiny_run_config(
+        tmp_path, tmp_path / "data", max_steps=MAX_STEPS, save_strategy="steps", save_steps=SAVE_STEPS
+    )
+    values.update(overrides)
+    return values
+
+
+def distill_values(tmp_path: Path, **overrides: object) -> dict:
+    """A DeiT student (distillation token) with a ResNet teacher; teacher logits cached, as by default."""
+    teacher, processor = build_classifier(
+        TINY_RESNET, ["malignant", "normal, benign"], image_processor_config=PROCESSOR_32
+    )
+    teacher.save_pretrained(tmp_path / "teacher")
+    processor.save_pretrained(tmp_path / "teacher")
+    values = finetune_values(
+        tmp_path,
+        model_config={**TINY_VIT, "model_type": "deit"},
+        deit_distillation_token=True,
+        teacher_model_name_or_path=str(tmp_path / "teacher"),
+        train_augmentation=False,
+        train_baseline=False,
+        latency_repeats=1,
+    )
+    values.update(overrides)
+    return values
+
+
+def kill_mid_interval(script: str, config: Path, tmp_path: Path, processes: int = 1) -> None:
+    """Start the run, wait until it has finished step 3 (checkpoint-2 written), SIGKILL it there."""
+    fault_dir, log = tmp_path / "faults", tmp_path / "killed.log"
+    env = faults.environment(FAULT_DIR=fault_dir, FAULT_PAUSE_AT_STEP=KILL_AFTER_STEP)
+    process = faults.start(faults.command(script, config, processes=processes, faults=True), log, env)
+    faults.wait_for(faults.markers(fault_dir, "paused", processes), process, log)
+    faults.kill_tree(process)
+    assert process.returncode == -9
+
+
+def run_reference(script: str, config: Path, tmp_path: Path, processes: int = 1) -> subprocess.Popen:
+    """Start the uninterrupted run into tmp_path/reference (a subprocess like the others: same seed, same thread
+    count, same code path); it runs while the test kills and resumes the other one."""
+    command = faults.command(script, config, "--output_dir", str(tmp_path / "reference"), processes=processes)
+    return faults.start(command, tmp_path / "reference.log", faults.environment())
+
+
+def finish_reference(process: subprocess.Popen, tmp_path: Path) -> Path:
+    assert process.wait(timeout=600) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    return tmp_path / "reference"
+
+
+def assert_killed_between_checkpoints(run_dir: Path) -> None:
+    checkpoints = sorted(path.name for path in run_dir.glob("checkpoint-*"))
+    assert checkpoints == [f"checkpoint-{SAVE_STEPS}"], checkpoints
+    assert json.loads((run_dir / f"checkpoint-{SAVE_STEPS}" / "trainer_state.json").read_text())["global_step"] == 2
+    assert not (run_dir / "model.safetensors").exists() and not (run_dir / "metrics.json").exists()
+
+
+def assert_same_result_and_step_count(resumed: Path, reference: Path) -> None:
+    """Bit-identical final weights and metrics, and exactly MAX_STEPS optimizer steps, each logged once."""
+    expected, weights = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert expected.keys() == weights.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(weights[name], tensor), name
+    metrics, reference_metrics = (json.loads((folder / "metrics.json").read_text()) for folder in (resumed, reference))
+    for split in ("validation", "test"):
+        for name in COMPARED_METRICS:
+            assert metrics[split][name] == reference_metrics[split][name], (split, name)
+    final = resumed / f"checkpoint-{MAX_STEPS}"
+    state = json.loads((final / "trainer_state.json").read_text())
+    assert state["global_step"] == state["max_steps"] == MAX_STEPS
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == list(range(1, MAX_STEPS + 1))
+    optimizer = torch.load(final / "optimizer.pt", weights_only=True)
+    assert {int(parameter["step"]) for parameter in optimizer["state"].values()} == {MAX_STEPS}  # AdamW's own count
+    scheduler = torch.load(final / "scheduler.pt", weights_only=True)
+    assert scheduler["last_epoch"] == MAX_STEPS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["finetune", "distill"])
+def test_run_killed_between_checkpoints_resumes_to_the_uninterrupted_result(tmp_path: Path, script: str) -> None:
+    values = (finetune_values if script == "finetune" else distill_values)(tmp_path)
+    config = write_config(tmp_path / "run.yaml", **values)
+    run_dir = Path(values["output_dir"])
+    reference = run_reference(script, config, tmp_path)
+
+    kill_mid_interval(script, config, tmp_path)
+    assert_killed_between_checkpoints(run_dir)
+
+    result = faults.run(faults.command(script, config, "--resume_from_checkpoint", "true"), tmp_path / "resumed.log")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert_same_result_and_step_count(run_dir, finish_reference(reference, tmp_path))
+
+
+def test_resume_true_skips_a_checkpoint_the_run_died_while_writing(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    for step in (2, 4):
+        (run_dir / f"checkpoint-{step}").mkdir(parents=True)
+    (run_dir / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    (run_dir / "checkpoint-4" / "model.safetensors").write_bytes(b"cut short")  # no trainer_state.json yet
+    (run_dir / "checkpoint-10").mkdir()
+    (run_dir / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": 1')  # cut off mid-write
+    assert resolve_resume(True, str(run_dir)) == str(run_dir / "checkpoint-2")
+    assert newest_complete_checkpoint(run_dir) == run_dir / "checkpoint-2"
+    with pytest.raises(DataError, match="checkpoint-4 is not a complete checkpoint") as error:
+        resolve_resume(str(run_dir / "checkpoint-4"), str(run_dir))
+    assert "\n" not in str(error.value)
+    assert resolve_resume("true", str(tmp_path / "nothing-yet")) is None
+
+
+def test_resume_after_a_death_during_a_checkpoint_save_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    """In-process: checkpoint-4 as a kill during its save leaves it (weights written, no trainer state)."""
+    script = faults.load_script("finetune")
+    values = finetune_values(tmp_path)
+    config = write_config(tmp_path / "run.yaml", **values)
+    run_dir = Path(values["output_dir"])
+    script.main([str(config)])
+    reference = load_file(run_dir / "model.safetensors")
+
+    for name in ("checkpoint-6", "model.safetensors", "config.json", "metrics.json"):
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        (run_dir / "checkpoint-4" / name).unlink()
+    script.main([str(config), "--resume_from_checkpoint", "true"])  # resumes from checkpoint-2, not the broken 4
+
+    state = json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == list(range(1, MAX_STEPS + 1))
+    for name, tensor in load_file(run_dir / "model.safetensors").items():
+        torch.testing.assert_close(tensor, reference[name], atol=1e-6, rtol=1e-5)
