@@ -17,6 +17,7 @@ from pipelines.errors import DataError
 from pipelines.loading import ImageData
 from pipelines.preprocess import DevicePreprocess, training_preprocess
 from trainers.checkpoints import is_complete_checkpoint, is_finished, newest_complete_checkpoint, save_final_model
+from trainers.guards import NonFiniteError, NonFiniteWeightsGuard, any_process, non_finite_message
 from trainers.losses import classification_loss
 from trainers.metrics import ComputeMetrics
 
@@ -27,7 +28,8 @@ class ImageClassificationTrainer(Trainer):
     Batches from `pipelines.ImageCollator` reach the device as uint8; `_prepare_inputs` turns them into
     `pixel_values` there (augmented when the model is in training mode). The loss is cross-entropy, or
     binary cross-entropy with logits for a multi-label model (``config.problem_type``), with
-    ``args.label_smoothing_factor``.
+    ``args.label_smoothing_factor``. A loss or weights that become NaN or infinite stop the run on every process
+    (`NonFiniteError`) before they are saved (see `trainers.guards`).
 
     Args:
         preprocess: The device-side preprocessing; by default built from ``processing_class`` without augmentation.
@@ -52,6 +54,21 @@ class ImageClassificationTrainer(Trainer):
         self.preprocess = preprocess or DevicePreprocess(
             self.processing_class, num_channels=self.model.config.num_channels, augment=False
         )
+        self.add_callback(NonFiniteWeightsGuard())
+
+    def training_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Before the optimizer applies this backward pass. Trainer already reads the loss on the host every
+        # micro-batch (its NaN filter), so the added cost is one scalar all-reduce when there are several processes.
+        if any_process(~torch.isfinite(loss).all(), self.args.device):
+            step = self.state.global_step + 1
+            raise NonFiniteError(non_finite_message("The training loss", step, self.args.output_dir))
+        return loss
 
     def _prepare_inputs(self, inputs: dict[str, torch.Tensor | Any]) -> dict[str, torch.Tensor | Any]:
         return self.preprocess_batch(super()._prepare_inputs(inputs))
