@@ -7,6 +7,7 @@ Safe: weights load from safetensors; a folder with only pickled weights is refus
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +169,22 @@ def require_tensor_processor(processor: Any, source: str) -> BaseImageProcessor:
 
 
 def _from_hub(load: Any, name_or_path: str, what: str, **kwargs: Any) -> Any:
-    """Call a `from_pretrained`, turning "not cached / no connection / no such repo" into one clear sentence."""
+    """Call a `from_pretrained`, turning "not cached / no connection / no such repo", pickled weights that are
+    more than tensors, and a checkpoint that needs its own code into one clear sentence each."""
     try:
         return load(name_or_path, **kwargs)
+    except pickle.UnpicklingError:
+        raise DataError(
+            f"The pickled {what} of {name_or_path} hold objects other than tensors, which could run code when "
+            "unpickled, so torch.load(weights_only=True) refused them; ask for a safetensors copy."
+        ) from None
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise DataError(
+            f"{name_or_path} needs its own Python code to load its {what}, and running a checkpoint's code is off; "
+            "set trust_remote_code: true in the config only if you trust its author."
+        ) from None
     except OSError as error:
         if Path(name_or_path).expanduser().is_dir():
             raise DataError(f"Could not load the {what} from {name_or_path}: {error}") from None
