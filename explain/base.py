@@ -50,11 +50,7 @@ class Explanation:
 
     @staticmethod
     def concat(parts: list[Explanation]) -> Explanation:
-        """Join the explanations of consecutive batches (image indices are offset to run on)."""
-        offsets, total = [], 0
-        for part in parts:
-            offsets.append(total)
-            total += int(part.image_index.max()) + 1 if part.image_index.numel() else 0
+        """Join the explanations of consecutive batches (whose image indices already count from the first batch)."""
         attributions = None
         if all(part.attributions is not None for part in parts):
             attributions = torch.cat([part.attributions for part in parts])
@@ -62,7 +58,7 @@ class Explanation:
             torch.cat([part.maps for part in parts]),
             torch.cat([part.target for part in parts]),
             torch.cat([part.score for part in parts]),
-            torch.cat([part.image_index + offset for part, offset in zip(parts, offsets)]),
+            torch.cat([part.image_index for part in parts]),
             parts[0].method,
             attributions,
         )
@@ -214,7 +210,9 @@ class AttributionMethod:
         with self.prepared():
             for start in range(0, pixel_values.shape[0], step):
                 stop = start + step
-                parts.append(self.explain_batch(pixel_values[start:stop], split_targets(targets, start, stop)))
+                batch = self.explain_batch(pixel_values[start:stop], split_targets(targets, start, stop))
+                batch.image_index += start
+                parts.append(batch)
         return Explanation.concat(parts)
 
     def prepared(self) -> ExitStack:

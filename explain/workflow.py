@@ -48,6 +48,10 @@ class ExplainArguments:
         default=None, metadata={"help": "A second model (e.g. the distilled student) for the images-by-models grid."}
     )
     n: int = field(default=8, metadata={"help": "Images per figure."})
+    target_class: int | None = field(
+        default=None,
+        metadata={"help": "Explain this class index for every image instead of each image's predicted class."},
+    )
     misclassified: bool = field(
         default=False, metadata={"help": "Also draw the split's misclassified images (needs a dataset)."}
     )
@@ -261,9 +265,9 @@ class Explainer:
     def label(self, explanation: Explanation, row: int) -> str:
         return label_text(self.id2label, int(explanation.target[row]))
 
-    def prediction(self, explanation: Explanation, row: int) -> dict[str, Any]:
-        """The explained class of one row, for index.json."""
-        return {"predicted": self.label(explanation, row), "score": round(float(explanation.score[row]), 4)}
+    def prediction(self, explanation: Explanation, row: int, key: str = "predicted") -> dict[str, Any]:
+        """The explained class of one row and its probability, for index.json."""
+        return {key: self.label(explanation, row), "score": round(float(explanation.score[row]), 4)}
 
 
 def chosen_methods(spec: str, model: nn.Module) -> list[str]:
@@ -301,7 +305,9 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         labels = split_labels(split, collator).numpy()
         inputs = take(split, collator, spread_over_classes(labels, args.n), args.split, label_names)
     out = Path(args.out)
-    explanations = {method: explainer.explain(method, inputs.images) for method in methods}
+    target = args.target_class  # None: each image's predicted class
+    explained = "predicted class" if target is None else f"class {label_text(explainer.id2label, target)}"
+    explanations = {method: explainer.explain(method, inputs.images, target) for method in methods}
     size = tuple(explanations[methods[0]].maps.shape[-2:])
     shown = display_images(inputs.images, size)
     index = _index_header(args, explainer, inputs, explanations[methods[0]], methods)
@@ -311,14 +317,14 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
     figure = overlay_figure(
         shown, explanations[main].maps.numpy(), captions, f"{main} on {explainer.title}", args.edges
     )
-    _save(index, out, "overlay.png", figure, f"{main} overlays: each input above its map for the predicted class")
+    _save(index, out, "overlay.png", figure, f"{main} overlays: each input above its map for the {explained}")
 
     rows = row_labels(inputs)
     figure = panel_grid(
         shown,
         {method: resize_maps(explanation.maps, size) for method, explanation in explanations.items()},
-        [f"{row}\npred: {caption}" for row, caption in zip(rows, captions)],
-        title=f"Methods on {explainer.title} (predicted class)",
+        [f"{row}\n{'pred' if target is None else 'map'}: {caption}" for row, caption in zip(rows, captions)],
+        title=f"Methods on {explainer.title} ({explained})",
         edges=args.edges,
     )
     _save(index, out, "methods.png", figure, f"images (rows) by methods (columns): {', '.join(methods)}")
@@ -339,7 +345,8 @@ def _index_header(
         entry: dict[str, Any] = {"row": row, "image": name}
         if inputs.labels is not None and inputs.labels.ndim == 1:
             entry["true"] = inputs.label_names[int(inputs.labels[row])]
-        rows.append({**entry, **explainer.prediction(first, row)})
+        key = "predicted" if args.target_class is None else "explained"
+        rows.append({**entry, **explainer.prediction(first, row, key)})
     return {
         "model": args.model,
         "compare_with": args.compare_with,
@@ -372,13 +379,15 @@ def _compare(
     other = Explainer(args.compare_with, device, explainer.options["dtype"], **options)
     panels, captions, predictions = {}, {}, {}
     for model in (explainer, other):
-        explanation = model.explain(MAIN_METHOD, inputs.images)
+        explanation = model.explain(MAIN_METHOD, inputs.images, args.target_class)
         title = f"{model.title} ({model.model.config.model_type})"
         panels[title] = resize_maps(explanation.maps, size)
         captions[title] = [model.caption(explanation, row) for row in range(len(inputs.names))]
-        predictions[model.name] = [model.prediction(explanation, row) for row in range(len(inputs.names))]
-    figure = panel_grid(shown, panels, row_labels(inputs), captions, "Grad-CAM by model (predicted class)", args.edges)
-    shows = "images (rows) by models (columns): Grad-CAM of each model's prediction, on one colour scale"
+        key = "predicted" if args.target_class is None else "explained"
+        predictions[model.name] = [model.prediction(explanation, row, key) for row in range(len(inputs.names))]
+    explained = "predicted class" if args.target_class is None else f"class {args.target_class}"
+    figure = panel_grid(shown, panels, row_labels(inputs), captions, f"Grad-CAM by model ({explained})", args.edges)
+    shows = f"images (rows) by models (columns): Grad-CAM of each model ({explained}), on one colour scale"
     _save(index, out, "models.png", figure, shows, predictions=predictions)
 
 

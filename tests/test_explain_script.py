@@ -84,6 +84,16 @@ def test_dataset_run_writes_every_figure_and_the_index(setup: dict, tmp_path: Pa
     assert not list(out.glob(".*.tmp"))
 
 
+def test_a_chosen_class_is_explained_for_every_image(setup: dict, tmp_path: Path) -> None:
+    index = script.main(
+        ["--model", setup["resnet"], *setup["data"], "--methods", "gradcam", "--n", "3", "--target_class", "0"]
+        + ["--compare_with", setup["vit"], "--out", str(tmp_path)]
+    )
+    assert [row["explained"] for row in index["images"]] == ["malignant"] * 3
+    assert index["files"][0]["shows"] == "gradcam overlays: each input above its map for the class malignant"
+    assert all(entry["explained"] == "malignant" for entry in index["files"][2]["predictions"][setup["vit"]])
+
+
 def test_image_files_and_every_fitting_method(setup: dict, tmp_path: Path) -> None:
     colour = tmp_path / "colour.png"
     grey = tmp_path / "grey.jpg"
@@ -124,6 +134,7 @@ def test_multi_label_dataset(tmp_path: Path) -> None:
         (["--target_layer", "resnet.encoder.stages.7"], ConfigError, "candidates are resnet.encoder.stages.1"),
         (["--split", "holdout"], ConfigError, "split is 'holdout'; use one of train, validation, test."),
         (["--n", "0"], ConfigError, "n is 0; it must be at least 1."),
+        (["--target_class", "2"], DataError, "Class index 2 is out of range: the model has 2 classes (0-1)."),
     ],
 )
 def test_bad_options_are_refused_with_one_sentence(setup: dict, tmp_path: Path, arguments, error, message) -> None:
