@@ -254,3 +254,57 @@ def ratio_lines(rows: list[GradCAMRow], best: bool = False) -> list[str]:
         lines.append(f"project-fp32 / Captum fp32: {rate['project-fp32'] / rate['captum']:.2f}x")
         lines.append(f"project-fp32 / forward-fp32: {100 * rate['project-fp32'] / rate['forward-fp32']:.0f}%")
     return lines
+
+
+@dataclass
+class FaithfulnessTiming:
+    """Deletion + insertion curves against the forward passes they cannot avoid, on the same images."""
+
+    curves_seconds: float  # median
+    forwards_seconds: float  # median time of 2 * K forward passes over the images
+    images: int
+    steps: int
+
+    @property
+    def ratio(self) -> float:
+        return self.curves_seconds / self.forwards_seconds
+
+
+def benchmark_faithfulness(
+    preset: str = "vit-base",
+    image_size: int = 224,
+    images: int = 512,
+    steps: int = 20,
+    batch_size: int = 64,
+    repeats: int = 3,
+    warmup: int = 1,
+    use_cpu: bool = False,
+    bf16: bool | None = None,
+) -> FaithfulnessTiming:
+    """Time `deletion_insertion` (K = `steps`, all images) against 2 * K plain forward passes over the same images,
+    both in batches of `batch_size` and in the same dtype; the difference is the cost of ranking pixels, building
+    the masked inputs on the device, and the curves' K + 1st step."""
+    from explain.faithfulness import deletion_insertion
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not use_cpu else "cpu")
+    if bf16 is None:
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = build_model(preset, image_size, device)
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(images, 3, image_size, image_size, generator=generator).to(device)
+    maps = torch.rand(images, image_size, image_size, generator=generator).to(device)
+    targets = torch.randint(0, NUM_LABELS, (images,), generator=generator).to(device)
+
+    def curves() -> None:
+        deletion_insertion(model, pixel_values, maps, targets, steps, batch_size, dtype=dtype)
+
+    def forwards() -> None:
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+        with torch.inference_mode(), autocast:
+            for _ in range(2 * steps):
+                for start in range(0, images, batch_size):
+                    forward_logits(model, pixel_values[start : start + batch_size])
+
+    spans = interleaved_spans({"curves": curves, "forwards": forwards}, device, 1, repeats, warmup)
+    return FaithfulnessTiming(statistics.median(spans["curves"]), statistics.median(spans["forwards"]), images, steps)

@@ -62,7 +62,7 @@ def build_classifier(
         raise DataError(f"model_config could not build a '{model_type}' config: {error}") from None
     require_image_classifier(config, f"model_config (model_type '{model_type}')")
     require_model_class(config, model_class, f"model_config (model_type '{model_type}')")
-    model = model_class(config) if model_class else AutoModelForImageClassification.from_config(config)
+    model = (model_class or default_model_class(config))(config)
     processor_fields = dict(image_processor_config or {})
     processor_class = getattr(transformers, processor_fields.pop("image_processor_type", "ViTImageProcessor"), None)
     if processor_class is None or not issubclass(processor_class, BaseImageProcessor):
@@ -148,6 +148,14 @@ def require_image_classifier(config: PretrainedConfig, source: str) -> None:
         raise DataError(
             f"{source} is a '{config.model_type}' model, which transformers cannot load as an image classifier."
         )
+
+
+def default_model_class(config: PretrainedConfig) -> type[PreTrainedModel]:
+    """The image-classification class transformers maps this config to; where it lists several (DeiT: plain, and
+    with a distillation head), the plain one. (transformers 5.23's `from_config` raises a TypeError for such
+    configs when `architectures` is unset, as it is in a config built from fields.)"""
+    classes = AutoModelForImageClassification._model_mapping[type(config)]
+    return classes[0] if isinstance(classes, (tuple, list)) else classes
 
 
 def require_model_class(config: PretrainedConfig, model_class: type[PreTrainedModel] | None, source: str) -> None:

@@ -3,6 +3,7 @@
     python scripts/benchmark.py train [--model vit-base] [--batch-size 128] [--steps 30] [--cpu]
     python scripts/benchmark.py distill [--teacher vit-base] [--student deit-tiny] [--batch-size 128] [--cpu]
     python scripts/benchmark.py explain [--model vit-base] [--batch-size 64] [--batches 10] [--cpu]
+    python scripts/benchmark.py faithfulness [--model vit-base] [--images 512] [--steps 20] [--cpu]
 
 Absolute times on shared machines are noisy; the ratios printed from one run are the figures to quote.
 """
@@ -20,7 +21,7 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Pa
 
 import torch
 
-from explain.benchmarking import GRADCAM_PRESETS, benchmark_gradcam, ratio_lines
+from explain.benchmarking import GRADCAM_PRESETS, benchmark_faithfulness, benchmark_gradcam, ratio_lines
 from trainers.benchmarking import MODEL_PRESETS, benchmark_distillation, benchmark_training
 
 
@@ -86,6 +87,28 @@ def run_explain(args: argparse.Namespace) -> None:
     print("\n" + "\n".join(f"{name}: {value:.6g}" for name, value in agreement.items()))
 
 
+def run_faithfulness(args: argparse.Namespace) -> None:
+    timing = benchmark_faithfulness(
+        args.model,
+        args.image_size,
+        args.images,
+        args.steps,
+        args.batch_size,
+        args.repeats,
+        args.warmup,
+        args.cpu,
+        args.bf16,
+    )
+    print(
+        f"\nDeletion + insertion curves (K = {timing.steps}) over {timing.images} images, {args.model} at "
+        f"{args.image_size} px, batch {args.batch_size}, median of {args.repeats}, on {device_name(args.cpu)}"
+    )
+    print("| work | seconds |\n|---|---|")
+    print(f"| deletion + insertion curves (2 x (K + 1) masked passes) | {timing.curves_seconds:.3f} |")
+    print(f"| 2 x K plain forward passes over the same images | {timing.forwards_seconds:.3f} |")
+    print(f"\ncurves / forward passes: {timing.ratio:.2f}x (goal <= 1.5x)")
+
+
 def add_shared_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--image-size", type=int, default=224, help="model input size")
     command.add_argument("--source-size", type=int, default=28, help="size of the stored uint8 images")
@@ -117,6 +140,19 @@ def main() -> None:
     explain.add_argument("--bf16", action="store_true", default=None, help="add bf16 paths on the CPU too")
     explain.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
     explain.set_defaults(run=run_explain)
+    faithfulness = commands.add_parser(
+        "faithfulness", help="deletion + insertion curves (K steps) over N images vs 2K forward passes"
+    )
+    faithfulness.add_argument("--model", choices=sorted(GRADCAM_PRESETS), default="vit-base")
+    faithfulness.add_argument("--image-size", type=int, default=224)
+    faithfulness.add_argument("--images", type=int, default=512)
+    faithfulness.add_argument("--steps", type=int, default=20, help="K")
+    faithfulness.add_argument("--batch-size", type=int, default=64)
+    faithfulness.add_argument("--repeats", type=int, default=3)
+    faithfulness.add_argument("--warmup", type=int, default=1)
+    faithfulness.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast on the CPU too")
+    faithfulness.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
+    faithfulness.set_defaults(run=run_faithfulness)
     args = parser.parse_args()
     args.run(args)
 
