@@ -16,6 +16,7 @@ Timing: warm-up batches first, `torch.cuda.synchronize()` around every timed spa
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -145,8 +146,10 @@ def pytorch_grad_cam_path(model: PreTrainedModel, pixel_values: torch.Tensor) ->
 
 
 def forward_path(model: PreTrainedModel, pixel_values: torch.Tensor, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    lower = dtype != next(model.parameters()).dtype
+
     def run() -> torch.Tensor:
-        autocast = torch.autocast(pixel_values.device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+        autocast = torch.autocast(pixel_values.device.type, dtype=dtype) if lower else nullcontext()
         with torch.inference_mode(), autocast:
             return forward_logits(model, pixel_values)
 
@@ -186,19 +189,24 @@ def benchmark_gradcam(
     pixel_values = torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)
     names = {torch.float32: "fp32", torch.bfloat16: "bf16"}
     dtypes = [torch.bfloat16, torch.float32] if bf16 else [torch.float32]
+    # bf16 runs on a bf16 copy of the model, the compute dtype the project explains in (explain.workflow.Explainer
+    # casts the model); Captum and pytorch-grad-cam run fp32 models, as their documentation does.
+    inputs = {torch.float32: (model, pixel_values)}
+    if bf16:
+        inputs[torch.bfloat16] = (copy.deepcopy(model).to(torch.bfloat16), pixel_values.to(torch.bfloat16))
     paths: dict[str, tuple[str, Callable[[], Any]]] = {}
     for dtype in dtypes:
         paths[f"project-{names[dtype]}"] = (
-            f"this project: forward + autograd.grad to the layer only, {names[dtype]}",
-            project_path(model, pixel_values, dtype),
+            f"this project: forward + autograd.grad to the layer only, {names[dtype]} weights",
+            project_path(*inputs[dtype], dtype),
         )
     paths["captum"] = ("Captum LayerGradCam on a token-reshaping tap, fp32", captum_path(model, pixel_values))
     library, cam = pytorch_grad_cam_path(model, pixel_values)
     paths["pytorch-grad-cam"] = ("pytorch-grad-cam 1.5 GradCAM with reshape_transform, fp32", library)
     for dtype in dtypes:
         paths[f"forward-{names[dtype]}"] = (
-            f"forward pass only (inference_mode), {names[dtype]}",
-            forward_path(model, pixel_values, dtype),
+            f"forward pass only (inference_mode), {names[dtype]} weights",
+            forward_path(*inputs[dtype], dtype),
         )
     try:
         spans = interleaved_spans({key: run for key, (_, run) in paths.items()}, device, batches, repeats, warmup)

@@ -89,7 +89,7 @@ def randomization_check(
     """Per-image rank correlation between `maps` of the trained model and the same method's maps of the same
     architecture with re-initialised weights, for the same targets. Low means the maps depend on what was learnt."""
     random_model, _ = explain_maps(randomized_copy(model, seed), method, pixel_values, targets, **options)
-    return rank_correlation(maps, random_model).numpy()
+    return rank_correlation(maps, random_model).cpu().numpy()
 
 
 @dataclass
@@ -118,8 +118,8 @@ def agreement(
 ) -> Agreement:
     """Compare maps of two models explaining the same class of the same images (any two resolutions)."""
     return Agreement(
-        rank_correlation=rank_correlation(reference_maps, other_maps).numpy(),
-        top_iou=top_fraction_iou(reference_maps, other_maps, top_fraction).numpy(),
+        rank_correlation=rank_correlation(reference_maps, other_maps).cpu().numpy(),
+        top_iou=top_fraction_iou(reference_maps, other_maps, top_fraction).cpu().numpy(),
         same_prediction=float((reference_predictions == other_predictions).float().mean()),
     )
 

@@ -33,7 +33,7 @@ def device_name(use_cpu: bool) -> str:
 
 def run_train(args: argparse.Namespace) -> None:
     rows = benchmark_training(
-        args.model, args.image_size, args.source_size, args.batch_size, args.steps, args.warmup, args.cpu
+        args.model, args.image_size, args.source_size, args.batch_size, args.steps, args.warmup, args.cpu, args.compile
     )
     print(
         f"\nTraining throughput, {args.model} at {args.image_size} px from {args.source_size} px uint8 images, "
@@ -124,6 +124,7 @@ def main() -> None:
     train = commands.add_parser("train", help="training images/s: this project's path vs PIL + processor in the loader")
     train.add_argument("--model", choices=sorted(MODEL_PRESETS), default="vit-base")
     add_shared_options(train)
+    train.add_argument("--compile", action="store_true", help="also time this project's path with torch_compile")
     train.set_defaults(run=run_train)
     distill = commands.add_parser("distill", help="time per distillation step (cached / uncached teacher) over plain")
     distill.add_argument("--teacher", choices=sorted(MODEL_PRESETS), default="vit-base")

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     student_test = evaluate_and_report(trainer, data, training_args.output_dir, command)["test"]
 
     repeats = distill_args.latency_repeats
-    teacher_trainer = wire(ImageClassificationTrainer, teacher, teacher_processor, copy.deepcopy(training_args))
+    # DistillationTrainer cast the teacher to the compute dtype; Trainer evaluates in fp32 (as the students are).
+    teacher_trainer = wire(ImageClassificationTrainer, teacher.float(), teacher_processor, copy.deepcopy(training_args))
     rows = [
         measure_row("teacher", teacher_trainer, distill_args.teacher_model_name_or_path, data, repeats),
         measure_row("student (distilled)", trainer, training_args.output_dir, data, repeats, student_test),

@@ -15,6 +15,7 @@ from conftest import make_medmnist_npz, tiny_run_config, write_config
 from safetensors.torch import load_file
 
 from pipelines.errors import run_cli
+from trainers.guards import NonFiniteGuard
 from trainers.image_classification import ImageClassificationTrainer
 
 MAX_STEPS, SAVE_STEPS = 6, 2
@@ -120,3 +121,19 @@ def test_a_nan_on_one_process_stops_both_at_the_same_step(tmp_path: Path) -> Non
         )
         assert "checkpoint-2, is kept" in line
     assert_kept_only(run_dir, ["checkpoint-2"])
+
+
+def test_the_loss_is_read_only_on_logging_steps_yet_the_message_names_the_first_bad_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    script = faults.load_script("finetune")
+    make_medmnist_npz(tmp_path / "data" / "breastmnist.npz")
+    values = tiny_run_config(tmp_path, tmp_path / "data", max_steps=6, logging_steps=3, save_strategy="no")
+    config = write_config(tmp_path / "run.yaml", **values)
+    checked_at = []
+    original = NonFiniteGuard.check_loss
+    monkeypatch.setattr(NonFiniteGuard, "check_loss", lambda self, args: checked_at.append(1) or original(self, args))
+    corrupt_step(monkeypatch, 2, lambda loss, logits: loss * float("nan"))
+    line = run_and_capture_error(script, config, capsys)
+    assert "The training loss became NaN or infinite at optimizer step 2" in line
+    assert len(checked_at) == 1  # read once, at the logging step 3: no host sync on the other steps

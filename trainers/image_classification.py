@@ -17,7 +17,7 @@ from pipelines.errors import DataError
 from pipelines.loading import ImageData
 from pipelines.preprocess import DevicePreprocess, training_preprocess
 from trainers.checkpoints import is_complete_checkpoint, is_finished, newest_complete_checkpoint, save_final_model
-from trainers.guards import NonFiniteError, NonFiniteWeightsGuard, any_process, non_finite_message
+from trainers.guards import NonFiniteGuard
 from trainers.losses import classification_loss
 from trainers.metrics import ComputeMetrics
 
@@ -44,6 +44,9 @@ class ImageClassificationTrainer(Trainer):
             training_args.label_names = ["labels"]
             if training_args.use_cpu or not torch.cuda.is_available():
                 training_args.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns without
+            # The filter reads every step's loss on the host (a device sync per step); NonFiniteGuard stops the run
+            # at the first non-finite loss instead, so there is nothing left for the filter to filter.
+            training_args.logging_nan_inf_filter = False
         with warnings.catch_warnings():
             # Trainer's own LabelSmoother cannot smooth multi-label targets and says so; our loss can (see losses.py).
             warnings.filterwarnings("ignore", message="Label smoothing is not compatible with multi-label")
@@ -54,7 +57,8 @@ class ImageClassificationTrainer(Trainer):
         self.preprocess = preprocess or DevicePreprocess(
             self.processing_class, num_channels=self.model.config.num_channels, augment=False
         )
-        self.add_callback(NonFiniteWeightsGuard())
+        self.non_finite_guard = NonFiniteGuard()
+        self.add_callback(self.non_finite_guard)
 
     def training_step(
         self,
@@ -63,11 +67,7 @@ class ImageClassificationTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
-        # Before the optimizer applies this backward pass. Trainer already reads the loss on the host every
-        # micro-batch (its NaN filter), so the added cost is one scalar all-reduce when there are several processes.
-        if any_process(~torch.isfinite(loss).all(), self.args.device):
-            step = self.state.global_step + 1
-            raise NonFiniteError(non_finite_message("The training loss", step, self.args.output_dir))
+        self.non_finite_guard.record(loss, self.state.global_step + 1)  # device work only; read when logging/saving
         return loss
 
     def _prepare_inputs(self, inputs: dict[str, torch.Tensor | Any]) -> dict[str, torch.Tensor | Any]:
