@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+import faults
 import pytest
 from conftest import (
     PROCESSOR_32,
@@ -172,28 +172,13 @@ def test_label_mismatch_through_the_script_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_process_distillation_run(tmp_path: Path) -> None:
     config = distill_config(tmp_path, per_device_eval_batch_size=4)
-    accelerate = Path(sys.executable).with_name("accelerate")
     result = subprocess.run(
-        [
-            str(accelerate),
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            str(ROOT / "scripts" / "distill.py"),
-            str(config),
-        ],
+        faults.command("distill", config, processes=2),
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=600,
-        env={**os.environ, "ACCELERATE_USE_CPU": "true"},
+        env=faults.environment(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("| student (distilled) |") == 1  # printed by the main process only

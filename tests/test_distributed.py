@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import faults
 import pytest
 from conftest import ROOT, load_script, make_medmnist_npz, tiny_run_config, write_config
 
@@ -21,28 +20,13 @@ def test_two_process_run_matches_single_process_evaluation(tmp_path: Path) -> No
     make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=COUNTS)
     values = tiny_run_config(tmp_path, tmp_path / "data", max_steps=3, per_device_eval_batch_size=4)
     config = write_config(tmp_path / "ddp.yaml", **values)
-    accelerate = Path(sys.executable).with_name("accelerate")
     result = subprocess.run(
-        [
-            str(accelerate),
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            str(ROOT / "scripts" / "finetune.py"),
-            str(config),
-        ],
+        faults.command("finetune", config, processes=2),
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=600,
-        env={**os.environ, "ACCELERATE_USE_CPU": "true"},
+        env=faults.environment(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     # 48 images in batches of 8 per process: one epoch is 3 steps with two processes (6 with one).
