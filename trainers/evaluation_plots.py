@@ -60,7 +60,9 @@ def plot_probability_bars(
 ) -> None:
     """One row per sample image: the image, then each model's predicted probabilities side by side."""
     rows, classes = len(images), len(label_names)
-    figure = Figure(figsize=(3 + 0.6 * classes * max(1, len(probabilities)) ** 0.5 + 2, 2.4 * rows), layout="constrained")
+    figure = Figure(
+        figsize=(3 + 0.6 * classes * max(1, len(probabilities)) ** 0.5 + 2, 2.4 * rows), layout="constrained"
+    )
     axes = np.atleast_2d(figure.subplots(rows, 2, gridspec_kw={"width_ratios": [1, 3]}))
     width = 0.8 / len(probabilities)
     for row, (image, truth) in enumerate(zip(images, true_labels)):
