@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     collator = ImageCollator(data.num_labels, data.multi_label, data_args.image_mode)
     split = data.dataset[args.split]
-    keep, labels = space.keep(collator.labels(list(split)).numpy(), data.multi_label)
+    keep, labels = space.keep(collator.labels([{"label": label} for label in split["label"]]).numpy(), data.multi_label)
     split = split.select(np.flatnonzero(keep))
     out = Path(args.out)
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     images = collator([split[int(i)] for i in chosen])["pixel_values"]
     shown = chosen[: args.sample_images]
     plot_probability_bars(
-        [collator([split[int(i)]])["pixel_values"][0].permute(1, 2, 0).numpy() for i in shown],
+        [images[row].permute(1, 2, 0).numpy() for row in range(len(shown))],  # `shown` leads `chosen`
         {n: scores_from_logits(v[shown], data.multi_label) for n, v in logits.items()},
         space.names,
         [label_text(labels[i], space.names, data.multi_label) for i in shown],
