@@ -36,6 +36,22 @@ def test_no_hook_survives_an_exception(model_type: str, monkeypatch: pytest.Monk
         assert model.config._attn_implementation == attention, name
 
 
+def test_explaining_runs_in_eval_mode_and_restores_each_module_own_mode() -> None:
+    model = tiny("resnet").train()
+    kept_in_eval = [module for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)][:2]
+    for module in kept_in_eval:
+        module.eval()  # a user's frozen batch norm: must not be switched to training afterwards
+    seen_training = []
+    handle = model.register_forward_pre_hook(lambda *_: seen_training.append(any(m.training for m in model.modules())))
+    try:
+        make_method("gradcam", model)(images(2))
+    finally:
+        handle.remove()
+    assert seen_training == [False]
+    assert all(not module.training for module in kept_in_eval)
+    assert all(module.training for module in model.modules() if not any(module is kept for kept in kept_in_eval))
+
+
 @pytest.mark.parametrize("name", list(METHODS))
 def test_no_hook_survives_a_normal_call(name: str) -> None:
     model = tiny("vit")
