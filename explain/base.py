@@ -7,6 +7,7 @@ resolution and scaling each map to [0, 1]. A subclass says only how it turns a b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
+from explain.graphs import GraphedBatches
 from explain.hooks import autocast, eval_mode, frozen_parameters
 from explain.layers import TargetLayer, check_pixel_values, forward_kwargs, resolve_target_layer
 from explain.targets import TargetSpec, check_targets, resolve_targets, split_targets, target_scores
@@ -43,9 +45,20 @@ class Explanation:
     attributions: torch.Tensor | None = None
 
     def cpu(self) -> Explanation:
-        attributions = None if self.attributions is None else self.attributions.cpu()
+        return self.map_tensors(torch.Tensor.cpu)
+
+    def clone(self) -> Explanation:
+        return self.map_tensors(torch.Tensor.clone)
+
+    def map_tensors(self, function: Callable[[torch.Tensor], torch.Tensor]) -> Explanation:
+        attributions = None if self.attributions is None else function(self.attributions)
         return Explanation(
-            self.maps.cpu(), self.target.cpu(), self.score.cpu(), self.image_index.cpu(), self.method, attributions
+            function(self.maps),
+            function(self.target),
+            function(self.score),
+            function(self.image_index),
+            self.method,
+            attributions,
         )
 
     @staticmethod
@@ -145,10 +158,17 @@ class AttributionMethod:
         batch_size: Images per forward pass; None runs all at once.
         dtype: The compute dtype. None: the parameters' dtype. A lower precision than the parameters' (e.g.
             ``torch.bfloat16`` for an fp32 model) runs the model under autocast.
+        cuda_graphs: On a GPU, replay batches of a shape already seen as a CUDA graph (`explain.graphs`), for the
+            methods that allow it and the predicted class or ``"all"`` as targets. Weights updated in place or
+            replaced are seen (each graph is keyed on their addresses); a hook added to the model afterwards is
+            not run by a replay.
     """
 
     name: ClassVar[str] = "attribution"
     uses_target_layer: ClassVar[bool] = True
+    # A batch's work is device work only: no value read back to the host and no shape that depends on data, so it
+    # can be captured as a CUDA graph.
+    graphable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -156,6 +176,7 @@ class AttributionMethod:
         target_layer: str | nn.Module | None = None,
         batch_size: int | None = 64,
         dtype: torch.dtype | None = None,
+        cuda_graphs: bool = True,
     ) -> None:
         problem = self.unsupported_reason(model)
         if problem:
@@ -166,6 +187,7 @@ class AttributionMethod:
         self.layer: TargetLayer | None = resolve_target_layer(model, target_layer) if self.uses_target_layer else None
         self.batch_size = batch_size
         self.dtype = dtype
+        self.graphs = GraphedBatches(model) if cuda_graphs and self.graphable else None
 
     @classmethod
     def unsupported_reason(cls, model: nn.Module) -> str | None:
@@ -210,7 +232,7 @@ class AttributionMethod:
         with self.prepared():
             for start in range(0, pixel_values.shape[0], step):
                 stop = start + step
-                batch = self.explain_batch(pixel_values[start:stop], split_targets(targets, start, stop))
+                batch = self.run_batch(pixel_values[start:stop], split_targets(targets, start, stop))
                 batch.image_index += start
                 parts.append(batch)
         return Explanation.concat(parts)
@@ -221,6 +243,13 @@ class AttributionMethod:
         stack.enter_context(eval_mode(self.model))
         stack.enter_context(frozen_parameters(self.model))
         return stack
+
+    def run_batch(self, pixel_values: torch.Tensor, targets: TargetSpec) -> Explanation:
+        """`explain_batch`, through a CUDA graph where one applies. Per-image targets stay eager: the graph would
+        need them as device input, and checking them reads them on the host."""
+        if self.graphs is not None and pixel_values.is_cuda and (targets is None or isinstance(targets, str)):
+            return self.graphs(lambda batch: self.explain_batch(batch, targets), pixel_values, key=targets)
+        return self.explain_batch(pixel_values, targets)
 
     def explain_batch(self, pixel_values: torch.Tensor, targets: TargetSpec) -> Explanation:
         batch, _, height, width = pixel_values.shape

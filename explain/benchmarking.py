@@ -5,7 +5,8 @@ the target DESIGN.md fixes. Each path explains the predicted class of every imag
 the input resolution:
 
 - this project: `explain.GradCAM`, one forward pass plus `torch.autograd.grad` to the hooked activation, fp32 and
-  (on a GPU) bf16 autocast;
+  (on a GPU) bf16 weights; on a GPU repeated batches replay as a CUDA graph (`explain.graphs`), and the same
+  method without graphs (``project-bf16-eager``) is timed beside it;
 - Captum: `LayerGradCam` on a token-reshaping tap at the same place, used as its documentation shows (parameters
   left trainable), then `LayerAttribution.interpolate`; the targets come from a forward pass that is not timed;
 - pytorch-grad-cam: `GradCAM` with a `reshape_transform` from tokens to the patch grid, as its ViT tutorial shows;
@@ -106,8 +107,10 @@ def peak_memory_mib(run: Callable[[], Any], device: torch.device) -> float | Non
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-def project_path(model: PreTrainedModel, pixel_values: torch.Tensor, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
-    method = GradCAM(model, batch_size=None, dtype=dtype)
+def project_path(
+    model: PreTrainedModel, pixel_values: torch.Tensor, dtype: torch.dtype, cuda_graphs: bool = True
+) -> Callable[[], torch.Tensor]:
+    method = GradCAM(model, batch_size=None, dtype=dtype, cuda_graphs=cuda_graphs)
     return lambda: method(pixel_values).maps
 
 
@@ -200,6 +203,12 @@ def benchmark_gradcam(
             f"this project: forward + autograd.grad to the layer only, {names[dtype]} weights",
             project_path(*inputs[dtype], dtype),
         )
+    if device.type == "cuda":
+        lowest = dtypes[0]
+        paths[f"project-{names[lowest]}-eager"] = (
+            f"this project without CUDA graphs, {names[lowest]} weights",
+            project_path(*inputs[lowest], lowest, cuda_graphs=False),
+        )
     paths["captum"] = ("Captum LayerGradCam on a token-reshaping tap, fp32", captum_path(model, pixel_values))
     library, cam = pytorch_grad_cam_path(model, pixel_values)
     paths["pytorch-grad-cam"] = ("pytorch-grad-cam 1.5 GradCAM with reshape_transform, fp32", library)
@@ -258,6 +267,8 @@ def ratio_lines(rows: list[GradCAMRow], best: bool = False) -> list[str]:
         f"{ours} / pytorch-grad-cam fp32: {rate[ours] / rate['pytorch-grad-cam']:.2f}x (GPU goal >= 20x)",
         f"{ours} / {forward}: {100 * rate[ours] / rate[forward]:.0f}% of the forward-only rate (GPU goal >= 85% in bf16)",
     ]
+    if f"{ours}-eager" in rate:
+        lines.append(f"{ours}-eager / {forward}: {100 * rate[f'{ours}-eager'] / rate[forward]:.0f}% (no CUDA graphs)")
     if ours != "project-fp32":
         lines.append(f"project-fp32 / Captum fp32: {rate['project-fp32'] / rate['captum']:.2f}x")
         lines.append(f"project-fp32 / forward-fp32: {100 * rate['project-fp32'] / rate['forward-fp32']:.0f}%")

@@ -24,6 +24,7 @@ class ActivationCAM(AttributionMethod):
     """Base of the CAM methods: activations A and gradients dS/dA of the target layer, as (B, C, h, w) grids."""
 
     needs_gradients: ClassVar[bool] = True
+    graphable = True
 
     def attribute(self, pixel_values: torch.Tensor, targets: TargetSpec) -> Attribution:
         height, width = pixel_values.shape[-2:]
@@ -130,6 +131,7 @@ class EigenCAM(ActivationCAM):
 
     name = "eigencam"
     needs_gradients = False
+    graphable = False  # the batched SVD on CUDA reads its convergence status back to the host
 
     def cam(self, activations: torch.Tensor, gradients: torch.Tensor | None) -> torch.Tensor:
         return F.relu(first_component(activations))
