@@ -172,15 +172,8 @@ def test_label_mismatch_through_the_script_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_process_distillation_run(tmp_path: Path) -> None:
     config = distill_config(tmp_path, per_device_eval_batch_size=4)
-    result = subprocess.run(
-        faults.command("distill", config, processes=2),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env=faults.environment(),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = faults.run(faults.command("distill", config, processes=2), tmp_path / "ddp.log")
+    assert result.returncode == 0, result.stdout[-3000:]
     assert result.stdout.count("| student (distilled) |") == 1  # printed by the main process only
     metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())
     assert metrics["test"]["samples"] == COUNTS[2] and metrics["validation"]["samples"] == COUNTS[1]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import faults
 import pytest
-from conftest import ROOT, load_script, make_medmnist_npz, tiny_run_config, write_config
+from conftest import load_script, make_medmnist_npz, tiny_run_config, write_config
 
 main = load_script("finetune").main
 
@@ -20,15 +19,8 @@ def test_two_process_run_matches_single_process_evaluation(tmp_path: Path) -> No
     make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=COUNTS)
     values = tiny_run_config(tmp_path, tmp_path / "data", max_steps=3, per_device_eval_batch_size=4)
     config = write_config(tmp_path / "ddp.yaml", **values)
-    result = subprocess.run(
-        faults.command("finetune", config, processes=2),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env=faults.environment(),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = faults.run(faults.command("finetune", config, processes=2), tmp_path / "ddp.log")
+    assert result.returncode == 0, result.stdout[-3000:]
     # 48 images in batches of 8 per process: one epoch is 3 steps with two processes (6 with one).
     assert "'train_runtime'" in result.stdout and "'epoch': '1'" in result.stdout, result.stdout[-2000:]
     assert result.stdout.count("| test |") == 1  # only the main process reports
