@@ -16,6 +16,26 @@ def _f4(value: float) -> str:
     return "n/a" if value is None or value != value else f"{value:.4f}"
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines."""
+    return [f"| {' | '.join(header)} |", "|---" * len(header) + "|", *(f"| {' | '.join(cells)} |" for cells in rows)]
+
+
+def _precision_recall(model: dict[str, Any], labels: list[str]) -> list[str]:
+    per_class = model["classification"]["per_class"]
+    return [f"{_f4(per_class[label]['precision'])} / {_f4(per_class[label]['recall'])}" for label in labels]
+
+
+def _cost_cells(cost: dict[str, Any]) -> list[str]:
+    return [
+        f"{cost['parameters']:,}",
+        f"{cost['size_on_disk_mib']:.2f}",
+        f"{cost['latency_ms_batch_1']:.3f}",
+        f"{cost['latency_ms_batch_64']:.3f}",
+        f"{cost['throughput_images_per_s']:,.0f}",
+    ]
+
+
 def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
     """index.md's text from the report dictionary (also what metrics.json holds), so the two cannot disagree."""
     models = report["models"]
@@ -30,38 +50,31 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
         "",
         "## Classification",
         "",
-        "| model | ACC | AUC | macro F1 | ECE |",
-        "|---|---|---|---|---|",
     ]
-    for name, model in models.items():
-        c = model["classification"]
-        lines.append(f"| {name} | {_f4(c['accuracy'])} | {_f4(c['auc'])} | {_f4(c['f1'])} | {_f4(c['ece'])} |")
-    lines += [
-        "",
-        "Per class (precision / recall):",
-        "",
-        "| model | " + " | ".join(report["labels"]) + " |",
-        "|---" * (len(report["labels"]) + 1) + "|",
-    ]
-    for name, model in models.items():
-        per_class = model["classification"]["per_class"]
-        cells = [
-            f"{_f4(per_class[label]['precision'])} / {_f4(per_class[label]['recall'])}" for label in report["labels"]
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "## Cost",
-        "",
-        "| model | parameters | size on disk (MiB) | latency/image, batch 1 (ms) | latency/image, batch 64 (ms) | throughput (img/s) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, model in models.items():
-        cost = model["cost"]
-        lines.append(
-            f"| {name} | {cost['parameters']:,} | {cost['size_on_disk_mib']:.2f} | {cost['latency_ms_batch_1']:.3f} "
-            f"| {cost['latency_ms_batch_64']:.3f} | {cost['throughput_images_per_s']:,.0f} |"
-        )
+    lines += _table(
+        ["model", "ACC", "AUC", "macro F1", "ECE"],
+        [
+            [name, *(_f4(model["classification"][key]) for key in ("accuracy", "auc", "f1", "ece"))]
+            for name, model in models.items()
+        ],
+    )
+    lines += ["", "Per class (precision / recall):", ""]
+    lines += _table(
+        ["model", *report["labels"]],
+        [[name, *_precision_recall(model, report["labels"])] for name, model in models.items()],
+    )
+    lines += ["", "## Cost", ""]
+    lines += _table(
+        [
+            "model",
+            "parameters",
+            "size on disk (MiB)",
+            "latency/image, batch 1 (ms)",
+            "latency/image, batch 64 (ms)",
+            "throughput (img/s)",
+        ],
+        [[name, *_cost_cells(model["cost"])] for name, model in models.items()],
+    )
     lines += [
         "",
         "## Explanations",
@@ -69,26 +82,30 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
         f"Faithfulness: deletion and insertion curves with {report['steps']} steps (RISE); the random row of each "
         "model uses uniform random maps on the same images. Lower deletion and higher insertion areas are better.",
         "",
-        "| model | method | deletion AUC | random deletion AUC | insertion AUC | random insertion AUC |",
-        "|---|---|---|---|---|---|",
     ]
-    for name, model in models.items():
-        for method, numbers in model["faithfulness"].items():
-            lines.append(
-                f"| {name} | {method} | {_f4(numbers['deletion_auc'])} | {_f4(numbers['random_deletion_auc'])} "
-                f"| {_f4(numbers['insertion_auc'])} | {_f4(numbers['random_insertion_auc'])} |"
-            )
+    curves = ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc")
+    lines += _table(
+        ["model", "method", "deletion AUC", "random deletion AUC", "insertion AUC", "random insertion AUC"],
+        [
+            [name, method, *(_f4(numbers[key]) for key in curves)]
+            for name, model in models.items()
+            for method, numbers in model["faithfulness"].items()
+        ],
+    )
     lines += [
         "",
         "Sanity check (model-parameter randomisation): mean rank correlation between each model's maps and the maps "
         "of the same architecture with re-initialised weights. Low is good: the maps depend on what was learnt.",
         "",
-        "| model | method | rank correlation with re-initialised model |",
-        "|---|---|---|",
     ]
-    for name, model in models.items():
-        for method, numbers in model["randomization"].items():
-            lines.append(f"| {name} | {method} | {_f4(numbers['rank_correlation_mean'])} |")
+    lines += _table(
+        ["model", "method", "rank correlation with re-initialised model"],
+        [
+            [name, method, _f4(numbers["rank_correlation_mean"])]
+            for name, model in models.items()
+            for method, numbers in model["randomization"].items()
+        ],
+    )
     iou_key = f"top{report['top_percent']}_iou_mean"
     lines += [
         "",
@@ -96,15 +113,15 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
         f"(IoU) of the top {report['top_percent']}% pixels between the reference's map and the model's map for the "
         "same class, and how often the two predict the same.",
         "",
-        f"| model | method | mean rank correlation | mean top-{report['top_percent']}% IoU | same prediction |",
-        "|---|---|---|---|---|",
     ]
-    for name, model in models.items():
-        for method, numbers in model.get("agreement", {}).items():
-            lines.append(
-                f"| {name} | {method} | {_f4(numbers['rank_correlation_mean'])} | {_f4(numbers[iou_key])} "
-                f"| {_f4(numbers['prediction_agreement'])} |"
-            )
+    lines += _table(
+        ["model", "method", "mean rank correlation", f"mean top-{report['top_percent']}% IoU", "same prediction"],
+        [
+            [name, method, *(_f4(numbers[key]) for key in ("rank_correlation_mean", iou_key, "prediction_agreement"))]
+            for name, model in models.items()
+            for method, numbers in model.get("agreement", {}).items()
+        ],
+    )
     if figures:
         lines += ["", "## Figures", ""]
         for title, file_name in report["figures"].items():
