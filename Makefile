@@ -16,7 +16,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m pip install --quiet -e ".[dev,bench]"
 	touch $@
 
-LAUNCH := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+# --quiet: a failed run ends with the script's own one-sentence error, not accelerate's CalledProcessError traceback.
+LAUNCH := $(VENV)/bin/accelerate launch --quiet --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 
 QUICKSTART := runs/quickstart
 
