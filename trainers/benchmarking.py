@@ -4,13 +4,15 @@ The usual recipe (transformers' image-classification tutorial): PIL images decod
 processor one by one in the data loader (`Dataset.with_transform`), `default_data_collator`, plain `Trainer`
 with default `TrainingArguments` apart from batch size and step count. This project's path: uint8 arrays
 stacked by `ImageCollator`, resized, augmented and normalised on the device by `DevicePreprocess`, precision
-'auto' (bf16 on a GPU).
+'auto' (bf16 on a GPU). A reference row times the project's step in a bare loop over batches already on the
+device, which bounds what any Trainer-based path can reach on the machine.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,7 @@ from pipelines.loading import with_uint8_format
 from pipelines.preprocess import DevicePreprocess
 from trainers.distillation import DistillationTrainer, TeacherLogitsCollator
 from trainers.image_classification import ImageClassificationTrainer
+from trainers.losses import classification_loss
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "vit-base": {},  # ViTConfig's defaults are ViT-B/16 at 224 px
@@ -147,6 +150,16 @@ def project_path(
     return _time(trainer, StepTimer(warmup), batch_size, steps, warmup, label)
 
 
+def usual_transform(processor: ViTImageProcessor) -> Callable[[dict[str, list]], dict[str, Any]]:
+    """The tutorial's `with_transform` function: each PIL image through the image processor, in the data loader."""
+
+    def transform(batch: dict[str, list]) -> dict[str, Any]:
+        pixel_values = processor(images=[image.convert("RGB") for image in batch["image"]], return_tensors="pt")
+        return {"pixel_values": pixel_values["pixel_values"], "labels": torch.tensor(batch["label"])}
+
+    return transform
+
+
 def usual_path(
     preset: str,
     processor: ViTImageProcessor,
@@ -163,10 +176,6 @@ def usual_path(
         {"image": [PILImage.fromarray(image) for image in images], "label": labels}, features=features
     )
 
-    def transform(batch: dict[str, list]) -> dict[str, Any]:
-        pixel_values = processor(images=[image.convert("RGB") for image in batch["image"]], return_tensors="pt")
-        return {"pixel_values": pixel_values["pixel_values"], "labels": torch.tensor(batch["label"])}
-
     overrides: dict[str, Any] = {"remove_unused_columns": False}
     if tuned:
         overrides.update(bf16=True, dataloader_num_workers=8)
@@ -174,11 +183,61 @@ def usual_path(
     trainer = Trainer(
         model=model,
         args=_training_args(batch_size, steps, use_cpu, **overrides),
-        train_dataset=dataset.with_transform(transform),
+        train_dataset=dataset.with_transform(usual_transform(processor)),
         data_collator=default_data_collator,
     )
     label = "usual: PIL + image processor in the loader, " + ("bf16 + 8 workers" if tuned else "default arguments")
     return _time(trainer, StepTimer(warmup), batch_size, steps, warmup, label)
+
+
+def bare_loop_path(
+    preset: str,
+    processor: ViTImageProcessor,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    use_cpu: bool,
+) -> ThroughputRow:
+    """The project's training step written as a bare PyTorch loop over batches already on the device.
+
+    Not a way to train (Trainer is the loop, DESIGN.md): a reference for how fast the same step runs without a
+    data loader, Trainer or callbacks around it, which is the most any Trainer-based path could reach here. It
+    does what the project's path does with Trainer's defaults: device preprocessing with augmentation, bf16
+    autocast on a GPU, the project's loss, gradient clipping at 1.0, fused AdamW at 5e-5 (`adamw_torch_fused`).
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() and not use_cpu else "cpu")
+    model = build_model(preset, processor.size["height"]).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
+    preprocess = DevicePreprocess(processor, augment=True)
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)  # (N, 3, H, W) uint8, as collated
+    targets = torch.from_numpy(labels).to(device)
+
+    def step(index: int) -> None:
+        batch = slice(index * batch_size, (index + 1) * batch_size)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(use_cpu)):
+            logits = model(pixel_values=preprocess(pixels[batch], train=True)).logits
+        classification_loss(logits, targets[batch]).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for index in range(warmup):
+        step(index)
+    synchronize(device)
+    start = time.perf_counter()
+    for index in range(warmup, steps):
+        step(index)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    label = "reference: the same step in a bare PyTorch loop, batches already on the device (no loader, no Trainer)"
+    return ThroughputRow(label, (steps - warmup) * batch_size / seconds, seconds, steps - warmup)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def benchmark_training(
@@ -205,6 +264,7 @@ def benchmark_training(
         rows.append(usual_path(preset, processor, images, labels, batch_size, steps, warmup, use_cpu, tuned=True))
     if compile_model:
         rows.append(project_path(preset, processor, images, labels, batch_size, steps, warmup, use_cpu, True))
+    rows.append(bare_loop_path(preset, processor, images, labels, batch_size, steps, warmup, use_cpu))
     return rows
 
 

@@ -1,0 +1,96 @@
+"""`scripts/benchmark.py train`, `distill` and `faithfulness` time every path they name and print consistent ratios."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from PIL import Image
+from test_explain_support import one_thread  # noqa: F401
+from transformers import ViTImageProcessor
+
+from explain.benchmarking import benchmark_faithfulness
+from pipelines.preprocess import DevicePreprocess
+from trainers.benchmarking import (
+    NUM_LABELS,
+    benchmark_distillation,
+    benchmark_training,
+    synthetic_images,
+    usual_transform,
+)
+
+TINY = {"image_size": 32, "source_size": 28, "batch_size": 2, "steps": 3, "warmup": 1, "use_cpu": True}
+
+
+def table_rows(stdout: str) -> list[tuple[str, float, float]]:
+    """(path, images/s, speed-up) from the printed markdown table."""
+    rows = re.findall(r"^\| (.+?) \| ([\d,.]+) \| ([\d.]+)x \|$", stdout, flags=re.MULTILINE)
+    return [(path, float(rate.replace(",", "")), float(ratio)) for path, rate, ratio in rows]
+
+
+def test_training_paths_are_each_timed_over_the_same_steps() -> None:
+    rows = benchmark_training("vit-micro", **TINY)
+    assert [row.path.split(":")[0].split(" (")[0] for row in rows] == ["this project", "usual", "reference"]
+    assert all(row.steps == 2 and row.seconds > 0 for row in rows)
+    assert all(row.images_per_second == pytest.approx(2 * 2 / row.seconds) for row in rows)
+
+
+def test_warmup_must_leave_timed_steps() -> None:
+    with pytest.raises(ValueError, match="warmup"):
+        benchmark_training("vit-micro", **{**TINY, "warmup": 3})
+    with pytest.raises(ValueError, match="warmup"):
+        benchmark_distillation("vit-micro", "vit-micro", **{**TINY, "warmup": 3})
+
+
+def test_usual_path_feeds_the_model_what_the_project_path_does() -> None:
+    # A fair comparison: both paths turn the same uint8 images into the same pixel_values (before augmentation).
+    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    images, labels = synthetic_images(3, 28)
+    usual = usual_transform(processor)({"image": [Image.fromarray(image) for image in images], "label": list(labels)})
+    ours = DevicePreprocess(processor, augment=False)(torch.from_numpy(images).permute(0, 3, 1, 2))
+    # The same torchvision-backed processor either way: from PIL images in the loader, or uint8 tensors here.
+    torch.testing.assert_close(usual["pixel_values"], ours)
+    assert usual["labels"].tolist() == labels.tolist() and int(np.max(labels)) < NUM_LABELS
+
+
+def test_distillation_rows_share_the_student_and_the_steps() -> None:
+    rows = benchmark_distillation("vit-micro", "vit-micro", **TINY)
+    assert [row.path for row in rows] == [
+        "student fine-tuning alone",
+        "distillation, teacher logits cached",
+        "distillation, teacher run on every batch",
+    ]
+    assert all(row.steps == 2 and row.seconds > 0 for row in rows)
+
+
+def test_faithfulness_times_curves_against_twice_k_forward_passes() -> None:
+    timing = benchmark_faithfulness(
+        "deit-tiny", image_size=32, images=4, steps=2, batch_size=2, repeats=1, use_cpu=True
+    )
+    assert (timing.images, timing.steps) == (4, 2)
+    assert timing.curves_seconds > 0 and timing.forwards_seconds > 0
+
+
+@pytest.mark.slow
+def test_benchmark_train_prints_each_path_and_the_ratios_of_one_run() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "train", "--model", "vit-micro", "--image-size", "32"]
+        + ["--batch-size", "2", "--steps", "3", "--warmup", "1", "--cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = table_rows(result.stdout)
+    assert [path.split(" (")[0].split(":")[0] for path, _, _ in rows] == ["this project", "usual", "reference"]
+    project_rate = rows[0][1]
+    for _, rate, ratio in rows:
+        assert ratio == pytest.approx(project_rate / rate, abs=0.01)  # the ratio column is from the same run
+    bare_over_usual = float(re.search(r"The bare loop runs at ([\d.]+)x", result.stdout).group(1))
+    assert bare_over_usual == pytest.approx(rows[2][1] / rows[1][1], rel=0.01, abs=0.01)
