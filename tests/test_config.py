@@ -65,6 +65,8 @@ def test_command_line_overrides_win_and_are_typed(tmp_path: Path) -> None:
     )
     assert training_args.disable_tqdm is True
     assert training_args.num_train_epochs == 2
+    data_args, _, _ = parse_config(DATACLASSES, [str(path), "--no_train_augmentation", "--no_horizontal_flip=false"])
+    assert data_args.train_augmentation is False and data_args.horizontal_flip is True  # as --help lists them
     assert training_args.learning_rate == pytest.approx(1e-3)
     assert model_args.precision == "fp32"
 
@@ -107,6 +109,49 @@ def test_invalid_values_are_one_sentence(tmp_path: Path, values: dict, message: 
     with pytest.raises(ConfigError, match=message) as error:
         parse_config(DATACLASSES, [str(write_config(tmp_path / "c.yaml", **values))])
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--class_names", "catdogfish"], "class_names is 'catdogfish', not a list"),
+        (["--class_names", "[no, yes]"], r"class_names\[0\] is False, which YAML read from yes/no.*quotes"),
+        (["--max_steps", "2.5"], "max_steps is 2.5, which is not an integer"),
+        (["--crop_scale", "0.5"], "crop_scale is 0.5, not a list"),
+        (["--model_config", "resnet"], "model_config is 'resnet', not a mapping"),
+        (["--num_train_epochs", "[1]"], r"num_train_epochs is \[1\], which is not a number"),
+        (["--disable_tqdm", "maybe"], "disable_tqdm is 'maybe'; use true or false"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_refused_by_name(tmp_path: Path, override: list[str], message: str) -> None:
+    path = write_config(tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"})
+    with pytest.raises(ConfigError, match=message):
+        parse_config(DATACLASSES, [str(path), "--output_dir", "x", *override])
+
+
+def test_whole_numbers_keep_their_meaning_in_float_fields(tmp_path: Path) -> None:
+    # Trainer reads warmup_steps 1 as one step but 1.0 as the whole run; YAML numbers must reach it as written.
+    path = write_config(
+        tmp_path / "c.yaml", dataset_name=2024, model_config={"model_type": "resnet"}, output_dir="x", warmup_steps=1
+    )
+    data_args, _, training_args = parse_config(DATACLASSES, [str(path), "--max_steps", "3.0", "--save_steps", "0.5"])
+    assert data_args.dataset_name == "2024"  # YAML read a numeric name as an int
+    assert training_args.max_steps == 3 and isinstance(training_args.max_steps, int)
+    assert training_args.save_steps == 0.5
+
+
+def test_unknown_key_on_the_command_line_is_said_to_come_from_there(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"})
+    with pytest.raises(ConfigError, match="Unknown config key 'temprature' on the command line"):
+        parse_config(DATACLASSES, [str(path), "--temprature", "2"])
+
+
+def test_help_lists_every_key_with_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(DATACLASSES, ["--help"])
+    assert exit_.value.code == 0
+    printed = capsys.readouterr().out
+    assert "--class_names" in printed and "--learning_rate" in printed and "--precision" in printed
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:

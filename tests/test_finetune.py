@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-from pipelines import DevicePreprocess
+from pipelines import ConfigError, DevicePreprocess
 
 main = load_script("finetune").main
 
@@ -163,6 +163,33 @@ def test_photo_folder_with_mixed_sizes_trains(tmp_path: Path) -> None:
     report = main([str(write_config(tmp_path / "c.yaml", **values))])
     assert report["test"]["samples"] == 12
     assert json.loads((tmp_path / "run" / "config.json").read_text())["id2label"]["3"] == "Yuki"
+
+
+BEST_BY_STEPS = {"load_best_model_at_end": True, "eval_strategy": "steps", "save_strategy": "steps", "eval_steps": 2}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({**BEST_BY_STEPS, "save_steps": 2, "metric_for_best_model": "acuracy"}, "metric_for_best_model is 'acuracy'"),
+        ({"per_device_train_batch_size": 0}, "per_device_train_batch_size is 0; it must be at least 1"),
+        ({"learning_rate": -1.0}, "learning_rate is -1.0; it cannot be negative"),
+    ],
+)
+def test_settings_trainer_would_trip_over_later_are_refused_before_training(
+    tmp_path: Path, npz_dir: Path, overrides: dict, message: str
+) -> None:
+    values = tiny_run_config(tmp_path, npz_dir, **overrides)
+    with pytest.raises(ConfigError, match=message):
+        main([str(write_config(tmp_path / "c.yaml", **values))])
+    assert not (tmp_path / "run").exists()
+
+
+def test_output_dir_that_is_a_file_is_refused_and_kept(tmp_path: Path, npz_dir: Path) -> None:
+    (tmp_path / "run").write_text("notes")
+    with pytest.raises(ConfigError, match="is a file; give a folder"):
+        main([str(write_config(tmp_path / "c.yaml", **tiny_run_config(tmp_path, npz_dir)))])
+    assert (tmp_path / "run").read_text() == "notes"
 
 
 def _run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -8,6 +8,7 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,27 @@ def apply_precision(training_args: TrainingArguments, precision: str) -> Trainin
     return training_args
 
 
+def check_training_arguments(training_args: TrainingArguments, metric_names: Sequence[str] | None = None) -> None:
+    """Refuse settings that Trainer would only trip over later: at the first batch, or after training, at the
+    first evaluation (a misspelt ``metric_for_best_model``).
+
+    Args:
+        metric_names: What ``compute_metrics`` reports (without the ``eval_`` prefix); None skips that check.
+    """
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        if getattr(training_args, name) < 1:
+            raise ConfigError(f"{name} is {getattr(training_args, name)}; it must be at least 1.")
+    if training_args.learning_rate < 0:
+        raise ConfigError(f"learning_rate is {training_args.learning_rate}; it cannot be negative.")
+    output_dir = Path(training_args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir {output_dir} is a file; give a folder (new or existing) for the run's outputs.")
+    metric = training_args.metric_for_best_model
+    if metric_names is not None and metric is not None and metric.removeprefix("eval_") not in ("loss", *metric_names):
+        known = ", ".join(("loss", *metric_names))
+        raise ConfigError(f"metric_for_best_model is {metric!r}; the evaluation reports {known}.")
+
+
 def hide_hub_token(training_args: TrainingArguments) -> TrainingArguments:
     """Move ``hub_token`` into the HF_TOKEN environment variable, where huggingface_hub reads it.
 
@@ -107,17 +129,23 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     ``--bf16 true``). An unknown key is named, with the closest known key as a suggestion.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("-h", "--help"):
+        HfArgumentParser(dataclass_types).print_help()  # every key, with its help text and default
+        raise SystemExit(0)
     if not argv or argv[0].startswith("--"):
-        raise ConfigError("Give a config file first: script.py configs/<name>.yaml [--key value ...].")
+        script = sys.argv[0] if sys.argv[0].endswith(".py") else "script.py"
+        raise ConfigError(f"Give a config file first: {script} configs/<name>.yaml [--key value ...] (or --help).")
     path = Path(argv[0])
     values = read_config_file(path)
-    values.update(parse_overrides(argv[1:]))
     hints = field_types(dataclass_types)
+    overrides = negated_flags(parse_overrides(argv[1:]), hints)
+    values.update(overrides)
     unknown = [key for key in values if key not in hints]
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(hints), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"Unknown config key '{unknown[0]}' in {path}{hint}.")
+        where = "on the command line" if unknown[0] in overrides else f"in {path}"
+        raise ConfigError(f"Unknown config key '{unknown[0]}' {where}{hint}.")
     values = {key: coerce(value, hints[key], key) for key, value in values.items()}
     try:
         return HfArgumentParser(dataclass_types).parse_dict(values)
@@ -159,6 +187,18 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def negated_flags(overrides: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
+    """``--no_<flag>`` (as `HfArgumentParser`'s --help lists it) means ``--<flag> false`` for a bool field."""
+    translated: dict[str, Any] = {}
+    for key, value in overrides.items():
+        flag = key.removeprefix("no_")
+        if key.startswith("no_") and key not in hints and _strip_optional(hints.get(flag)) is bool:
+            translated[flag] = not _as_bool(value, key)
+        else:
+            translated[key] = value
+    return translated
+
+
 def field_types(dataclass_types: tuple[type, ...]) -> dict[str, Any]:
     """Every init field's resolved type, across the dataclasses (whose names must not collide)."""
     hints: dict[str, Any] = {}
@@ -171,23 +211,60 @@ def field_types(dataclass_types: tuple[type, ...]) -> dict[str, Any]:
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Turn YAML strings such as '2e-4' (YAML 1.1 reads it as text) into the field's float, int or bool."""
-    if not isinstance(value, str):
-        return value
+    """`value` as the field's type, or a `ConfigError` naming `key`.
+
+    YAML 1.1 reads '2e-4' as text, so numbers written as text become numbers. Neither `HfArgumentParser.parse_dict`
+    nor the dataclasses check types, so a value of the wrong kind (a word where a list is wanted, 2.5 where an
+    integer is) would otherwise be accepted and fail much later, or not at all: a string given as class_names
+    silently became one class per letter. Fields of other types (enums, unions of several types) are left to
+    `HfArgumentParser` and the dataclasses' own checks.
+    """
     base = _strip_optional(hint)
-    try:
-        if base is float:
-            return float(value)
-        if base is int:
-            return int(value)
-    except ValueError:
-        raise ConfigError(f"{key} is '{value}', which is not a {base.__name__}.") from None
+    if value is None or base is Any:
+        return value
+    if typing.get_origin(base) is list:
+        (element_hint,) = typing.get_args(base) or (Any,)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} is {value!r}, not a list; write it as [first, second, ...].")
+        return [coerce(element, element_hint, f"{key}[{index}]") for index, element in enumerate(value)]
+    if dict in (base, typing.get_origin(base)) and not isinstance(value, dict):
+        raise ConfigError(f"{key} is {value!r}, not a mapping; write it as {{key: value, ...}}.")
     if base is bool:
-        lowered = value.lower()
-        if lowered not in {"true", "false", "yes", "no", "1", "0"}:
-            raise ConfigError(f"{key} is '{value}'; use true or false.")
-        return lowered in {"true", "yes", "1"}
+        return _as_bool(value, key)
+    if base in (int, float):
+        return _as_number(value, base, key)
+    if base is str:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} is {value}, which YAML read from yes/no/on/off/true/false: put it in quotes.")
+        if isinstance(value, (list, dict)):
+            raise ConfigError(f"{key} is {value!r}; give a single value.")
+        return str(value)
     return value
+
+
+def _as_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).lower()
+    if lowered not in {"true", "false", "yes", "no", "1", "0"}:
+        raise ConfigError(f"{key} is {value!r}; use true or false.")
+    return lowered in {"true", "yes", "1"}
+
+
+def _as_number(value: Any, base: type, key: str) -> int | float:
+    kind = "an integer" if base is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{key} is {value!r}, which is not {kind}.")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{key} is {value!r}, which is not {kind}.") from None
+    if base is int:
+        if not number.is_integer():
+            raise ConfigError(f"{key} is {value!r}, which is not {kind}.")
+        return int(number)
+    # Whole numbers stay int in float fields: Trainer reads warmup_steps/save_steps 1 as one step, 1.0 as 100%.
+    return int(number) if number.is_integer() and not (isinstance(value, float) or "." in str(value)) else number
 
 
 def _strip_optional(hint: Any) -> Any:

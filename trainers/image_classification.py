@@ -16,6 +16,7 @@ from pipelines.collate import ImageCollator
 from pipelines.errors import DataError
 from pipelines.loading import ImageData
 from pipelines.preprocess import DevicePreprocess, training_preprocess
+from trainers.arguments import check_training_arguments
 from trainers.checkpoints import is_complete_checkpoint, is_finished, newest_complete_checkpoint, save_final_model
 from trainers.guards import NonFiniteGuard
 from trainers.losses import classification_loss
@@ -39,6 +40,7 @@ class ImageClassificationTrainer(Trainer):
     def __init__(self, *args: Any, preprocess: DevicePreprocess | None = None, **kwargs: Any) -> None:
         training_args: TrainingArguments | None = kwargs.get("args", args[1] if len(args) > 1 else None)
         if training_args is not None:
+            check_training_arguments(training_args, getattr(kwargs.get("compute_metrics"), "names", None))
             # The collator needs the raw `image`/`label` columns, which Trainer would drop as unknown to forward().
             training_args.remove_unused_columns = False
             training_args.label_names = ["labels"]

@@ -45,6 +45,8 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, multi_label: 
 class ComputeMetrics:
     """`compute_metrics` for `Trainer`: `EvalPrediction` (logits, labels) -> accuracy, auc, f1."""
 
+    names = ("accuracy", "auc", "f1")
+
     def __init__(self, multi_label: bool) -> None:
         self.multi_label = multi_label
 
