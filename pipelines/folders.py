@@ -57,6 +57,7 @@ def load_image_folder(root: str | Path, class_names: list[str] | None = None) ->
         )
     by_subfolder = any(path.parent != folder for split, folder in split_dirs.items() for path in files[split])
     if by_subfolder:
+        _refuse_files_beside_class_folders(split_dirs, files)
         names = class_names or sorted({path.parent.name for paths in files.values() for path in paths})
         labels = {split: [_subfolder_label(path, names) for path in paths] for split, paths in files.items()}
     else:
@@ -76,12 +77,37 @@ def load_image_folder(root: str | Path, class_names: list[str] | None = None) ->
 
 
 def _list_split(folder: Path) -> list[Path]:
-    """Image files directly in `folder` or one level down, each checked to open as an image."""
+    """Image files directly in `folder` or one level down, each checked to open as an image.
+
+    Hidden files and folders are skipped, as `datasets`' imagefolder does: `.ipynb_checkpoints/` or macOS's
+    `._photo.jpg` would otherwise become a class or stop the run.
+    """
     candidates = sorted(folder.glob("*")) + sorted(folder.glob("*/*"))
-    paths = [path for path in candidates if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS]
+    paths = [
+        path
+        for path in candidates
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not _is_hidden(path.relative_to(folder))
+    ]
     for path in paths:
         check_image_file(path)
     return paths
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in relative.parts)
+
+
+def _refuse_files_beside_class_folders(split_dirs: dict[str, Path], files: dict[str, list[Path]]) -> None:
+    """In the class-per-subfolder layout an image directly in a split folder has no class: its label would be
+    the split folder's own name, an extra class made of stray files."""
+    for split, folder in split_dirs.items():
+        stray = [path for path in files[split] if path.parent == folder]
+        if stray:
+            others = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+            raise DataError(
+                f"{stray[0]}{others} sits directly in {folder}, beside its class subfolders; move it into the "
+                "folder of its class, or out of the dataset."
+            )
 
 
 def check_image_file(path: Path) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import datasets
 from datasets import ClassLabel, DatasetDict, Image, Sequence
 
 from pipelines.errors import DataError, OfflineError, is_offline
+
+# Files `save_to_disk` writes at a folder's top: a DatasetDict's index, or a lone Dataset's state.
+SAVED_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
 
 
 def load_hub_dataset(
@@ -18,7 +23,8 @@ def load_hub_dataset(
     """Load a Hub dataset by id (from the local cache when offline) and keep only its images and labels.
 
     Args:
-        name: A Hub dataset id such as ``"cifar10"``, or a local folder laid out like a dataset repo.
+        name: A Hub dataset id such as ``"cifar10"``, a local folder laid out like a dataset repo, or a folder
+            written by `save_to_disk` (a DatasetDict, or a Dataset, which becomes the train split).
         config_name: The dataset's config, if it has several.
         image_column: The column holding images (``"img"`` for cifar10).
         label_column: The column holding labels: a `ClassLabel`, a `Sequence` of `ClassLabel` (multi-label), or
@@ -28,15 +34,7 @@ def load_hub_dataset(
     Returns:
         A DatasetDict with the dataset's own splits and columns ``image`` (encoded, decoded per batch) and ``label``.
     """
-    try:
-        raw = datasets.load_dataset(name, config_name)
-    except Exception as error:  # datasets raises many types for "not found" / "no connection"
-        if is_offline():
-            raise OfflineError(
-                f"Hub dataset '{name}' is not in the local datasets cache ({datasets.config.HF_DATASETS_CACHE}) and "
-                "HF_HUB_OFFLINE is set, so it cannot be downloaded; run once online to cache it."
-            ) from None
-        raise DataError(f"Hub dataset '{name}' could not be loaded: {type(error).__name__}: {error}") from None
+    raw = _load_raw(name, config_name)
     if not isinstance(raw, DatasetDict):
         raise DataError(f"Hub dataset '{name}' did not load as a DatasetDict of splits.")
     first = next(iter(raw.values()))
@@ -53,6 +51,29 @@ def load_hub_dataset(
     if isinstance(raw[next(iter(raw))].features["image"], Image):
         raw = raw.cast_column("image", Image(decode=False))
     return _with_named_labels(raw, name, class_names)
+
+
+def _load_raw(name: str, config_name: str | None) -> DatasetDict | datasets.Dataset:
+    """`load_dataset` for Hub ids and dataset repos; `load_from_disk` for a folder written by `save_to_disk` (a
+    lone Dataset becomes the train split)."""
+    local = Path(name).expanduser()
+    if local.is_dir() and any((local / marker).is_file() for marker in SAVED_TO_DISK_MARKERS):
+        loaded = datasets.load_from_disk(str(local))
+        return DatasetDict({"train": loaded}) if isinstance(loaded, datasets.Dataset) else loaded
+    try:
+        return datasets.load_dataset(name, config_name)
+    except Exception as error:  # datasets raises many types for "not found" / "no connection"
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if local.exists():
+            raise DataError(f"Dataset folder {local} could not be loaded ({reason}).") from None
+        if name.startswith(("/", ".", "~")):
+            raise DataError(f"Dataset folder {local} does not exist.") from None
+        if is_offline():
+            raise OfflineError(
+                f"Hub dataset '{name}' is not in the local datasets cache ({datasets.config.HF_DATASETS_CACHE}) and "
+                "HF_HUB_OFFLINE is set, so it cannot be downloaded; run once online to cache it."
+            ) from None
+        raise DataError(f"Hub dataset '{name}' could not be loaded: {reason}") from None
 
 
 def _with_named_labels(raw: DatasetDict, name: str, class_names: list[str] | None) -> DatasetDict:

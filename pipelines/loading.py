@@ -38,6 +38,7 @@ def load_image_dataset(args: DataArguments) -> ImageData:
         )
     else:
         raw = load_image_folder(args.data_dir, args.class_names)
+    refuse_single_class(raw["train"], args.dataset_name or args.data_dir)
     splits = standard_splits(raw, args.validation_split_fraction, args.test_split_fraction, args.split_seed)
     splits = DatasetDict(
         {
@@ -51,6 +52,19 @@ def load_image_dataset(args: DataArguments) -> ImageData:
         if len(split) == 0:
             raise DataError(f"The {name} split is empty; add images or lower the split fractions.")
     return ImageData(with_uint8_format(splits), label_names(splits["train"]), is_multi_label(splits["train"]))
+
+
+def refuse_single_class(train: Dataset, source: str) -> None:
+    """A single-label classifier needs two classes: with one, its loss is 0 from the first step and AUC undefined."""
+    if is_multi_label(train):
+        return
+    names = label_names(train)
+    present = sorted({int(label) for label in train["label"]})
+    if len(names) < 2 or len(present) < 2:
+        found = ", ".join(names[label] for label in present)
+        raise DataError(
+            f"{source} has training images of one class only ({found}); a classifier needs at least two classes."
+        )
 
 
 def with_uint8_format(data: DatasetDict | Dataset) -> DatasetDict | Dataset:

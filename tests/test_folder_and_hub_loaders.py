@@ -97,6 +97,34 @@ def test_label_outside_class_names_is_named(tmp_path: Path) -> None:
         load_image_folder(tmp_path, class_names=PLANTS)
 
 
+def test_hidden_files_and_folders_are_skipped(tmp_path: Path) -> None:
+    for name in ("cat", "dog"):
+        save_image(tmp_path / name / "1.png", 10)
+    save_image(tmp_path / ".ipynb_checkpoints" / "1-checkpoint.png", 10)
+    save_image(tmp_path / "cat" / "._1.png", 10)  # macOS metadata, not an image PIL can open
+    (tmp_path / "cat" / "._2.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    splits = load_image_folder(tmp_path)
+    assert splits["train"].features["label"].names == ["cat", "dog"]
+    assert sorted(Path(image["path"]).name for image in splits["train"]["image"]) == ["1.png", "1.png"]
+
+
+def test_stray_image_beside_class_folders_is_refused(tmp_path: Path) -> None:
+    for name in ("cat", "dog"):
+        save_image(tmp_path / name / "1.png", 10)
+    save_image(tmp_path / "readme_picture.png", 10)
+    with pytest.raises(DataError, match="readme_picture.png sits directly in .*beside its class subfolders"):
+        load_image_folder(tmp_path)
+
+
+@pytest.mark.parametrize("class_names", [None, ["cat", "dog"]])
+def test_training_images_of_one_class_are_refused(tmp_path: Path, class_names: list[str] | None) -> None:
+    for index in range(6):
+        save_image(tmp_path / "cat" / f"{index}.png", 10)
+    args = DataArguments(dataset_source="folder", data_dir=str(tmp_path), class_names=class_names)
+    with pytest.raises(DataError, match=r"one class only \(cat\); a classifier needs at least two classes"):
+        load_image_dataset(args)
+
+
 def _cifar_like_repo(root: Path) -> Path:
     """A local dataset repo laid out like cifar10 on the Hub (parquet shards, `img`/`label` columns)."""
     features = Features({"img": Image(), "label": ClassLabel(names=["airplane", "automobile", "bird"])})
@@ -133,3 +161,20 @@ def test_uncached_hub_dataset_offline_fails_at_once() -> None:
     with pytest.raises(OfflineError, match="HF_HUB_OFFLINE"):
         load_image_dataset(DataArguments(dataset_source="hub", dataset_name="someone/never-cached-dataset"))
     assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("lone_dataset", [False, True])
+def test_dataset_saved_to_disk_loads_by_path(tmp_path: Path, lone_dataset: bool) -> None:
+    repo = _cifar_like_repo(tmp_path / "cifar_like")
+    saved = load_image_dataset(DataArguments(dataset_source="hub", dataset_name=str(repo), image_column="img")).dataset
+    (saved["train"] if lone_dataset else saved).save_to_disk(str(tmp_path / "saved"))
+    data = load_image_dataset(DataArguments(dataset_source="hub", dataset_name=str(tmp_path / "saved")))
+    assert data.label_names == ["airplane", "automobile", "bird"]
+    assert sum(len(split) for split in data.dataset.values()) == len(saved["train"]) + (
+        0 if lone_dataset else len(saved["validation"]) + len(saved["test"])
+    )
+
+
+def test_missing_local_dataset_folder_is_not_blamed_on_offline_mode(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="Dataset folder .*nowhere does not exist"):
+        load_image_dataset(DataArguments(dataset_source="hub", dataset_name=str(tmp_path / "nowhere")))
