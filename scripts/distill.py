@@ -31,7 +31,7 @@ from trainers.distillation import (
     check_same_label_space,
     describe_distillation,
 )
-from trainers.hub import build_model_card, push_folder, write_model_card
+from trainers.hub import build_model_card, check_push_possible, push_folder, write_model_card
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
 from trainers.reporting import dataset_description, evaluate_and_report, recorded_command
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
     apply_precision(training_args, model_args.precision)
     hide_hub_token(training_args)
+    if push_to_hub:
+        check_push_possible(training_args.hub_model_id)
 
     with training_args.main_process_first(desc="load dataset"):
         data = load_image_dataset(data_args)

@@ -23,7 +23,7 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForImageClassification
 
 import trainers.hub
-from pipelines import OfflineError
+from pipelines import ConfigError, OfflineError
 from pipelines.models import build_classifier
 from trainers.hub import REQUIRED_FILES, files_to_push
 from trainers.model_cost import count_parameters
@@ -110,11 +110,34 @@ def test_student_folder_is_complete_for_publishing(distilled) -> None:
     assert not any(name.startswith(("checkpoint", "teacher-logits")) for name in names)
 
 
-def test_push_without_network_fails_in_one_sentence_and_keeps_the_folder(tmp_path: Path) -> None:
+def test_push_while_offline_is_refused_before_training(tmp_path: Path) -> None:
+    config = distill_config(tmp_path, train_baseline=False, push_to_hub=True, hub_model_id="someone/tiny-student")
+    with pytest.raises(OfflineError, match="someone/tiny-student could not be published.*HF_HUB_OFFLINE"):
+        main([str(config)])
+    assert not (tmp_path / "student").exists()
+
+
+def test_push_without_a_token_is_refused_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainers.hub, "is_offline", lambda: False)
+    monkeypatch.setattr(trainers.hub, "get_token", lambda: None)
+    config = distill_config(tmp_path, train_baseline=False, push_to_hub=True, hub_model_id="someone/tiny-student")
+    with pytest.raises(ConfigError, match="no Hugging Face token"):
+        main([str(config)])
+    assert not (tmp_path / "student").exists()
+
+
+def test_failed_push_fails_in_one_sentence_and_keeps_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    FakeHub.calls = []
+    monkeypatch.setattr(trainers.hub, "is_offline", lambda: False)
+    monkeypatch.setattr(trainers.hub, "get_token", lambda: "hf_token")
+    monkeypatch.setattr(trainers.hub, "HfApi", FakeHub)  # its upload fails as an expired token would
     config = distill_config(tmp_path, train_baseline=False, push_to_hub=True, hub_model_id="someone/tiny-student")
     with pytest.raises(OfflineError, match="someone/tiny-student .*the local folder is complete") as error:
         main([str(config)])
     assert "\n" not in str(error.value)
+    assert FakeHub.calls[0] == ("create", "someone/tiny-student", True)
     assert set(REQUIRED_FILES) <= set(files_to_push(tmp_path / "student"))
     rows = json.loads((tmp_path / "student" / "results.json").read_text())["rows"]
     assert [row["role"] for row in rows] == ["teacher", "student (distilled)"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 
-from pipelines.errors import DataError, OfflineError
+from pipelines.errors import ConfigError, DataError, OfflineError, is_offline
 from pipelines.io import atomic_write_text
 from trainers.results import ResultRow, results_markdown
 
@@ -113,6 +113,20 @@ def files_to_push(folder: str | Path) -> list[str]:
     if missing:
         raise DataError(f"{folder} is not ready to publish: it lacks {', '.join(missing)}.")
     return [name for name in PUSHED_FILES if (folder / name).is_file()]
+
+
+def check_push_possible(repo_id: str) -> None:
+    """Refuse before training, not after it, a push that cannot happen: offline, or without a token."""
+    if is_offline():
+        raise OfflineError(
+            f"push_to_hub is true but HF_HUB_OFFLINE is set, so {repo_id} could not be published after training; "
+            "unset HF_HUB_OFFLINE, or set push_to_hub: false."
+        )
+    if get_token() is None:
+        raise ConfigError(
+            f"push_to_hub is true but there is no Hugging Face token to publish {repo_id} with: log in "
+            "(hf auth login), set HF_TOKEN, or give hub_token."
+        )
 
 
 def push_folder(folder: str | Path, repo_id: str, private: bool = True, token: str | None = None) -> str:
