@@ -7,12 +7,15 @@ Safe: weights load from safetensors; a folder with only pickled weights is refus
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import pickle
 from pathlib import Path
 from typing import Any
 
 import transformers
 from transformers import (
+    CONFIG_MAPPING,
     AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
@@ -56,6 +59,7 @@ def build_classifier(
     model_type = fields.pop("model_type", None)
     if not model_type:
         raise DataError("model_config needs a model_type, e.g. 'resnet' or 'vit'.")
+    refuse_unknown_config_fields(model_type, fields)
     try:
         config = AutoConfig.for_model(model_type, **fields, **label_config(label_names, multi_label))
     except (ValueError, KeyError) as error:
@@ -69,6 +73,20 @@ def build_classifier(
         raise DataError("image_processor_type in image_processor_config is not a transformers image processor.")
     processor = processor_class(**processor_fields)
     return model, require_tensor_processor(processor, "image_processor_config")
+
+
+def refuse_unknown_config_fields(model_type: str, fields: dict[str, Any]) -> None:
+    """Name a field the config does not have: `AutoConfig.for_model` keeps any keyword as an attribute that no
+    layer reads, so a misspelt ``depths`` would silently train the default architecture."""
+    if model_type not in CONFIG_MAPPING:
+        return  # for_model names the unknown model_type itself
+    config_class = CONFIG_MAPPING[model_type]
+    known = set(config_class().to_dict()) | set(inspect.signature(config_class.__init__).parameters) | {"num_labels"}
+    unknown = [name for name in fields if name not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise DataError(f"model_config: a '{model_type}' config has no field '{unknown[0]}'{hint}.")
 
 
 def load_classifier(
