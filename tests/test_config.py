@@ -115,7 +115,7 @@ def test_invalid_values_are_one_sentence(tmp_path: Path, values: dict, message: 
     ("override", "message"),
     [
         (["--class_names", "catdogfish"], "class_names is 'catdogfish', not a list"),
-        (["--class_names", "[no, yes]"], r"class_names\[0\] is False, which YAML read from yes/no.*quotes"),
+        (["--class_names", "[no, yes]"], r"class_names holds \[False, True\], which YAML read from yes/no.*quotes"),
         (["--max_steps", "2.5"], "max_steps is 2.5, which is not an integer"),
         (["--crop_scale", "0.5"], "crop_scale is 0.5, not a list"),
         (["--model_config", "resnet"], "model_config is 'resnet', not a mapping"),

@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-from pipelines import ConfigError, DevicePreprocess
+from pipelines import ConfigError, DataError, DevicePreprocess
 
 main = load_script("finetune").main
 
@@ -101,6 +101,15 @@ def test_resume_continues_from_the_newest_checkpoint_and_matches_an_uninterrupte
     weights = load_file(run_dir / "model.safetensors")
     for name, tensor in reference.items():
         torch.testing.assert_close(weights[name], tensor, atol=1e-6, rtol=1e-5)
+
+
+def test_resume_from_a_checkpoint_of_other_labels_is_refused(tmp_path: Path, npz_dir: Path) -> None:
+    values = tiny_run_config(tmp_path, npz_dir, max_steps=2, save_strategy="steps", save_steps=2)
+    main([str(write_config(tmp_path / "c.yaml", **values))])
+    make_medmnist_npz(tmp_path / "other" / "pneumoniamnist.npz", flag="pneumoniamnist")
+    values.update(dataset_name="pneumoniamnist", data_dir=str(tmp_path / "other"), max_steps=4)
+    with pytest.raises(DataError, match="checkpoint-2 was trained on the labels .*malignant.*but this run's data has"):
+        main([str(write_config(tmp_path / "c.yaml", **values)), "--resume_from_checkpoint", "true"])
 
 
 def test_best_checkpoint_is_loaded_at_the_end(tmp_path: Path, npz_dir: Path) -> None:

@@ -226,6 +226,10 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         (element_hint,) = typing.get_args(base) or (Any,)
         if not isinstance(value, list):
             raise ConfigError(f"{key} is {value!r}, not a list; write it as [first, second, ...].")
+        if element_hint is str and any(isinstance(element, bool) for element in value):
+            raise ConfigError(
+                f"{key} holds {value}, which YAML read from yes/no/on/off/true/false: put them in quotes."
+            )
         return [coerce(element, element_hint, f"{key}[{index}]") for index, element in enumerate(value)]
     if dict in (base, typing.get_origin(base)) and not isinstance(value, dict):
         raise ConfigError(f"{key} is {value!r}, not a mapping; write it as {{key: value, ...}}.")
@@ -234,11 +238,10 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if base in (int, float):
         return _as_number(value, base, key)
     if base is str:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} is {value}, which YAML read from yes/no/on/off/true/false: put it in quotes.")
         if isinstance(value, (list, dict)):
             raise ConfigError(f"{key} is {value!r}; give a single value.")
-        return str(value)
+        # A bool stays one: Trainer's resume_from_checkpoint, typed str, takes true for "the newest checkpoint".
+        return value if isinstance(value, bool) else str(value)
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import warnings
 from pathlib import Path
@@ -144,10 +145,23 @@ class ImageClassificationTrainer(Trainer):
 def load_checkpoint_weights(model: PreTrainedModel, folder: str) -> None:
     """Load a `save_pretrained` folder's weights into `model` in place, with transformers' key conversions.
 
-    Raises when any weight is missing or left over, instead of training on with half-loaded weights.
+    Raises when any weight is missing or left over, instead of training on with half-loaded weights, and when the
+    checkpoint was trained on other labels (a reused output_dir).
     """
+    refuse_other_labels(model, folder)
     loaded = type(model).from_pretrained(folder, config=model.config)
     model.load_state_dict(loaded.state_dict(), strict=True)
+
+
+def refuse_other_labels(model: PreTrainedModel, folder: str) -> None:
+    saved = json.loads((Path(folder) / "config.json").read_text()).get("id2label", {})
+    saved_names = [saved[key] for key in sorted(saved, key=int)]
+    names = [model.config.id2label[index] for index in sorted(model.config.id2label)]
+    if saved_names != names:
+        raise DataError(
+            f"{folder} was trained on the labels {saved_names}, but this run's data has {names}; resume only from a "
+            "checkpoint of this dataset, or give a new output_dir."
+        )
 
 
 def build_trainer(
