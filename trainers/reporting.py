@@ -80,7 +80,7 @@ def plot_confusion_matrix(
     columns = min(len(matrices), 4)
     rows = -(-len(matrices) // columns)
     side = max(3.0, 0.6 * len(ticks) + 2) if len(matrices) == 1 else 2.6
-    figure = Figure(figsize=(side * columns + 1, side * rows))
+    figure = Figure(figsize=(side * columns + 1, side * rows), layout="constrained")  # no title over a label above
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for axis, matrix, name in zip(axes, matrices, titles):
         _draw_matrix(axis, matrix, ticks, name)
