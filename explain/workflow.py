@@ -21,7 +21,7 @@ from pipelines.arguments import DataArguments
 from pipelines.collate import ImageCollator, to_chw_uint8
 from pipelines.errors import ConfigError, DataError
 from pipelines.folders import check_image_file
-from pipelines.io import atomic_save_figure, atomic_write_json
+from pipelines.io import atomic_save_figure, atomic_write_json, check_output_folder
 from pipelines.loading import load_image_dataset
 from pipelines.models import load_classifier
 from pipelines.preprocess import DevicePreprocess
@@ -192,12 +192,24 @@ def label_text(id2label: dict[int, str], index: int) -> str:
 
 
 def pick_device(name: str | None) -> torch.device:
-    """The named device, or CUDA when available, else the CPU."""
+    """The named device, or CUDA when available, else the CPU.
+
+    Raises:
+        ConfigError: a name torch does not know (such as 'gpu'), or a device this machine does not have.
+    """
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device is '{name}', but this machine has no CUDA GPU; use --device cpu.")
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message lists twenty device types; the user needs the two that matter
+        raise ConfigError(f"device '{name}' is not a device torch knows; use cuda (an NVIDIA GPU) or cpu.") from None
+    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu: each says if it is there
+    available = device.type == "cpu" or (hasattr(backend, "is_available") and backend.is_available())
+    if available and device.type == "cuda" and device.index is not None:
+        available = device.index < torch.cuda.device_count()
+    if not available:
+        usable = "cuda" if torch.cuda.is_available() else "cpu"
+        raise ConfigError(f"device '{name}' is not available on this machine; use --device {usable}.")
     return device
 
 
@@ -229,6 +241,11 @@ class Explainer:
         self.options = {"dtype": dtype, **options}
         self.preprocess = DevicePreprocess(processor, num_channels=self.model.config.num_channels, augment=False)
         self.id2label = {int(key): value for key, value in self.model.config.id2label.items()}
+
+    @property
+    def label_names(self) -> list[str]:
+        """The model's class names in output order."""
+        return [label_text(self.id2label, index) for index in range(self.model.config.num_labels)]
 
     @property
     def title(self) -> str:
@@ -287,6 +304,38 @@ def chosen_methods(spec: str, model: nn.Module) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check_methods_fit(methods: Sequence[str], models: dict[str, nn.Module]) -> None:
+    """Refuse a method that does not fit one of the models, before anything is computed or written.
+
+    Args:
+        methods: Method names (or aliases).
+        models: The models by the name the user knows them by (a folder name or Hub id).
+
+    Raises:
+        ConfigError: naming the model, what the method needs, and the methods that fit that model.
+    """
+    for label, model in models.items():
+        for method in methods:
+            try:
+                make_method(method, model)  # only builds the method object: no pass through the model
+            except ConfigError as error:
+                raise ConfigError(f"Model {label}: {error}") from None
+
+
+def check_same_labels(first: Explainer, second: Explainer) -> None:
+    """Refuse to compare two models that predict different classes: their maps for "the predicted class" would
+    explain different things, and a teacher-vs-student comparison only makes sense on one label space.
+
+    Raises:
+        ConfigError: naming both models and their labels.
+    """
+    if first.label_names != second.label_names:
+        raise ConfigError(
+            f"{second.title} has labels {second.label_names} but {first.title} has {first.label_names}; "
+            "--compare_with needs a model with the same labels in the same order."
+        )
+
+
 def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict[str, Any]:
     """Explain `args.n` images with every chosen method, draw the figures into `args.out`, and write index.json.
 
@@ -294,6 +343,7 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         The index written to ``index.json``: the inputs, and for each file what it shows.
     """
     device = pick_device(args.device)
+    check_output_folder(args.out)
     options = {
         "target_layer": args.target_layer,
         "batch_size": args.batch_size,
@@ -302,6 +352,11 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
     }
     explainer = Explainer(args.model, device, compute_dtype(args.precision, device), **options)
     methods = chosen_methods(args.methods, explainer.model)
+    other = None
+    if args.compare_with:  # loaded and checked now: a bad second model must not cost the first one's figures
+        # Its own target layer, found by structure: a layer name given for the first model rarely exists in both.
+        other = Explainer(args.compare_with, device, explainer.options["dtype"], **{**options, "target_layer": None})
+        check_same_labels(explainer, other)
     split = collator = None
     if args.images:
         inputs = load_image_files(args.images, explainer.model.config.num_channels)
@@ -334,8 +389,8 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
     )
     _save(index, out, "methods.png", figure, f"images (rows) by methods (columns): {', '.join(methods)}")
 
-    if args.compare_with:
-        _compare(args, index, out, explainer, inputs, shown, size, device, options)
+    if other is not None:
+        _compare(args, index, out, explainer, other, inputs, shown, size)
     if args.misclassified:
         _misclassified(args, index, out, explainer, split, collator, inputs.label_names, size)
     atomic_write_json(out / "index.json", index)
@@ -373,15 +428,12 @@ def _compare(
     index: dict[str, Any],
     out: Path,
     explainer: Explainer,
+    other: Explainer,
     inputs: Inputs,
     shown: np.ndarray,
     size: tuple[int, int],
-    device: torch.device,
-    options: dict[str, Any],
 ) -> None:
     """Grad-CAM of both models on the same images, side by side on one colour scale."""
-    options = {**options, "target_layer": None}  # a layer name rarely exists in both models
-    other = Explainer(args.compare_with, device, explainer.options["dtype"], **options)
     panels, captions, predictions = {}, {}, {}
     for model in (explainer, other):
         explanation = model.explain(MAIN_METHOD, inputs.images, args.target_class)

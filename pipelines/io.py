@@ -9,6 +9,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import UserFacingError
+
+
+class OutputPathError(UserFacingError, OSError):
+    """An output folder that cannot be made because a file stands where it, or one of its parents, would be."""
+
 
 def _file_mode() -> int:
     """The mode a plain `open()` would give a new file (0o666 less the umask); `mkstemp` would leave 0o600."""
@@ -20,10 +26,36 @@ def _file_mode() -> int:
 FILE_MODE = _file_mode()
 
 
+def check_output_folder(folder: str | Path) -> None:
+    """Fail at once when `folder` could not be made: it, or one of its parents, is an existing file.
+
+    Scripts call this before their long work, so that a mistyped --out is refused before anything runs.
+
+    Raises:
+        OutputPathError: naming the file in the way.
+    """
+    folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            named = "" if path == folder else f" (needed for {folder})"
+            raise OutputPathError(f"Output folder {path}{named} is an existing file; give a folder path instead.")
+
+
+def make_folder(folder: str | Path) -> Path:
+    """Create `folder` and its parents if missing; a file in the way is a one-sentence `OutputPathError`."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        check_output_folder(folder)  # names the file in the way
+        raise  # a race (the file went away again): the original error is the best description
+    return folder
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, then rename it into place (atomic on POSIX)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(temporary, FILE_MODE)
     try:

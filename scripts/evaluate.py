@@ -24,12 +24,13 @@ from transformers import HfArgumentParser
 
 from explain.evaluation import score_explanations
 from explain.registry import canonical_name
-from explain.workflow import Explainer, compute_dtype, pick_device
+from explain.workflow import Explainer, check_methods_fit, compute_dtype, pick_device
 from pipelines import DataArguments, ImageCollator, load_image_dataset, run_cli
+from pipelines.io import check_output_folder
 from pipelines.preprocess import processed_size
 from trainers.evaluation import EvaluateArguments, classification_summary, shared_label_space
 from trainers.evaluation_plots import classification_figures, plot_agreement, plot_faithfulness, plot_probability_bars
-from trainers.evaluation_report import fold_into_model_card, write_report
+from trainers.evaluation_report import check_model_card_folder, fold_into_model_card, write_report
 from trainers.metrics import scores_from_logits
 from trainers.model_cost import measure_cost
 from trainers.reporting import predicted_classes
@@ -50,12 +51,17 @@ def display_names(paths: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args, data_args = parse_arguments(argv)
-    data = load_image_dataset(data_args)
+    # Mistakes that would otherwise surface only after the evaluation, or halfway through writing the report.
+    check_output_folder(args.out)
+    if args.model_card:
+        check_model_card_folder(args.model_card)
     device = pick_device(args.device)
     dtype = compute_dtype(args.precision, device)
     methods = [canonical_name(method) for method in args.methods.split(",") if method.strip()]
+    data = load_image_dataset(data_args)
     names = display_names(args.models)
     explainers = dict(zip(names, (Explainer(path, device, dtype, batch_size=args.batch_size) for path in args.models)))
+    check_methods_fit(methods, {name: explainer.model for name, explainer in explainers.items()})
     space = shared_label_space(
         [label_names(e.model) for e in explainers.values()], data.label_names, args.allow_label_mismatch
     )

@@ -10,8 +10,9 @@ import pytest
 from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz
 from huggingface_hub import ModelCard
 
-from pipelines import ConfigError
+from pipelines import ConfigError, UserFacingError
 from pipelines.models import build_classifier
+from trainers.evaluation_report import fold_into_model_card
 
 main = load_script("evaluate").main
 LABELS = ["malignant", "normal, benign"]
@@ -144,3 +145,47 @@ def test_report_folds_into_a_model_card_once(setup: Path) -> None:
     assert card.data.library_name == "transformers"
     assert card.text.count("## Evaluation report") == 1 and "Intro." in card.text
     assert "### Classification" in card.text and "![" not in card.text
+
+
+def test_a_missing_model_card_folder_is_refused_before_any_evaluation(setup: Path) -> None:
+    out, missing = setup / "not_written", setup / "no_such_model"
+    with pytest.raises(ConfigError, match=f"Model card folder {re.escape(str(missing))} does not exist"):
+        main(arguments(setup, model_card=str(missing), out=str(out)))
+    assert not missing.exists() and not out.exists()
+
+
+@pytest.mark.parametrize("readme", [None, "# Student\n\nIntro.\n"])
+def test_a_new_card_gets_valid_front_matter(setup: Path, report: dict, tmp_path: Path, readme: str | None) -> None:
+    if readme is not None:  # a README without front matter
+        (tmp_path / "README.md").write_text(readme)
+    for _ in range(2):
+        fold_into_model_card(tmp_path, report)
+    text = (tmp_path / "README.md").read_text()
+    assert text.startswith("---\nlibrary_name: transformers\npipeline_tag: image-classification\n---\n")
+    assert "{}" not in text and text.count("---\n") == 2
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.to_dict() == {"library_name": "transformers", "pipeline_tag": "image-classification"}
+    assert card.text.count("## Evaluation report") == 1 and "### Classification" in card.text
+    assert ("Intro." in card.text) == (readme is not None)
+
+
+def test_a_method_that_does_not_fit_a_model_is_refused_before_anything_is_written(setup: Path) -> None:
+    out = setup / "rollout_report"
+    with pytest.raises(ConfigError, match="Model teacher: Attention_rollout needs a vision transformer"):
+        main(arguments(setup, methods="gradcam,attention_rollout", out=str(out)))
+    assert not out.exists()
+
+
+def test_a_device_this_machine_lacks_is_one_sentence(setup: Path) -> None:
+    out = setup / "gpu_report"
+    with pytest.raises(ConfigError, match="device 'gpu' is not a device torch knows; use cuda"):
+        main(arguments(setup, device="gpu", out=str(out)))
+    assert not out.exists()
+
+
+def test_an_output_path_that_is_a_file_is_refused_before_any_evaluation(setup: Path) -> None:
+    taken = setup / "taken.txt"
+    taken.write_text("a file\n")
+    with pytest.raises(UserFacingError, match=f"Output folder {re.escape(str(taken))} is an existing file"):
+        main(arguments(setup, out=str(taken)))
+    assert taken.read_text() == "a file\n"

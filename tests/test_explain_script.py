@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from medmnist import INFO
 from PIL import Image as PILImage
 from test_explain_support import one_thread  # noqa: F401
 
-from pipelines.errors import ConfigError, DataError, OfflineError
+from pipelines.errors import ConfigError, DataError, OfflineError, UserFacingError
 from pipelines.models import build_classifier
 
 LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
@@ -54,6 +55,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "resnet": _save_model(root / "resnet", TINY_RESNET),
         "vit": _save_model(root / "vit", TINY_VIT),
         "three_labels": _save_model(root / "three", TINY_RESNET, ["a", "b", "c"]),
+        "swapped_labels": _save_model(root / "swapped", TINY_VIT, LABELS[::-1]),
+        "missing_folder": str(root / "nowhere"),
+        "uncached_hub_id": "nobody/no-such-model",
     }
 
 
@@ -135,6 +139,11 @@ def test_multi_label_dataset(tmp_path: Path) -> None:
         (["--split", "holdout"], ConfigError, "split is 'holdout'; use one of train, validation, test."),
         (["--n", "0"], ConfigError, "n is 0; it must be at least 1."),
         (["--target_class", "2"], DataError, "Class index 2 is out of range: the model has 2 classes (0-1)."),
+        (
+            ["--device", "gpu"],
+            ConfigError,
+            "device 'gpu' is not a device torch knows; use cuda (an NVIDIA GPU) or cpu.",
+        ),
     ],
 )
 def test_bad_options_are_refused_with_one_sentence(setup: dict, tmp_path: Path, arguments, error, message) -> None:
@@ -155,6 +164,43 @@ def test_bad_inputs_are_refused_with_one_sentence(setup: dict, tmp_path: Path) -
         script.main(["--model", str(tmp_path / "nowhere"), *setup["data"], "--out", str(tmp_path)])
     with pytest.raises(OfflineError, match="is neither a local folder nor in the local Hugging Face cache"):
         script.main(["--model", "nobody/no-such-model", *setup["data"], "--out", str(tmp_path)])
+
+
+def test_cuda_on_a_machine_without_it_is_one_sentence(
+    setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device 'cuda' is not available on this machine; use --device cpu."):
+        script.main(["--model", setup["resnet"], *setup["data"], "--device", "cuda", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("second", "error", "message"),
+    [
+        ("missing_folder", DataError, "Model folder .*nowhere does not exist"),
+        ("uncached_hub_id", OfflineError, "is neither a local folder nor in the local Hugging Face cache"),
+        ("swapped_labels", ConfigError, r"swapped has labels \['normal, benign', 'malignant'\] but resnet has"),
+        ("three_labels", ConfigError, r"three has labels \['a', 'b', 'c'\] but resnet has .*same labels"),
+    ],
+)
+def test_a_bad_second_model_is_refused_before_any_figure_is_written(
+    setup: dict, tmp_path: Path, second: str, error: type, message: str
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(error, match=message):
+        script.main(["--model", setup["resnet"], *setup["data"], "--compare_with", setup[second], "--out", str(out)])
+    assert not out.exists()
+
+
+def test_an_output_path_that_is_a_file_is_one_sentence(setup: dict, tmp_path: Path) -> None:
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"not a folder")
+    with pytest.raises(
+        UserFacingError, match=f"Output folder {re.escape(str(taken))} is an existing file; give a folder path"
+    ):
+        script.main(["--model", setup["resnet"], *setup["data"], "--methods", "gradcam", "--out", str(taken)])
+    assert taken.read_bytes() == b"not a folder"
 
 
 def _run(*arguments: str) -> subprocess.CompletedProcess:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import types
 from pathlib import Path
@@ -21,7 +22,8 @@ from safetensors.torch import save as save_tensors
 from transformers import AutoModelForImageClassification
 
 import trainers.checkpoints
-from pipelines.io import atomic_write_bytes
+from pipelines.errors import UserFacingError
+from pipelines.io import atomic_write_bytes, atomic_write_json, make_folder
 from trainers.checkpoints import COMPLETION_MARKERS, STAGING_FOLDER
 from trainers.hub import write_model_card
 from trainers.model_cost import ModelCost
@@ -157,3 +159,18 @@ def test_a_report_write_killed_part_way_leaves_the_previous_file_whole(
     monkeypatch.undo()
     after = {path.name: path.read_bytes() for path in tmp_path.iterdir() if not path.name.endswith(".tmp")}
     assert after == before  # every finished file whole and unchanged; only a hidden .tmp may be left
+
+
+@pytest.mark.parametrize("below", ["", "report", "report/figures"])
+def test_a_file_where_an_output_folder_belongs_is_one_sentence_naming_it(tmp_path: Path, below: str) -> None:
+    blocking = tmp_path / "taken"
+    blocking.write_text("not a folder\n")
+    folder = blocking / below if below else blocking
+    expected = f"Output folder {blocking}" + (f" (needed for {folder})" if below else "") + " is an existing file"
+    with pytest.raises(UserFacingError, match=re.escape(expected)):
+        make_folder(folder)
+    with pytest.raises(UserFacingError, match=re.escape(expected)) as raised:
+        atomic_write_json(folder / "metrics.json", {"accuracy": 1.0})
+    assert isinstance(raised.value, OSError)  # callers that caught the old FileExistsError still catch it
+    assert "\n" not in str(raised.value)
+    assert blocking.read_text() == "not a folder\n"  # the file in the way is left alone
