@@ -169,7 +169,7 @@ def test_hub_token_moves_from_the_arguments_to_the_environment(monkeypatch: pyte
 @pytest.mark.slow
 def test_hub_token_never_appears_in_outputs_or_logs(tmp_path: Path) -> None:
     """A distillation run given --hub_token, saving checkpoints, caching teacher logits, writing its card, then
-    failing to publish (offline): no file it leaves and no line it prints holds the token."""
+    failing to publish (the Hub unreachable): no file it leaves and no line it prints holds the token."""
     make_medmnist_npz(tmp_path / "data" / "breastmnist.npz")
     teacher, _ = saved_model(tmp_path / "teacher")
     values = tiny_run_config(
@@ -189,8 +189,12 @@ def test_hub_token_never_appears_in_outputs_or_logs(tmp_path: Path) -> None:
     config = write_config(tmp_path / "run.yaml", **values)
     log = tmp_path / "logs" / "run.log"
     log.parent.mkdir()
-    result = faults.run(faults.command("distill", config, "--hub_token", TOKEN), log)
-    assert result.returncode == 2, result.stdout[-3000:]  # everything written, then the push fails offline
+    # Online as far as the script can tell (so that it trains before pushing), with a Hub that refuses at once.
+    unreachable_hub = {"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    result = faults.run(
+        faults.command("distill", config, "--hub_token", TOKEN), log, faults.environment(**unreachable_hub)
+    )
+    assert result.returncode == 2, result.stdout[-3000:]  # everything written, then the push fails
     assert "error: Could not push" in result.stdout
 
     written = [path for path in tmp_path.rglob("*") if path.is_file() and path != config]
