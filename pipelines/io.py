@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -74,7 +75,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    """Write `data` as strict JSON, atomically: a NaN or infinite number (an AUC undefined on a split holding one
+    class) is written as null, since the NaN that Python's json writes by default is not JSON to other readers."""
+    atomic_write_text(path, json.dumps(finite_or_null(data), indent=2, allow_nan=False) + "\n")
+
+
+def finite_or_null(data: Any) -> Any:
+    """`data` with every NaN or infinite float inside dicts, lists and tuples replaced by None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_null(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_null(value) for value in data]
+    return data
 
 
 def atomic_save_figure(figure: Any, path: str | Path, dpi: int = 120) -> None:

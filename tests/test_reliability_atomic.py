@@ -174,3 +174,15 @@ def test_a_file_where_an_output_folder_belongs_is_one_sentence_naming_it(tmp_pat
     assert isinstance(raised.value, OSError)  # callers that caught the old FileExistsError still catch it
     assert "\n" not in str(raised.value)
     assert blocking.read_text() == "not a folder\n"  # the file in the way is left alone
+
+
+def test_json_outputs_are_strict_json(tmp_path: Path) -> None:
+    # An AUC is undefined (NaN) on a split of one class; Python's default NaN token breaks other JSON readers.
+    atomic_write_json(
+        tmp_path / "m.json", {"test": {"auc": float("nan"), "accuracy": 0.5}, "curve": [1.0, float("inf")]}
+    )
+    text = (tmp_path / "m.json").read_text()
+    assert json.loads(text, parse_constant=lambda token: pytest.fail(f"non-JSON token {token}")) == {
+        "test": {"auc": None, "accuracy": 0.5},
+        "curve": [1.0, None],
+    }
