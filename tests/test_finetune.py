@@ -13,7 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz, tiny_run_config, write_config
+from conftest import (
+    PROCESSOR_32,
+    ROOT,
+    TINY_RESNET,
+    TINY_VIT,
+    load_script,
+    make_medmnist_npz,
+    tiny_run_config,
+    write_config,
+)
 from PIL import Image as PILImage
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
@@ -110,6 +119,31 @@ def test_resume_from_a_checkpoint_of_other_labels_is_refused(tmp_path: Path, npz
     values.update(dataset_name="pneumoniamnist", data_dir=str(tmp_path / "other"), max_steps=4)
     with pytest.raises(DataError, match="checkpoint-2 was trained on the labels .*malignant.*but this run's data has"):
         main([str(write_config(tmp_path / "c.yaml", **values)), "--resume_from_checkpoint", "true"])
+
+
+def test_a_fresh_run_into_a_folder_of_earlier_checkpoints_says_so(
+    tmp_path: Path, npz_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    values = tiny_run_config(tmp_path, npz_dir, max_steps=2, save_strategy="steps", save_steps=2)
+    config = str(write_config(tmp_path / "c.yaml", **values))
+    main([config])
+    assert "from an earlier run" not in caplog.text
+    main([config])
+    assert "already holds checkpoint-2 from an earlier run" in caplog.text
+
+
+def test_a_last_batch_of_one_image_through_batch_norm_is_one_sentence(tmp_path: Path, npz_dir: Path) -> None:
+    # At 8 px the tiny ResNet's last feature map is 1x1; 33 images in batches of 8 leave one image for the last.
+    values = tiny_run_config(
+        tmp_path,
+        npz_dir,
+        image_processor_config={**PROCESSOR_32, "size": {"height": 8, "width": 8}},
+        max_train_samples=33,
+        max_steps=5,
+    )
+    with pytest.raises(DataError, match="training batch of one image.*set dataloader_drop_last: true"):
+        main([str(write_config(tmp_path / "c.yaml", **values))])
+    main([str(write_config(tmp_path / "c.yaml", **values, dataloader_drop_last=True))])  # the advice works
 
 
 def test_best_checkpoint_is_loaded_at_the_end(tmp_path: Path, npz_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import warnings
 from pathlib import Path
@@ -22,6 +23,8 @@ from trainers.checkpoints import is_complete_checkpoint, is_finished, newest_com
 from trainers.guards import NonFiniteGuard
 from trainers.losses import classification_loss
 from trainers.metrics import ComputeMetrics
+
+logger = logging.getLogger(__name__)
 
 
 class ImageClassificationTrainer(Trainer):
@@ -195,6 +198,8 @@ def train_and_save(trainer: ImageClassificationTrainer) -> None:
     """
     args = trainer.args
     checkpoint = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    if checkpoint is None and trainer.is_world_process_zero():
+        warn_about_earlier_checkpoints(args.output_dir)
     if checkpoint and is_finished(checkpoint, args):
         restore_finished_run(trainer, checkpoint)
     else:
@@ -206,7 +211,32 @@ def train_and_save(trainer: ImageClassificationTrainer) -> None:
                 f"{checkpoint} holds pickled training state (optimizer, scheduler or RNG) with objects other than "
                 "tensors, which could run code, so torch.load(weights_only=True) refused it; resume only from checkpoints you made."
             ) from None
+        except ValueError as error:
+            if BATCH_NORM_OF_ONE not in str(error):
+                raise
+            raise DataError(
+                "A training batch of one image left the model's batch norm a single value per channel (its last "
+                "feature map is 1x1 at this image size), which it cannot normalise; set dataloader_drop_last: true, "
+                "or a per_device_train_batch_size that leaves no single image over."
+            ) from None
     save_final_model(trainer)
+
+
+# torch.nn.functional.batch_norm's message when a training batch gives it one value per channel.
+BATCH_NORM_OF_ONE = "Expected more than 1 value per channel when training"
+
+
+def warn_about_earlier_checkpoints(output_dir: str) -> None:
+    """A fresh run into a folder holding another run's checkpoints: Trainer's checkpoint rotation
+    (save_total_limit) may delete them, and a reader may take them for this run's."""
+    earlier = newest_complete_checkpoint(output_dir)
+    if earlier is not None:
+        logger.warning(
+            "%s already holds %s from an earlier run; this run starts from scratch and may delete it when it saves "
+            "(save_total_limit): set resume_from_checkpoint: true to continue that run, or give a new output_dir.",
+            output_dir,
+            Path(earlier).name,
+        )
 
 
 def restore_finished_run(trainer: ImageClassificationTrainer, checkpoint: str) -> None:
