@@ -89,5 +89,9 @@ class DataArguments:
                 raise ConfigError(f"{name} is {value}; it must lie strictly between 0 and 1.")
         if len(self.crop_scale) != 2 or not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
             raise ConfigError(f"crop_scale is {self.crop_scale}; give [low, high] with 0 < low <= high <= 1.")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} is {value}; give at least 1, or leave it unset to keep every image.")
         if self.image_mode not in ("RGB", "L"):
             raise ConfigError(f"image_mode is {self.image_mode!r}; use 'RGB' or 'L'.")

@@ -102,6 +102,7 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
         ({"dataset_name": "breastmnist", "model_name_or_path": "a/b"}, "exactly one of model_name_or_path"),
         ({"dataset_name": "breastmnist", "num_train_epochs": "many"}, "num_train_epochs is 'many'"),
         ({"dataset_source": "folder"}, "needs data_dir"),
+        ({"dataset_name": "breastmnist", "max_train_samples": 0}, "max_train_samples is 0; give at least 1"),
     ],
 )
 def test_invalid_values_are_one_sentence(tmp_path: Path, values: dict, message: str) -> None:
