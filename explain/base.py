@@ -169,6 +169,8 @@ class AttributionMethod:
     # A batch's work is device work only: no value read back to the host and no shape that depends on data, so it
     # can be captured as a CUDA graph.
     graphable: ClassVar[bool] = False
+    # The map is the same whatever class it is asked for (the target only picks the score reported beside it).
+    class_agnostic: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -132,6 +132,7 @@ class EigenCAM(ActivationCAM):
     name = "eigencam"
     needs_gradients = False
     graphable = False  # the batched SVD on CUDA reads its convergence status back to the host
+    class_agnostic = True
 
     def cam(self, activations: torch.Tensor, gradients: torch.Tensor | None) -> torch.Tensor:
         return F.relu(first_component(activations))

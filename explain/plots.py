@@ -1,7 +1,8 @@
 """Pictures of explanations: overlays, images-by-methods and images-by-models grids, misclassified images.
 
 Figures are `matplotlib.figure.Figure` objects (no pyplot state), saved with `pipelines.io.atomic_save_figure`.
-Every map is drawn on one fixed colour scale, 0 to 1, with one colour bar per figure, so panels compare directly.
+Every map arrives min-max scaled to 0-1 on its own (`explain.base.scale_to_unit`) and is drawn with the colour map
+fixed to 0-1 and one colour bar per figure: panels compare where each map is high, not how strong two maps are.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def overlay_figure(
     Args:
         images: uint8 (B, H, W, C).
         maps: (B, H, W) in [0, 1].
-        captions: One line per image (e.g. the explained class and its score).
+        captions: One caption per image, above it (e.g. its name and the explained class with its score).
         title: The figure's title.
         edges: Draw the images' edges over the maps.
     """
@@ -181,7 +182,7 @@ def panel_grid(
     title: str = "",
     edges: bool = False,
 ) -> Figure:
-    """Images down the rows; the input, then one overlay per column (a method, or a model), on one colour scale.
+    """Images down the rows; the input, then one overlay per column (a method, or a model), with one 0-1 colour bar.
 
     Args:
         images: uint8 (B, H, W, C).

@@ -42,6 +42,11 @@ def canonical_name(name: str) -> str:
     return key
 
 
+def class_agnostic(name: str) -> bool:
+    """Whether the method called `name` (or an alias) draws the same map whatever class it is asked to explain."""
+    return METHODS[canonical_name(name)].class_agnostic
+
+
 def methods_for(model: nn.Module) -> list[str]:
     """The names of the methods that can explain `model`, in the registry's order."""
     return [name for name, method in METHODS.items() if method.unsupported_reason(model) is None]

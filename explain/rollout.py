@@ -77,6 +77,7 @@ class AttentionRollout(AttributionMethod):
 
     name = "attention_rollout"
     uses_target_layer = False
+    class_agnostic = True
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -16,7 +17,7 @@ from transformers import HfArgumentParser
 
 from explain.base import Explanation, forward_logits
 from explain.plots import display_images, misclassified_figure, overlay_figure, panel_grid, resize_maps
-from explain.registry import canonical_name, make_method, methods_for
+from explain.registry import canonical_name, class_agnostic, make_method, methods_for
 from pipelines.arguments import DataArguments
 from pipelines.collate import ImageCollator, to_chw_uint8
 from pipelines.errors import ConfigError, DataError
@@ -29,6 +30,9 @@ from pipelines.preprocess import DevicePreprocess
 SPLITS = ("train", "validation", "test")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAIN_METHOD = "gradcam"
+AGNOSTIC_NOTE = "class-agnostic: the same map for every class"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,7 +109,7 @@ class Inputs:
 
     Attributes:
         images: uint8 (B, C, H, W), or a list of uint8 (C, H, W) of different sizes.
-        names: Where each image comes from (``test[12]`` or a file name).
+        names: Where each image comes from (``test[12]``, or a file path as given).
         labels: int64 (B,) or multi-hot (B, L) true labels, or None for files.
         label_names: The dataset's label names, or None for files.
     """
@@ -132,7 +136,32 @@ def load_image_files(paths: Sequence[str], num_channels: int) -> Inputs:
             images.append(to_chw_uint8(image.convert(mode), mode))
     shapes = {tuple(image.shape) for image in images}
     stacked = torch.stack(images) if len(shapes) == 1 else images
-    return Inputs(stacked, [Path(path).name for path in paths])
+    # Paths as given: base names alone would make a/x.png and b/x.png the same entry of index.json.
+    return Inputs(stacked, [str(path) for path in paths])
+
+
+def first_files(paths: Sequence[str], n: int) -> list[str]:
+    """The first `n` image files, saying on stderr how many are left out.
+
+    A figure draws at most ``--n`` images, for files as for a dataset split: 40 files made an overlay strip
+    8,280 pixels wide.
+    """
+    if len(paths) > n:
+        logger.warning(
+            "Explaining the first %d of %d image files; --n %d explains them all.", n, len(paths), len(paths)
+        )
+    return list(paths[:n])
+
+
+def short_names(names: Sequence[str], width: int = 24) -> list[str]:
+    """Names short enough to caption a panel: the fewest trailing path parts that still tell the images apart
+    (``a/x.png`` and ``b/x.png``, not ``x.png`` twice), cut to their last `width` characters."""
+    parts = [Path(name).parts or (name,) for name in names]
+    for depth in range(1, max((len(part) for part in parts), default=1) + 1):
+        shown = [str(Path(*part[-depth:])) for part in parts]
+        if len(set(shown)) == len(set(names)):
+            break
+    return [name if len(name) <= width else "…" + name[-(width - 1) :] for name in shown]
 
 
 def spread_over_classes(labels: np.ndarray, count: int) -> list[int]:
@@ -181,14 +210,40 @@ def take(
 
 
 def row_labels(inputs: Inputs) -> list[str]:
-    """Each image's name, with its true label when the dataset has single labels."""
+    """Each image's short name (see `short_names`), with its true label when the dataset has single labels."""
+    names = short_names(inputs.names)
     if inputs.labels is None or inputs.labels.ndim != 1:
-        return list(inputs.names)
-    return [f"{name}\ntrue: {inputs.label_names[int(label)]}" for name, label in zip(inputs.names, inputs.labels)]
+        return names
+    return [f"{name}\ntrue: {inputs.label_names[int(label)]}" for name, label in zip(names, inputs.labels)]
+
+
+def with_class(rows: Sequence[str], captions: Sequence[str], target: int | None, agnostic: bool) -> list[str]:
+    """Each row label followed by the class whose score the caption gives: the prediction, the class explained,
+    or, under a class-agnostic map, only the target (the map does not explain it)."""
+    key = "pred" if target is None else "target" if agnostic else "map"
+    return [f"{row}\n{key}: {caption}" for row, caption in zip(rows, captions)]
 
 
 def label_text(id2label: dict[int, str], index: int) -> str:
     return str(id2label.get(index, index))
+
+
+def explained_class(id2label: dict[int, str], target: int | None) -> str:
+    """What the class-specific maps explain, in words: ``predicted class`` or ``class malignant``."""
+    return "predicted class" if target is None else f"class {label_text(id2label, target)}"
+
+
+def methods_shown(methods: Sequence[str], explained: str) -> tuple[str, str]:
+    """How methods.png describes its maps: (figure title note, index.json note), naming the class-agnostic ones."""
+    agnostic = [method for method in methods if class_agnostic(method)]
+    if not agnostic:
+        return explained, f"maps for the {explained}"
+    if len(agnostic) == len(methods):
+        return "class-agnostic", f"all {AGNOSTIC_NOTE}"
+    return (
+        f"{explained}; class-agnostic columns marked",
+        f"maps for the {explained}, except {', '.join(agnostic)} ({AGNOSTIC_NOTE})",
+    )
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -359,14 +414,14 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         check_same_labels(explainer, other)
     split = collator = None
     if args.images:
-        inputs = load_image_files(args.images, explainer.model.config.num_channels)
+        inputs = load_image_files(first_files(args.images, args.n), explainer.model.config.num_channels)
     else:
         split, collator, label_names, _ = load_split(data_args, args.split, explainer.model)
         labels = split_labels(split, collator).numpy()
         inputs = take(split, collator, spread_over_classes(labels, args.n), args.split, label_names)
     out = Path(args.out)
     target = args.target_class  # None: each image's predicted class
-    explained = "predicted class" if target is None else f"class {label_text(explainer.id2label, target)}"
+    explained = explained_class(explainer.id2label, target)
     explanations = {method: explainer.explain(method, inputs.images, target) for method in methods}
     size = tuple(explanations[methods[0]].maps.shape[-2:])
     shown = display_images(inputs.images, size)
@@ -374,20 +429,29 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
 
     main = MAIN_METHOD if MAIN_METHOD in explanations else methods[0]
     captions = [explainer.caption(explanations[main], row) for row in range(len(inputs.names))]
-    figure = overlay_figure(
-        shown, explanations[main].maps.numpy(), captions, f"{main} on {explainer.title}", args.edges
-    )
-    _save(index, out, "overlay.png", figure, f"{main} overlays: each input above its map for the {explained}")
+    labels = with_class(row_labels(inputs), captions, target, class_agnostic(main))
+    if class_agnostic(main):  # its map is the same for every class: saying which class it explains would mislead
+        title, shows = (
+            f"{main} on {explainer.title} ({AGNOSTIC_NOTE})",
+            "its class-agnostic map (the same for every class)",
+        )
+    else:
+        title, shows = f"{main} on {explainer.title} ({explained})", f"its map for the {explained}"
+    figure = overlay_figure(shown, explanations[main].maps.numpy(), labels, title, args.edges)
+    _save(index, out, "overlay.png", figure, f"{main} overlays: each input above {shows}")
 
-    rows = row_labels(inputs)
+    title_note, shows = methods_shown(methods, explained)
     figure = panel_grid(
         shown,
-        {method: resize_maps(explanation.maps, size) for method, explanation in explanations.items()},
-        [f"{row}\n{'pred' if target is None else 'map'}: {caption}" for row, caption in zip(rows, captions)],
-        title=f"Methods on {explainer.title} ({explained})",
+        {
+            method + ("\n(class-agnostic)" if class_agnostic(method) else ""): resize_maps(explanation.maps, size)
+            for method, explanation in explanations.items()
+        },
+        labels,
+        title=f"Methods on {explainer.title} ({title_note})",
         edges=args.edges,
     )
-    _save(index, out, "methods.png", figure, f"images (rows) by methods (columns): {', '.join(methods)}")
+    _save(index, out, "methods.png", figure, f"images (rows) by methods (columns): {', '.join(methods)}; {shows}")
 
     if other is not None:
         _compare(args, index, out, explainer, other, inputs, shown, size)
@@ -410,12 +474,20 @@ def _index_header(
     return {
         "model": args.model,
         "compare_with": args.compare_with,
-        "inputs": "files" if args.images else f"{args.split} split",
+        "inputs": _inputs_text(args),
         "methods": methods,
         "precision": {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[explainer.options["dtype"]],
         "images": rows,
         "files": [],
     }
+
+
+def _inputs_text(args: ExplainArguments) -> str:
+    if not args.images:
+        return f"{args.split} split"
+    if len(args.images) <= args.n:
+        return "files"
+    return f"the first {args.n} of {len(args.images)} files (--n {args.n})"
 
 
 def _save(index: dict[str, Any], out: Path, name: str, figure: Any, shows: str, **details: Any) -> None:
@@ -433,7 +505,7 @@ def _compare(
     shown: np.ndarray,
     size: tuple[int, int],
 ) -> None:
-    """Grad-CAM of both models on the same images, side by side on one colour scale."""
+    """Grad-CAM of both models on the same images, side by side; each map is scaled to 0-1 on its own."""
     panels, captions, predictions = {}, {}, {}
     for model in (explainer, other):
         explanation = model.explain(MAIN_METHOD, inputs.images, args.target_class)
@@ -442,9 +514,11 @@ def _compare(
         captions[title] = [model.caption(explanation, row) for row in range(len(inputs.names))]
         key = "predicted" if args.target_class is None else "explained"
         predictions[model.name] = [model.prediction(explanation, row, key) for row in range(len(inputs.names))]
-    explained = "predicted class" if args.target_class is None else f"class {args.target_class}"
-    figure = panel_grid(shown, panels, row_labels(inputs), captions, f"Grad-CAM by model ({explained})", args.edges)
-    shows = f"images (rows) by models (columns): Grad-CAM of each model ({explained}), on one colour scale"
+    explained = explained_class(explainer.id2label, args.target_class)
+    # Each map is min-max scaled to 0-1 on its own (`explain.base.scale_to_unit`): one colour bar, not one scale.
+    title = f"Grad-CAM by model ({explained}; each map scaled to 0-1)"
+    figure = panel_grid(shown, panels, row_labels(inputs), captions, title, args.edges)
+    shows = f"images (rows) by models (columns): Grad-CAM of each model ({explained}), each map scaled to 0-1, one colour bar"
     _save(index, out, "models.png", figure, shows, predictions=predictions)
 
 

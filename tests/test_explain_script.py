@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import re
 import subprocess
@@ -14,10 +15,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import PROCESSOR_32, ROOT, TINY_RESNET, TINY_VIT, make_medmnist_npz
+from matplotlib.figure import Figure
 from medmnist import INFO
 from PIL import Image as PILImage
 from test_explain_support import one_thread  # noqa: F401
 
+import explain.workflow
 from pipelines.errors import ConfigError, DataError, OfflineError, UserFacingError
 from pipelines.models import build_classifier
 
@@ -88,7 +91,33 @@ def test_dataset_run_writes_every_figure_and_the_index(setup: dict, tmp_path: Pa
     assert not list(out.glob(".*.tmp"))
 
 
-def test_a_chosen_class_is_explained_for_every_image(setup: dict, tmp_path: Path) -> None:
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
+    """Each figure the run saves, by file name, to read its titles and texts."""
+    saved: dict[str, Figure] = {}
+    save = explain.workflow.atomic_save_figure
+
+    def keep(figure: Figure, path: Path, **options: object) -> None:
+        saved[Path(path).name] = figure
+        save(figure, path, **options)
+
+    monkeypatch.setattr(explain.workflow, "atomic_save_figure", keep)
+    return saved
+
+
+def _titles(figure: Figure, count: int) -> list[str]:
+    return [axis.get_title() for axis in figure.axes[:count]]
+
+
+def _write_images(paths: list[Path]) -> list[str]:
+    rng = np.random.default_rng(0)
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        PILImage.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(path)
+    return [str(path) for path in paths]
+
+
+def test_a_chosen_class_is_explained_for_every_image(setup: dict, tmp_path: Path, figures: dict) -> None:
     index = script.main(
         ["--model", setup["resnet"], *setup["data"], "--methods", "gradcam", "--n", "3", "--target_class", "0"]
         + ["--compare_with", setup["vit"], "--out", str(tmp_path)]
@@ -96,6 +125,72 @@ def test_a_chosen_class_is_explained_for_every_image(setup: dict, tmp_path: Path
     assert [row["explained"] for row in index["images"]] == ["malignant"] * 3
     assert index["files"][0]["shows"] == "gradcam overlays: each input above its map for the class malignant"
     assert all(entry["explained"] == "malignant" for entry in index["files"][2]["predictions"][setup["vit"]])
+    # Each overlay column names its input and true label (the index lists them in the same order).
+    for title, row in zip(_titles(figures["overlay.png"], 3), index["images"]):
+        assert title.startswith(f"{row['image']}\ntrue: {row['true']}\nmap: malignant (")
+    # The teacher-vs-student grid names the class as the overlay does, not by its index.
+    assert figures["models.png"].get_suptitle() == "Grad-CAM by model (class malignant; each map scaled to 0-1)"
+    assert index["files"][2]["shows"] == (
+        "images (rows) by models (columns): Grad-CAM of each model (class malignant), "
+        "each map scaled to 0-1, one colour bar"
+    )
+
+
+def test_n_limits_image_files_too(setup: dict, tmp_path: Path, figures: dict, caplog: pytest.LogCaptureFixture) -> None:
+    paths = _write_images([tmp_path / f"image{number}.png" for number in range(10)])
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="explain.workflow"):
+        index = script.main(
+            ["--model", setup["resnet"], "--images", *paths, "--n", "3", "--methods", "gradcam", "--out", str(out)]
+        )
+    assert [row["image"] for row in index["images"]] == paths[:3]
+    assert index["inputs"] == "the first 3 of 10 files (--n 3)"
+    assert caplog.messages == ["Explaining the first 3 of 10 image files; --n 10 explains them all."]
+    assert len(figures["overlay.png"].axes) == 2 * 3 + 1  # inputs, overlays, colour bar
+    with PILImage.open(out / "overlay.png") as overlay:
+        assert overlay.width < 1000  # three columns, not ten
+
+
+def test_files_with_one_base_name_stay_apart(setup: dict, tmp_path: Path, figures: dict) -> None:
+    paths = _write_images([tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"])
+    index = script.main(
+        ["--model", setup["resnet"], "--images", *paths, "--methods", "gradcam", "--out", str(tmp_path)]
+    )
+    assert [row["image"] for row in index["images"]] == paths
+    assert index["inputs"] == "files"
+    for title, row, name in zip(_titles(figures["overlay.png"], 2), index["images"], ["a/x.png", "b/x.png"]):
+        assert title.startswith(f"{name}\npred: {row['predicted']} (")
+    assert [axis.get_ylabel().split("\n")[0] for axis in figures["methods.png"].axes[:4:2]] == ["a/x.png", "b/x.png"]
+
+
+def test_short_names_keep_inputs_apart_and_fit_under_a_panel() -> None:
+    from explain.workflow import short_names
+
+    assert short_names(["/data/a/x.png", "/data/b/x.png", "c.png"]) == ["a/x.png", "b/x.png", "c.png"]
+    assert short_names(["test[0]", "test[12]"]) == ["test[0]", "test[12]"]
+    assert short_names(["scans/" + "y" * 30 + ".png"]) == ["…" + "y" * 19 + ".png"]
+
+
+def test_class_agnostic_maps_are_not_said_to_explain_a_class(setup: dict, tmp_path: Path, figures: dict) -> None:
+    from explain.registry import class_agnostic
+
+    assert class_agnostic("eigencam") and class_agnostic("rollout")
+    assert not class_agnostic("gradcam") and not class_agnostic("guided_gradcam")
+    common = ["--model", setup["resnet"], *setup["data"], "--n", "2", "--target_class", "0"]
+    index = script.main([*common, "--methods", "eigencam", "--out", str(tmp_path / "eigen")])
+    overlay = index["files"][0]["shows"]
+    assert overlay == "eigencam overlays: each input above its class-agnostic map (the same for every class)"
+    assert figures["overlay.png"].get_suptitle() == "eigencam on resnet (class-agnostic: the same map for every class)"
+    assert all("\ntarget: malignant (" in title for title in _titles(figures["overlay.png"], 2))
+
+    index = script.main([*common, "--methods", "gradcam,eigencam", "--out", str(tmp_path / "both")])
+    assert index["files"][0]["shows"] == "gradcam overlays: each input above its map for the class malignant"
+    assert index["files"][1]["shows"] == (
+        "images (rows) by methods (columns): gradcam, eigencam; maps for the class malignant, "
+        "except eigencam (class-agnostic: the same map for every class)"
+    )
+    assert _titles(figures["methods.png"], 3) == ["input", "gradcam", "eigencam\n(class-agnostic)"]
+    assert figures["methods.png"].get_suptitle() == "Methods on resnet (class malignant; class-agnostic columns marked)"
 
 
 def test_image_files_and_every_fitting_method(setup: dict, tmp_path: Path) -> None:
@@ -106,7 +201,7 @@ def test_image_files_and_every_fitting_method(setup: dict, tmp_path: Path) -> No
     out = tmp_path / "files"
     index = script.main(["--model", setup["vit"], "--images", str(colour), str(grey), "--out", str(out)])
     assert [entry["file"] for entry in index["files"]] == ["overlay.png", "methods.png"]
-    assert [row["image"] for row in index["images"]] == ["colour.png", "grey.jpg"]
+    assert [row["image"] for row in index["images"]] == [str(colour), str(grey)]  # as given
     assert "attention_rollout" in index["methods"] and "guided_backprop" in index["methods"]
     assert (out / "index.json").is_file()
 
