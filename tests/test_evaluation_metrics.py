@@ -11,12 +11,18 @@ import torch
 from conftest import PROCESSOR_32, TINY_VIT
 from torch import nn
 
+import trainers.evaluation_plots as plots
 from explain.agreement import common_resolution, randomized_copy, rank_correlation, top_fraction_iou
 from explain.evaluation import agreement, explain_maps, randomization_check
 from explain.faithfulness import deletion_insertion, pixel_ranks, random_maps
 from pipelines import ConfigError
 from pipelines.models import build_classifier
-from trainers.evaluation import expected_calibration_error, per_class_precision_recall, shared_label_space
+from trainers.evaluation import (
+    expected_calibration_error,
+    per_class_precision_recall,
+    roc_curves,
+    shared_label_space,
+)
 
 
 class SumModel(nn.Module):
@@ -194,3 +200,13 @@ def test_label_spaces_must_match_unless_limited_to_shared_labels() -> None:
     np.testing.assert_array_equal(space.restrict(1, np.array([[5.0, 6.0, 7.0]])), [[7.0, 5.0]])
     with pytest.raises(ConfigError, match="share 1 label"):
         shared_label_space([["a", "b"], ["a", "z"]], ["a", "b"], allow_mismatch=True)
+
+
+def test_binary_roc_names_its_positive_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    saved = {}
+    monkeypatch.setattr(plots, "atomic_save_figure", lambda figure, path: saved.update(figure=figure))
+    logits = np.array([[2.0, -1.0], [0.5, 0.2], [-1.0, 2.0], [0.0, 1.0]])
+    curves = roc_curves(logits, np.array([0, 1, 1, 0]), False, ["benign", "malignant"])
+    plots.plot_roc({"teacher": curves}, {"teacher": 0.75}, "roc.png")
+    legend = saved["figure"].axes[0].get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == ["positive class: malignant"]

@@ -22,11 +22,12 @@ def plot_roc(curves: dict[str, dict[str, tuple]], aucs: dict[str, float], path: 
     figure, axes = _panels(len(curves))
     for axis, (model, model_curves) in zip(axes, curves.items()):
         for name, (false_positive, true_positive) in model_curves.items():
-            axis.plot(false_positive, true_positive, label=name if len(model_curves) > 1 else None)
+            # A binary task has one curve, for its positive class: name it, or the reader cannot tell which.
+            axis.plot(false_positive, true_positive, label=name if len(model_curves) > 1 else f"positive class: {name}")
         axis.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
         axis.set(title=f"{model} (AUC {aucs[model]:.3f})", xlabel="false positive rate", ylabel="true positive rate")
-        if 1 < len(model_curves) <= 14:
-            axis.legend(fontsize=6)
+        if 1 <= len(model_curves) <= 14:
+            axis.legend(fontsize=6 if len(model_curves) > 1 else 8, loc="lower right")
     atomic_save_figure(figure, path)
 
 
