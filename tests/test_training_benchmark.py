@@ -33,6 +33,14 @@ def table_rows(stdout: str) -> list[tuple[str, float, float]]:
     return [(path, float(rate.replace(",", "")), float(ratio)) for path, rate, ratio in rows]
 
 
+def fits_printed_rates(ratio: float, numerator: float, denominator: float) -> bool:
+    """Whether a ratio printed to 2 decimals is the quotient of two rates printed to 1 decimal (each off by up to
+    0.05): on a busy machine the rates are small, and their rounding alone moves the quotient by more than 0.01."""
+    low = (numerator - 0.05) / (denominator + 0.05)
+    high = (numerator + 0.05) / max(denominator - 0.05, 1e-9)
+    return low - 0.005 <= ratio <= high + 0.005
+
+
 def test_training_paths_are_each_timed_over_the_same_steps() -> None:
     rows = benchmark_training("vit-micro", **TINY)
     assert [row.path.split(":")[0].split(" (")[0] for row in rows] == ["this project", "usual", "reference"]
@@ -91,6 +99,6 @@ def test_benchmark_train_prints_each_path_and_the_ratios_of_one_run() -> None:
     assert [path.split(" (")[0].split(":")[0] for path, _, _ in rows] == ["this project", "usual", "reference"]
     project_rate = rows[0][1]
     for _, rate, ratio in rows:
-        assert ratio == pytest.approx(project_rate / rate, abs=0.01)  # the ratio column is from the same run
+        assert fits_printed_rates(ratio, project_rate, rate)  # the ratio column is from the same run
     bare_over_usual = float(re.search(r"The bare loop runs at ([\d.]+)x", result.stdout).group(1))
-    assert bare_over_usual == pytest.approx(rows[2][1] / rows[1][1], rel=0.01, abs=0.01)
+    assert fits_printed_rates(bare_over_usual, rows[2][1], rows[1][1])
