@@ -429,8 +429,9 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
 
     main = MAIN_METHOD if MAIN_METHOD in explanations else methods[0]
     captions = [explainer.caption(explanations[main], row) for row in range(len(inputs.names))]
-    labels = with_class(row_labels(inputs), captions, target, class_agnostic(main))
-    if class_agnostic(main):  # its map is the same for every class: saying which class it explains would mislead
+    main_agnostic = class_agnostic(main)
+    labels = with_class(row_labels(inputs), captions, target, main_agnostic)
+    if main_agnostic:  # its map is the same for every class: saying which class it explains would mislead
         title, shows = (
             f"{main} on {explainer.title} ({AGNOSTIC_NOTE})",
             "its class-agnostic map (the same for every class)",

@@ -255,19 +255,27 @@ def _as_bool(value: Any, key: str) -> bool:
 
 
 def _as_number(value: Any, base: type, key: str) -> int | float:
-    kind = "an integer" if base is int else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{key} is {value!r}, which is not {kind}.")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{key} is {value!r}, which is not {kind}.") from None
-    if base is int:
-        if not number.is_integer():
-            raise ConfigError(f"{key} is {value!r}, which is not {kind}.")
-        return int(number)
-    # Whole numbers stay int in float fields: Trainer reads warmup_steps/save_steps 1 as one step, 1.0 as 100%.
-    return int(number) if number.is_integer() and not (isinstance(value, float) or "." in str(value)) else number
+    """`value` as an int (int fields) or a number (float fields). Numbers keep the kind YAML gave them, so whole
+    numbers stay int in float fields: Trainer reads warmup_steps/save_steps 1 as one step, 1.0 as the whole run."""
+    number = _parse_number(value)
+    if number is None or (base is int and isinstance(number, float) and not number.is_integer()):
+        raise ConfigError(f"{key} is {value!r}, which is not {'an integer' if base is int else 'a number'}.")
+    return int(number) if base is int else number
+
+
+def _parse_number(value: Any) -> int | float | None:
+    """A YAML number as it is; text such as '10' or '2e-4' (YAML 1.1 leaves it a string) parsed; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        for parse in (int, float):
+            try:
+                return parse(value)
+            except ValueError:
+                pass
+    return None
 
 
 def _strip_optional(hint: Any) -> Any:

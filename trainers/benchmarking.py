@@ -36,6 +36,7 @@ from pipelines.preprocess import DevicePreprocess
 from trainers.distillation import DistillationTrainer, TeacherLogitsCollator
 from trainers.image_classification import ImageClassificationTrainer
 from trainers.losses import classification_loss
+from trainers.model_cost import synchronize
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "vit-base": {},  # ViTConfig's defaults are ViT-B/16 at 224 px
@@ -233,11 +234,6 @@ def bare_loop_path(
     seconds = time.perf_counter() - start
     label = "reference: the same step in a bare PyTorch loop, batches already on the device (no loader, no Trainer)"
     return ThroughputRow(label, (steps - warmup) * batch_size / seconds, seconds, steps - warmup)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def benchmark_training(

@@ -75,16 +75,17 @@ def batch_latency(
     pixel_values = torch.randn(batch_size, *input_shape, device=device, dtype=dtype)
     timings = []
     for step in range(warmup + repeats):
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         model(pixel_values=pixel_values)
-        _synchronize(device)
+        synchronize(device)
         if step >= warmup:
             timings.append(time.perf_counter() - start)
     return statistics.median(timings)
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a timer reads finished work."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
