@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # scripts/evaluate.py would shadow the `evaluate` library (imported by trainers.metrics) while this folder is on
@@ -114,12 +115,25 @@ def run_faithfulness(args: argparse.Namespace) -> None:
     print(f"\ncurves / forward passes: {timing.ratio:.2f}x (goal <= 1.5x)")
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than `minimum` (argparse then ends a bad value in one line)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its message: "invalid integer value"
+    return parse
+
+
 def add_shared_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--image-size", type=int, default=224, help="model input size")
-    command.add_argument("--source-size", type=int, default=28, help="size of the stored uint8 images")
-    command.add_argument("--batch-size", type=int, default=128)
-    command.add_argument("--steps", type=int, default=30)
-    command.add_argument("--warmup", type=int, default=5, help="steps run before timing starts")
+    command.add_argument("--image-size", type=at_least(1), default=224, help="model input size")
+    command.add_argument("--source-size", type=at_least(1), default=28, help="size of the stored uint8 images")
+    command.add_argument("--batch-size", type=at_least(1), default=128)
+    command.add_argument("--steps", type=at_least(1), default=30)
+    command.add_argument("--warmup", type=at_least(0), default=5, help="steps run before timing starts")
     command.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
 
 
@@ -138,11 +152,11 @@ def main() -> None:
     distill.set_defaults(run=run_distill)
     explain = commands.add_parser("explain", help="Grad-CAM maps/s: this project vs Captum vs pytorch-grad-cam")
     explain.add_argument("--model", choices=sorted(GRADCAM_PRESETS), default="vit-base")
-    explain.add_argument("--image-size", type=int, default=224, help="model input size")
-    explain.add_argument("--batch-size", type=int, default=64)
-    explain.add_argument("--batches", type=int, default=10, help="batches per timed repeat")
-    explain.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
-    explain.add_argument("--warmup", type=int, default=2, help="batches run before timing each path")
+    explain.add_argument("--image-size", type=at_least(1), default=224, help="model input size")
+    explain.add_argument("--batch-size", type=at_least(1), default=64)
+    explain.add_argument("--batches", type=at_least(1), default=10, help="batches per timed repeat")
+    explain.add_argument("--repeats", type=at_least(1), default=3, help="timed repeats; the median is reported")
+    explain.add_argument("--warmup", type=at_least(0), default=2, help="batches run before timing each path")
     explain.add_argument("--bf16", action="store_true", default=None, help="add bf16 paths on the CPU too")
     explain.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
     explain.set_defaults(run=run_explain)
@@ -150,16 +164,18 @@ def main() -> None:
         "faithfulness", help="deletion + insertion curves (K steps) over N images vs 2K forward passes"
     )
     faithfulness.add_argument("--model", choices=sorted(GRADCAM_PRESETS), default="vit-base")
-    faithfulness.add_argument("--image-size", type=int, default=224)
-    faithfulness.add_argument("--images", type=int, default=512)
-    faithfulness.add_argument("--steps", type=int, default=20, help="K")
-    faithfulness.add_argument("--batch-size", type=int, default=64)
-    faithfulness.add_argument("--repeats", type=int, default=3)
-    faithfulness.add_argument("--warmup", type=int, default=1)
+    faithfulness.add_argument("--image-size", type=at_least(1), default=224)
+    faithfulness.add_argument("--images", type=at_least(1), default=512)
+    faithfulness.add_argument("--steps", type=at_least(1), default=20, help="K")
+    faithfulness.add_argument("--batch-size", type=at_least(1), default=64)
+    faithfulness.add_argument("--repeats", type=at_least(1), default=3)
+    faithfulness.add_argument("--warmup", type=at_least(0), default=1)
     faithfulness.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast on the CPU too")
     faithfulness.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
     faithfulness.set_defaults(run=run_faithfulness)
     args = parser.parse_args()
+    if args.command in ("train", "distill") and args.warmup >= args.steps:
+        parser.error(f"--warmup ({args.warmup}) must be smaller than --steps ({args.steps}), or nothing is timed")
     args.run(args)
 
 

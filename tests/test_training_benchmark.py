@@ -102,3 +102,22 @@ def test_benchmark_train_prints_each_path_and_the_ratios_of_one_run() -> None:
         assert fits_printed_rates(ratio, project_rate, rate)  # the ratio column is from the same run
     bare_over_usual = float(re.search(r"The bare loop runs at ([\d.]+)x", result.stdout).group(1))
     assert fits_printed_rates(bare_over_usual, rows[2][1], rows[1][1])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["train", "--steps", "3", "--warmup", "3"],
+            "--warmup (3) must be smaller than --steps (3), or nothing is timed",
+        ),
+        (["train", "--batch-size", "0"], "argument --batch-size: 0 is below 1"),
+        (["distill", "--warmup", "-1"], "argument --warmup: -1 is below 0"),
+    ],
+)
+def test_bad_benchmark_options_end_in_one_line(options: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", *options, "--cpu"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(message)
