@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         {
             n: {
                 "latency_ms": m["cost"]["latency_ms_batch_1"],
+                "latency_quartiles": m["cost"]["latency_ms_batch_1_quartiles"],
                 "accuracy": m["classification"]["accuracy"],
                 "auc": m["classification"]["auc"],
                 "parameters": m["cost"]["parameters"],

@@ -73,7 +73,11 @@ def test_results_table_rows_come_from_measurement(distilled) -> None:
         model = AutoModelForImageClassification.from_pretrained(tmp_path / folder)
         assert row["cost"]["parameters"] == count_parameters(model)
         assert row["cost"]["size_on_disk_bytes"] == (tmp_path / folder / "model.safetensors").stat().st_size
-        assert row["cost"]["latency_ms_batch_1"] > 0 and row["cost"]["throughput_images_per_s"] > 0
+        cost = row["cost"]
+        for batch in (1, 64):
+            lower, upper = cost[f"latency_ms_batch_{batch}_quartiles"]
+            assert 0 < lower <= cost[f"latency_ms_batch_{batch}"] <= upper
+        assert cost["throughput_images_per_s"] == pytest.approx(1000 / cost["latency_ms_batch_64"])
         assert set(row["test_metrics"]) == {"accuracy", "auc", "f1"}
     student_metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())["test"]
     assert rows[1]["test_metrics"]["accuracy"] == pytest.approx(student_metrics["accuracy"])
@@ -81,6 +85,10 @@ def test_results_table_rows_come_from_measurement(distilled) -> None:
     assert result["rows"] == rows
     markdown = (tmp_path / "student" / "results.md").read_text()
     assert "| student (distilled) | DeiT (distillation token) |" in markdown
+    for row in rows:  # each latency with its quartiles, as the note under the table says
+        lower, upper = row["cost"]["latency_ms_batch_1_quartiles"]
+        assert f"| {row['cost']['latency_ms_batch_1']:.2f} ({lower:.2f}–{upper:.2f}) ms |" in markdown
+    assert "with the quartiles of those passes in brackets" in markdown
     assert "scripts/distill.py" in markdown
 
 

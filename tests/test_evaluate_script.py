@@ -80,7 +80,14 @@ def test_report_holds_every_measurement(report: dict) -> None:
     for name in ("teacher", "student"):
         model = report["models"][name]
         assert {"accuracy", "auc", "f1", "ece", "per_class"} <= set(model["classification"])
-        assert model["cost"]["parameters"] > 0 and model["cost"]["latency_ms_batch_1"] > 0
+        cost = model["cost"]
+        assert cost["parameters"] > 0
+        assert (
+            0
+            < cost["latency_ms_batch_1_quartiles"][0]
+            <= cost["latency_ms_batch_1"]
+            <= cost["latency_ms_batch_1_quartiles"][1]
+        )
         assert {"deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"} <= set(
             model["faithfulness"]["gradcam"]
         )

@@ -116,7 +116,17 @@ def test_death_between_renames_of_the_final_save_leaves_a_folder_that_does_not_l
 
 
 def _row(accuracy: float) -> ResultRow:
-    cost = ModelCost(1000, 4000, 1.0, 0.1, 10000.0, "cpu", "float32")
+    cost = ModelCost(
+        parameters=1000,
+        size_on_disk_bytes=4000,
+        latency_ms_batch_1=1.0,
+        latency_ms_batch_64=0.1,
+        latency_ms_batch_1_quartiles=[0.9, 1.2],
+        latency_ms_batch_64_quartiles=[0.09, 0.11],
+        throughput_images_per_s=10000.0,
+        device="cpu",
+        dtype="float32",
+    )
     return ResultRow("student (distilled)", "run", "ResNet", cost, {"accuracy": accuracy})
 
 

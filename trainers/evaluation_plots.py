@@ -79,16 +79,32 @@ def plot_probability_bars(
 
 
 def plot_accuracy_latency(points: dict[str, dict[str, float]], path: str | Path) -> None:
-    """Test accuracy against latency per image (batch 1), marker area proportional to parameters."""
+    """Test accuracy against latency per image (batch 1), marker area proportional to parameters; a horizontal bar
+    spans the latency's quartiles when a point has ``latency_quartiles``."""
     figure = Figure(figsize=(5.5, 4))
     axis = figure.subplots()
     largest = max(point["parameters"] for point in points.values())
-    for model, point in points.items():
-        axis.scatter(point["latency_ms"], point["accuracy"], s=40 + 400 * point["parameters"] / largest, alpha=0.6)
-        axis.annotate(
-            f"{model}\n{point['parameters'] / 1e6:.2f}M", (point["latency_ms"], point["accuracy"]), fontsize=8
+    for index, (model, point) in enumerate(points.items()):
+        colour = f"C{index}"
+        axis.scatter(
+            point["latency_ms"], point["accuracy"], s=40 + 400 * point["parameters"] / largest, alpha=0.6, color=colour
         )
-    axis.set(xlabel="latency per image at batch 1 (ms)", ylabel="test accuracy", title="Accuracy vs latency")
+        if "latency_quartiles" in point:
+            lower, upper = point["latency_quartiles"]
+            axis.hlines(point["accuracy"], lower, upper, color=colour, linewidth=1.5)
+        axis.annotate(
+            f"{model}\n{point['parameters'] / 1e6:.2f}M",
+            (point["latency_ms"], point["accuracy"]),
+            xytext=(8, 6),  # beside the marker, not on it
+            textcoords="offset points",
+            fontsize=8,
+        )
+    axis.margins(x=0.15, y=0.15)  # room for the labels and the quartile bars inside the frame
+    axis.set(
+        xlabel="latency per image at batch 1 (ms): median, bar = quartiles",
+        ylabel="test accuracy",
+        title="Accuracy vs latency",
+    )
     axis.grid(alpha=0.3)
     atomic_save_figure(figure, path)
 

@@ -9,6 +9,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from pipelines.errors import ConfigError
 from pipelines.io import atomic_write_json, atomic_write_text
+from trainers.model_cost import latency_text
 
 SECTION_TITLE = "## Evaluation report"
 
@@ -31,8 +32,8 @@ def _cost_cells(cost: dict[str, Any]) -> list[str]:
     return [
         f"{cost['parameters']:,}",
         f"{cost['size_on_disk_mib']:.2f}",
-        f"{cost['latency_ms_batch_1']:.3f}",
-        f"{cost['latency_ms_batch_64']:.3f}",
+        latency_text(cost["latency_ms_batch_1"], cost["latency_ms_batch_1_quartiles"], 3),
+        latency_text(cost["latency_ms_batch_64"], cost["latency_ms_batch_64_quartiles"], 3),
         f"{cost['throughput_images_per_s']:,.0f}",
     ]
 
@@ -70,8 +71,8 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
             "model",
             "parameters",
             "size on disk (MiB)",
-            "latency/image, batch 1 (ms)",
-            "latency/image, batch 64 (ms)",
+            "latency/image, batch 1 (ms): median (quartiles)",
+            "latency/image, batch 64 (ms): median (quartiles)",
             "throughput (img/s)",
         ],
         [[name, *_cost_cells(model["cost"])] for name, model in models.items()],

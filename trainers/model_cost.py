@@ -16,13 +16,17 @@ from transformers import PreTrainedModel
 class ModelCost:
     """Measured cost of one model on one device.
 
-    Latencies are the median over timed repeats after warm-up, divided by the batch size.
+    Latencies are the median over timed repeats after warm-up, divided by the batch size; each comes with the
+    quartiles of those repeats (the middle half of them lies between the two), so that a reader can tell a real
+    difference between two models from timing noise.
     """
 
     parameters: int
     size_on_disk_bytes: int
     latency_ms_batch_1: float
     latency_ms_batch_64: float
+    latency_ms_batch_1_quartiles: list[float]  # [lower, upper], as JSON holds it
+    latency_ms_batch_64_quartiles: list[float]
     throughput_images_per_s: float
     device: str
     dtype: str
@@ -61,7 +65,7 @@ def model_input_shape(model: PreTrainedModel, image_size: tuple[int, int]) -> tu
 
 
 @torch.no_grad()
-def batch_latency(
+def batch_timings(
     model: torch.nn.Module,
     input_shape: tuple[int, int, int],
     batch_size: int,
@@ -69,8 +73,9 @@ def batch_latency(
     dtype: torch.dtype = torch.float32,
     warmup: int = 3,
     repeats: int = 20,
-) -> float:
-    """Median seconds for one forward pass over a batch of `batch_size` (C, H, W) inputs, in eval mode."""
+) -> list[float]:
+    """Seconds of each of `repeats` forward passes over a batch of `batch_size` (C, H, W) inputs, in eval mode,
+    after `warmup` untimed ones."""
     model = model.eval().to(device=device, dtype=dtype)
     pixel_values = torch.randn(batch_size, *input_shape, device=device, dtype=dtype)
     timings = []
@@ -81,7 +86,21 @@ def batch_latency(
         synchronize(device)
         if step >= warmup:
             timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
+    return timings
+
+
+def per_image_ms(timings: list[float], batch_size: int) -> tuple[float, list[float]]:
+    """The median of batch `timings` (seconds) as milliseconds per image, and the lower and upper quartiles."""
+    lower, _, upper = statistics.quantiles(timings, n=4, method="inclusive") if len(timings) > 1 else timings * 3
+    scale = 1000 / batch_size
+    return statistics.median(timings) * scale, [lower * scale, upper * scale]
+
+
+def latency_text(median: float, quartiles: list[float], digits: int) -> str:
+    """A latency with its spread for a table: ``0.52 (0.50–0.55)``, the median with the repeats' quartiles (an en
+    dash, so that the upper quartile cannot be read as a negative number)."""
+    lower, upper = quartiles
+    return f"{median:.{digits}f} ({lower:.{digits}f}–{upper:.{digits}f})"
 
 
 def synchronize(device: torch.device) -> None:
@@ -101,14 +120,17 @@ def measure_cost(
 ) -> ModelCost:
     """Parameters, weight bytes, per-image latency at batch 1 and `large_batch`, and throughput at `large_batch`."""
     shape = model_input_shape(model, image_size)
-    single = batch_latency(model, shape, 1, device, dtype, repeats=repeats)
-    large = batch_latency(model, shape, large_batch, device, dtype, repeats=max(3, repeats // 4))
+    single, single_quartiles = per_image_ms(batch_timings(model, shape, 1, device, dtype, repeats=repeats), 1)
+    large_timings = batch_timings(model, shape, large_batch, device, dtype, repeats=max(3, repeats // 4))
+    large, large_quartiles = per_image_ms(large_timings, large_batch)
     return ModelCost(
         parameters=count_parameters(model),
         size_on_disk_bytes=size_on_disk(folder, model),
-        latency_ms_batch_1=single * 1000,
-        latency_ms_batch_64=large / large_batch * 1000,
-        throughput_images_per_s=large_batch / large,
+        latency_ms_batch_1=single,
+        latency_ms_batch_64=large,
+        latency_ms_batch_1_quartiles=single_quartiles,
+        latency_ms_batch_64_quartiles=large_quartiles,
+        throughput_images_per_s=1000 / large,
         device=torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu",
         dtype=str(dtype).removeprefix("torch."),
     )

@@ -10,7 +10,7 @@ import torch
 
 from pipelines.io import atomic_write_json, atomic_write_text
 from pipelines.preprocess import processed_size
-from trainers.model_cost import ModelCost, measure_cost
+from trainers.model_cost import ModelCost, latency_text, measure_cost
 from trainers.reporting import strip_prefix
 
 METRIC_COLUMNS = ("accuracy", "auc", "f1")
@@ -41,13 +41,18 @@ def results_markdown(rows: list[ResultRow]) -> str:
         cost, metrics = row.cost, row.test_metrics
         lines.append(
             f"| {row.role} | {row.architecture} | {cost.parameters / 1e6:.2f}M | {cost.size_on_disk_bytes / 2**20:.1f} MiB "
-            f"| {cost.latency_ms_batch_1:.2f} ms | {cost.latency_ms_batch_64:.3f} ms | {cost.throughput_images_per_s:,.0f} img/s | "
+            f"| {latency_text(cost.latency_ms_batch_1, cost.latency_ms_batch_1_quartiles, 2)} ms "
+            f"| {latency_text(cost.latency_ms_batch_64, cost.latency_ms_batch_64_quartiles, 3)} ms "
+            f"| {cost.throughput_images_per_s:,.0f} img/s | "
             + " | ".join(f"{metrics.get(name, float('nan')):.4f}" for name in METRIC_COLUMNS)
             + " |"
         )
     devices = sorted({f"{row.cost.device} ({row.cost.dtype})" for row in rows})
     lines.append("")
-    lines.append(f"Latency: median of timed forward passes after warm-up, on {', '.join(devices)}.")
+    lines.append(
+        "Latency: median of timed forward passes after warm-up, with the quartiles of those passes in brackets, "
+        f"on {', '.join(devices)}."
+    )
     return "\n".join(lines)
 
 
