@@ -90,3 +90,19 @@ def test_display_images_resize_to_the_maps() -> None:
     shown = display_images(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), (32, 32))
     assert shown.shape == (2, 32, 32, 1) and shown.dtype == np.uint8
     assert resize_maps(torch.rand(2, 8, 8), (32, 32)).shape == (2, 32, 32)
+
+
+def test_edges_of_an_upsampled_image_follow_its_outline_one_line_thin() -> None:
+    # 28 px images shown at 224 px, as a MedMNIST image is under a ViT's map: bilinear upsampling leaves 8 px cells
+    # of constant gradient, which the thinning alone turned into bands and dashes across the cells.
+    yy, xx = np.mgrid[:28, :28]
+    disc = np.where((yy - 13.5) ** 2 + (xx - 13.5) ** 2 < 8**2, 220, 30).astype(np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    disc_edges, noise_edges = (
+        edge_mask(image) for image in display_images(torch.from_numpy(np.stack([disc, noise]))[:, None], (224, 224))
+    )
+    yy, xx = np.nonzero(disc_edges)
+    assert np.abs(np.hypot(yy - 111.5, xx - 111.5) - 64).max() <= 6  # on the disc's outline (radius 8 px x 8)
+    assert 0.9 * 2 * np.pi * 64 <= disc_edges.sum() <= 2.5 * 2 * np.pi * 64  # all round it, one or two pixels thin
+    filled_2x2 = noise_edges[:-1, :-1] & noise_edges[1:, :-1] & noise_edges[:-1, 1:] & noise_edges[1:, 1:]
+    assert noise_edges.sum() > 500 and not filled_2x2.any()  # many edges, none of them a band
