@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -73,7 +74,8 @@ def edge_mask(image: np.ndarray, quantile: float = 0.8) -> np.ndarray:
         bool (H, W).
     """
     grey = torch.as_tensor(image, dtype=torch.float32).mean(dim=2)[None, None]  # (1, 1, H, W)
-    grey = gaussian_blur(grey, sigma=max(1.0, min(grey.shape[-2:]) / 56))
+    sigma = max(1.0, min(grey.shape[-2:]) / 56)
+    grey = TF.gaussian_blur(grey, kernel_size=2 * round(3 * sigma) + 1, sigma=sigma)
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     kernels = torch.stack([sobel_x, sobel_x.T])[:, None]  # (2, 1, 3, 3)
     gradients = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)[0]  # (2, H, W)
@@ -87,16 +89,6 @@ def edge_mask(image: np.ndarray, quantile: float = 0.8) -> np.ndarray:
     thin = torch.where(mostly_x, magnitude >= across_x, magnitude >= across_y)
     strong = (magnitude >= torch.quantile(magnitude.flatten(), quantile)) & (magnitude > 0.2 * magnitude.max())
     return (thin & strong).numpy()
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(B, 1, H, W) smoothed by a Gaussian of `sigma` pixels, edges replicated."""
-    radius = max(1, round(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    padded = F.pad(images, (radius, radius, radius, radius), mode="replicate")
-    return F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
 
 
 def draw_image(axis: Axes, image: np.ndarray) -> None:
