@@ -10,8 +10,9 @@ import pytest
 from conftest import make_medmnist_npz, real_medmnist_root, requires_real_medmnist
 from medmnist import INFO
 
+import pipelines.medmnist_npz
 from pipelines import DataArguments, DataError, ImageCollator, OfflineError, load_image_dataset
-from pipelines.medmnist_npz import load_medmnist, locate_medmnist, medmnist_flags, verify_md5
+from pipelines.medmnist_npz import load_medmnist, locate_medmnist, medmnist_flags, medmnist_source, verify_md5
 
 
 @requires_real_medmnist
@@ -62,6 +63,9 @@ def test_every_size_maps_to_its_file_name_and_url(tmp_path: Path, size: int) -> 
     make_medmnist_npz(tmp_path / name, flag="bloodmnist", size=size, counts=(3, 2, 2))
     splits = load_medmnist("bloodmnist", size, str(tmp_path), verify=False)
     assert splits["train"].features["image"].shape == (size, size, 3)
+    url, md5 = medmnist_source("bloodmnist", size)
+    assert url.split("/")[-1].split("?")[0] == name  # the release file of this size, not the 28 px one
+    assert md5 == INFO["bloodmnist"]["MD5" if size == 28 else f"MD5_{size}"]
 
 
 def test_every_2d_subset_is_supported() -> None:
@@ -103,15 +107,21 @@ def test_md5_mismatch_is_refused(npz_dir: Path) -> None:
         load_image_dataset(DataArguments(dataset_name="breastmnist", data_dir=str(npz_dir)))
 
 
-def test_md5_verified_once_then_remembered_until_file_changes(tmp_path: Path) -> None:
+def test_md5_verified_once_then_remembered_until_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "file.bin"
     path.write_bytes(b"medmnist")
     expected = hashlib.md5(b"medmnist").hexdigest()
+    hashed, md5 = [], hashlib.md5
+    monkeypatch.setattr(
+        pipelines.medmnist_npz.hashlib, "md5", lambda *args: hashed.append(path.read_bytes()) or md5(*args)
+    )
     verify_md5(path, expected)
-    verify_md5(path, expected)  # remembered: no error, same answer
+    verify_md5(path, expected)  # remembered: no error, and not hashed again
+    assert hashed == [b"medmnist"]
     path.write_bytes(b"changed!")
     with pytest.raises(DataError, match="MD5"):
         verify_md5(path, expected)
+    assert hashed == [b"medmnist", b"changed!"]  # a changed file is hashed again, and refused
 
 
 @pytest.mark.parametrize(
