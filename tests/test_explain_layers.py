@@ -81,11 +81,32 @@ def test_transformers_are_told_apart_from_cnns() -> None:
 
 
 def test_a_named_layer_is_used_as_given() -> None:
-    model = tiny("vit")
-    explanation = GradCAM(model, target_layer="vit.layers.0.layernorm_before")(images(2))
-    default = GradCAM(model)(images(2)).maps
-    assert explanation.maps.shape == (2, 32, 32)
-    assert not torch.allclose(explanation.maps, default)
+    library = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, name = tiny("vit"), "vit.layers.0.layernorm_before"
+    method = GradCAM(model, target_layer=name)
+    module = dict(model.named_modules())[name]
+    assert method.layer.module is module  # that exact module, not its block
+    explanation = method(images(2))
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.model(pixel_values=pixel_values).logits
+
+    side = model.config.image_size // model.config.patch_size
+
+    def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:  # (B, 1 + side^2, C) -> (B, C, side, side)
+        return tokens[:, 1:].reshape(tokens.shape[0], side, side, -1).permute(0, 3, 1, 2)
+
+    targets = [ClassifierOutputTarget(int(target)) for target in explanation.target]
+    with library.GradCAM(model=Logits(), target_layers=[module], reshape_transform=tokens_to_grid) as cam:
+        reference = cam(images(2), targets=targets)  # (B, 32, 32), each scaled to 0-1
+    assert (explanation.maps - torch.from_numpy(reference)).abs().max() < 1e-5
 
 
 def test_unknown_layer_lists_the_candidates() -> None:
