@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -152,7 +153,11 @@ def test_help_lists_every_key_with_its_help(capsys: pytest.CaptureFixture[str]) 
         parse_config(DATACLASSES, ["--help"])
     assert exit_.value.code == 0
     printed = capsys.readouterr().out
-    assert "--class_names" in printed and "--learning_rate" in printed and "--precision" in printed
+    for group in DATACLASSES:
+        for field in dataclasses.fields(group):
+            if field.init:
+                assert f"--{field.name} " in printed, field.name
+    assert "Class names in label order" in printed  # with its help text (DataArguments.class_names)
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
