@@ -70,6 +70,8 @@ def test_command_line_overrides_win_and_are_typed(tmp_path: Path) -> None:
     assert data_args.train_augmentation is False and data_args.horizontal_flip is True  # as --help lists them
     assert training_args.learning_rate == pytest.approx(1e-3)
     assert model_args.precision == "fp32"
+    _, _, dashed = parse_config(DATACLASSES, [str(path), "--num-train-epochs", "3", "--no-disable-tqdm"])
+    assert dashed.num_train_epochs == 3 and dashed.disable_tqdm is False  # the dashed spellings --help also lists
 
 
 def test_yaml_exponent_strings_become_floats(tmp_path: Path) -> None:

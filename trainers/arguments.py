@@ -168,7 +168,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """``--key value`` / ``--key=value`` pairs, each value read as a YAML scalar; a bare ``--flag`` means true."""
+    """``--key value`` / ``--key=value`` pairs, each value read as a YAML scalar; a bare ``--flag`` means true.
+    Dashes in a key mean underscores."""
     overrides: dict[str, Any] = {}
     index = 0
     while index < len(args):
@@ -176,6 +177,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         if not arg.startswith("--"):
             raise ConfigError(f"Unexpected argument '{arg}'; overrides look like --key value.")
         key, equals, value = arg[2:].partition("=")
+        key = key.replace("-", "_")  # --help lists each key with dashes too (--num-train-epochs), as argparse does
         if not equals:
             if index + 1 < len(args) and not args[index + 1].startswith("--"):
                 value = args[index + 1]
