@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import (
     PROCESSOR_32,
     ROOT,
@@ -23,11 +24,14 @@ from conftest import (
     tiny_run_config,
     write_config,
 )
+from medmnist.evaluator import getAUC
 from PIL import Image as PILImage
 from safetensors.torch import load_file
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 from pipelines import ConfigError, DataError, DevicePreprocess
+from trainers.image_classification import build_trainer
 
 main = load_script("finetune").main
 
@@ -63,8 +67,34 @@ def test_run_writes_model_processor_metrics_and_plots(finished_run) -> None:
     assert metrics["validation"]["samples"] == COUNTS[1] and metrics["test"]["samples"] == COUNTS[2]
     for split in ("validation", "test"):
         assert {"accuracy", "auc", "f1", "loss"} <= set(metrics[split])
-        assert 0.0 <= metrics[split]["accuracy"] <= 1.0
     assert not list(output_dir.glob(".*.tmp"))
+
+
+def test_reported_metrics_match_the_saved_model_scored_by_sklearn(finished_run) -> None:
+    output_dir, _, data_dir = finished_run
+    arrays = np.load(data_dir / "breastmnist.npz")
+    model = AutoModelForImageClassification.from_pretrained(output_dir).eval()
+    preprocess = DevicePreprocess(AutoImageProcessor.from_pretrained(output_dir), num_channels=3)
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    for split, prefix in (("validation", "val"), ("test", "test")):
+        images, labels = arrays[f"{prefix}_images"], arrays[f"{prefix}_labels"][:, 0].astype(np.int64)
+        with torch.no_grad():
+            logits = model(pixel_values=preprocess(torch.from_numpy(images)[:, None])).logits.double()
+        probabilities = logits.softmax(-1).numpy()
+        predicted = probabilities.argmax(1)
+        # Not vacuous: both classes present and no tied scores, so AUC is defined and any mix-up of which label
+        # belongs to which image (reversed, shuffled) would move it.
+        assert set(labels) == {0, 1} and len(np.unique(probabilities[:, 1])) == len(labels), split
+        reported = metrics[split]
+        # Accuracy, AUC and F1 depend only on the argmax and the order of the scores. Recomputing the logits in one
+        # batch instead of Trainer's batches of 8 moves them by float32 rounding (~1e-7), far below any gap between
+        # two images' scores, so the metrics agree up to float summation: 1e-9.
+        assert reported["accuracy"] == pytest.approx(accuracy_score(labels, predicted), abs=1e-9), split
+        assert reported["auc"] == pytest.approx(roc_auc_score(labels, probabilities[:, 1]), abs=1e-9), split
+        assert reported["f1"] == pytest.approx(f1_score(labels, predicted, average="macro"), abs=1e-9), split
+        # The loss sums float32 values in another order than ours: 1e-5 relative.
+        expected_loss = F.cross_entropy(logits, torch.from_numpy(labels)).item()
+        assert reported["loss"] == pytest.approx(expected_loss, rel=1e-5), split
 
 
 def test_saved_model_works_in_a_plain_transformers_pipeline(finished_run) -> None:
@@ -176,13 +206,45 @@ def test_resume_true_without_checkpoints_starts_fresh(tmp_path: Path, npz_dir: P
     assert report["test"]["samples"] == 16
 
 
-def test_multi_label_run_trains_with_bce(tmp_path: Path) -> None:
+def test_multi_label_run_trains_with_smoothed_bce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_medmnist_npz(tmp_path / "data" / "chestmnist.npz", flag="chestmnist")
     values = tiny_run_config(tmp_path, tmp_path / "data", dataset_name="chestmnist", label_smoothing_factor=0.1)
+    built = []  # the trainer main() builds, kept to ask it for its loss after the run
+
+    def build_and_keep(*args, **kwargs):
+        built.append(build_trainer(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setitem(main.__globals__, "build_trainer", build_and_keep)
     report = main([str(write_config(tmp_path / "c.yaml", **values))])
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification" and len(config["id2label"]) == 14
-    assert np.isfinite(report["test"]["loss"]) and 0 <= report["test"]["auc"] <= 1
+
+    (trainer,) = built
+    model = trainer.model.eval()
+    labels = torch.from_numpy(np.load(tmp_path / "data" / "chestmnist.npz")["val_labels"]).double()
+    # Hand-made BCE with logits against targets smoothed towards 0.5 by 0.1 (1 -> 0.95, 0 -> 0.05), per image.
+    targets = labels * 0.9 + 0.05
+    start, logits = 0, []
+    for batch in trainer.get_eval_dataloader():  # the validation split, in file order, batches of 8 and 4
+        inputs = trainer._prepare_inputs(batch)  # uint8 images -> pixel_values, as in training and evaluation
+        torch.testing.assert_close(inputs["labels"].double(), labels[start : start + len(inputs["labels"])])
+        with torch.no_grad():
+            loss = trainer.compute_loss(model, inputs)
+            batch_logits = model(pixel_values=inputs["pixel_values"]).logits.double()
+        batch_targets = targets[start : start + len(batch_logits)]
+        by_hand = -(batch_targets * F.logsigmoid(batch_logits) + (1 - batch_targets) * F.logsigmoid(-batch_logits))
+        # float32 loss against a float64 formula: 1e-5 relative.
+        assert loss.item() == pytest.approx(by_hand.mean().item(), rel=1e-5)
+        logits.append(batch_logits)
+        start += len(batch_logits)
+    assert start == len(labels) == report["validation"]["samples"]
+    logits = torch.cat(logits)
+    by_hand = -(targets * F.logsigmoid(logits) + (1 - targets) * F.logsigmoid(-logits))
+    assert report["validation"]["loss"] == pytest.approx(by_hand.mean().item(), rel=1e-5)
+    # Mean per-label AUC by MedMNIST's own evaluator, on the logits of the same batches as Trainer's: 1e-9.
+    expected_auc = getAUC(labels.numpy(), torch.sigmoid(logits).numpy(), "multi-label, binary-class")
+    assert report["validation"]["auc"] == pytest.approx(expected_auc, abs=1e-9)
 
 
 def test_photo_folder_with_mixed_sizes_trains(tmp_path: Path) -> None:

@@ -88,3 +88,20 @@ def test_loss_is_cross_entropy_or_bce_with_optional_smoothing() -> None:
     p = torch.sigmoid(logits)
     bce = -(torch.log(p[0, 0]) + torch.log(1 - p[0, 1]) + torch.log(1 - p[1, 0]) + torch.log(p[1, 1])) / 4
     torch.testing.assert_close(multi, bce)
+
+
+def test_label_smoothing_moves_targets_as_documented() -> None:
+    import torch
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-0.3, 1.5, -2.0]])
+    # Multi-label, eps 0.1: targets move towards 0.5 by eps, 1 -> 0.95 and 0 -> 0.05; BCE with logits by hand.
+    multi_hot = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    targets = 0.9 * multi_hot + 0.05
+    p = torch.sigmoid(logits)
+    bce = -(targets * torch.log(p) + (1 - targets) * torch.log(1 - p)).mean()
+    torch.testing.assert_close(classification_loss(logits, multi_hot, True, 0.1), bce)
+    # Single-label, 3 classes, eps 0.3: the true class gets 1 - eps + eps/3 = 0.8, each other class eps/3 = 0.1
+    # (3 classes, so eps/K and eps/(K-1) would differ).
+    smoothed = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1]])
+    by_hand = -(smoothed * torch.log_softmax(logits, 1)).sum(1).mean()
+    torch.testing.assert_close(classification_loss(logits, torch.tensor([0, 1]), label_smoothing=0.3), by_hand)
