@@ -6,10 +6,15 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz
 from huggingface_hub import ModelCard
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, roc_auc_score
+from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+from explain.faithfulness import deletion_insertion, random_maps
 from pipelines import ConfigError, UserFacingError
 from pipelines.models import build_classifier
 from trainers.evaluation_report import fold_into_model_card
@@ -75,13 +80,72 @@ def test_report_files_exist(setup: Path, report: dict) -> None:
     assert len([f for f in report["figures"].values() if f.startswith("confusion_")]) == 2
 
 
-def test_report_holds_every_measurement(report: dict) -> None:
+def split_images(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The test split straight from the npz: uint8 (N, 28, 28) images and (N,) class indices."""
+    with np.load(root / "data" / "breastmnist.npz") as arrays:
+        return arrays["test_images"], arrays["test_labels"][:, 0].astype(np.int64)
+
+
+def load_plainly(folder: Path) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The saved model, loaded with transformers alone, and its image processor's inputs for the test split
+    (grayscale repeated to RGB), so that the report's numbers are checked without the script's own code."""
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    images, _ = split_images(folder.parent)
+    rgb = [np.repeat(image[:, :, None], 3, axis=2) for image in images]
+    return model, processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Guo et al. (2017): 15 equal-width confidence bins (low, high], weighted |accuracy - confidence|."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            total += inside.sum() * abs(correct[inside].mean() - confidence[inside].mean())
+    return total / len(labels)
+
+
+def test_report_holds_every_measurement(setup: Path, report: dict) -> None:
     assert report["images"] == 11 and report["explained_images"] == 6 and report["reference"] == "teacher"
+    _, labels = split_images(setup)
+    # The script's documented sample for explanations: numpy's generator seeded with --seed (0), sorted.
+    chosen = np.sort(np.random.default_rng(0).choice(11, 6, replace=False))
     for name in ("teacher", "student"):
         model = report["models"][name]
-        assert {"accuracy", "auc", "f1", "ece", "per_class"} <= set(model["classification"])
+        network, pixel_values = load_plainly(setup / name)
+        with torch.no_grad():
+            probabilities = network(pixel_values).logits.softmax(dim=-1).double().numpy()
+        predicted = probabilities.argmax(axis=1)
+        # Each model's classification numbers come from its own outputs (not the reference model's).
+        classification = model["classification"]
+        assert classification["accuracy"] == pytest.approx(accuracy_score(labels, predicted)), name
+        assert classification["auc"] == pytest.approx(roc_auc_score(labels, probabilities[:, 1])), name
+        assert classification["f1"] == pytest.approx(f1_score(labels, predicted, average="macro")), name
+        assert classification["ece"] == pytest.approx(expected_calibration_error(probabilities, labels), abs=1e-6)
+        precision, recall, _, support = precision_recall_fscore_support(
+            labels, predicted, labels=[0, 1], zero_division=0
+        )
+        assert classification["per_class"] == {
+            label: {"precision": pytest.approx(p), "recall": pytest.approx(r), "support": s}
+            for label, p, r, s in zip(LABELS, precision, recall, support)
+        }, name
+        # The random-map baseline of the faithfulness numbers depends only on the images, the model's predicted
+        # classes and the seed, so the library's deletion/insertion function can recompute it here. The Grad-CAM
+        # areas would need Grad-CAM maps, which only the code under test makes; they are left to the explain tests.
+        inputs = pixel_values[chosen]
+        baseline = deletion_insertion(
+            network, inputs, random_maps(inputs[:, 0], seed=0), torch.from_numpy(predicted[chosen]), steps=3
+        )
+        gradcam = model["faithfulness"]["gradcam"]
+        assert gradcam["random_deletion_auc"] == pytest.approx(float(baseline.deletion_auc.mean()), abs=1e-5)
+        assert gradcam["random_insertion_auc"] == pytest.approx(float(baseline.insertion_auc.mean()), abs=1e-5)
+        assert gradcam["images"] == 6
         cost = model["cost"]
-        assert cost["parameters"] > 0
+        assert cost["parameters"] == sum(parameter.numel() for parameter in network.parameters())
         assert (
             0
             < cost["latency_ms_batch_1_quartiles"][0]
@@ -134,13 +198,38 @@ def test_bad_arguments_are_one_sentence(setup: Path, extra: dict, message: str) 
         main(arguments(setup, **extra))
 
 
-def test_models_with_other_labels_are_refused_or_limited_to_shared_labels(setup: Path) -> None:
-    save_model(setup / "three", TINY_RESNET, ["normal, benign", "other", "malignant"])
+def test_models_with_other_labels_are_refused_or_limited_to_shared_labels(setup: Path, report: dict) -> None:
+    # "three" is the teacher with its head's rows moved to a different label order (plus a zero row for a label
+    # the dataset lacks): on the shared labels its logits are the teacher's, if each is read from its own column.
+    three_labels = ["normal, benign", "other", "malignant"]
+    three, processor = build_classifier(TINY_RESNET, three_labels, image_processor_config=PROCESSOR_32)
+    teacher = AutoModelForImageClassification.from_pretrained(setup / "teacher").state_dict()
+    weights = {}
+    for key, value in three.state_dict().items():
+        if value.shape == teacher[key].shape:
+            weights[key] = teacher[key]
+        else:  # a head parameter: one row per label
+            weights[key] = torch.zeros_like(value)
+            for row, label in enumerate(three_labels):
+                if label in LABELS:
+                    weights[key][row] = teacher[key][LABELS.index(label)]
+    three.load_state_dict(weights)
+    three.save_pretrained(setup / "three")
+    processor.save_pretrained(setup / "three")
+
     with pytest.raises(ConfigError, match="allow_label_mismatch"):
         main(arguments(setup, "teacher", "three"))
     limited = main(arguments(setup, "teacher", "three", allow_label_mismatch="true", out=str(setup / "limited")))
     assert limited["labels"] == LABELS
-    assert set(limited["models"]["three"]["classification"]["per_class"]) == set(LABELS)
+    # Every image's class is shared, so both models are scored on the whole split, as the teacher was alone.
+    expected = dict(report["models"]["teacher"]["classification"])
+    expected_per_class = expected.pop("per_class")  # pytest.approx takes no nested dictionaries
+    for name in ("teacher", "three"):
+        classification = dict(limited["models"][name]["classification"])
+        per_class = classification.pop("per_class")
+        assert classification == pytest.approx(expected), name
+        for label in LABELS:
+            assert per_class[label] == pytest.approx(expected_per_class[label]), (name, label)
 
 
 def test_report_folds_into_a_model_card_once(setup: Path) -> None:
