@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import faults
+import numpy as np
 import pytest
+import torch
 from conftest import (
     PROCESSOR_32,
     ROOT,
@@ -20,7 +22,8 @@ from conftest import (
     write_config,
 )
 from huggingface_hub import ModelCard
-from transformers import AutoModelForImageClassification
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import trainers.hub
 from pipelines import ConfigError, OfflineError
@@ -35,6 +38,7 @@ COUNTS = (40, 13, 17)
 
 
 def save_teacher(folder: Path, labels: list[str] = LABELS) -> Path:
+    torch.manual_seed(0)  # the same random teacher in every run
     model, processor = build_classifier(TINY_RESNET, labels, image_processor_config=PROCESSOR_32)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -58,10 +62,37 @@ def distill_config(tmp_path: Path, **overrides: object) -> Path:
     return write_config(tmp_path / "distill.yaml", **values)
 
 
+def measured_by_hand(folder: Path, npz: Path) -> dict[str, float]:
+    """ACC, AUC and macro F1 of the model saved in `folder` on the npz's test images, from a forward pass here and
+    scikit-learn (MedMNIST's binary-class rules: AUC on the positive score, positive when it is above 0.5); no
+    Trainer, no results-table code."""
+    with np.load(npz) as arrays:
+        images = torch.from_numpy(arrays["test_images"])[:, None].repeat(1, 3, 1, 1)  # grayscale to RGB
+        labels = arrays["test_labels"][:, 0]
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    pixel_values = AutoImageProcessor.from_pretrained(folder)(images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        positive = model(pixel_values=pixel_values).logits.softmax(-1)[:, 1].numpy()
+    predicted = (positive > 0.5).astype(int)
+    return {
+        "accuracy": accuracy_score(labels, predicted),
+        "auc": roc_auc_score(labels, positive),
+        "f1": f1_score(labels, predicted, average="macro"),
+    }
+
+
 @pytest.fixture(scope="module")
 def distilled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     tmp_path = tmp_path_factory.mktemp("distill")
-    result = main([str(distill_config(tmp_path))])
+    config = distill_config(tmp_path)
+    # A third of the test labels flipped: on the learnable images every model would score 1.0 (AUC included), and
+    # the table's metrics could not tell which model a row's numbers came from.
+    npz = tmp_path / "data" / "breastmnist.npz"
+    with np.load(npz) as stored:
+        arrays = dict(stored)
+    arrays["test_labels"][::3] ^= 1
+    np.savez_compressed(npz, **arrays)
+    result = main([str(config)])
     return tmp_path, result
 
 
@@ -78,9 +109,14 @@ def test_results_table_rows_come_from_measurement(distilled) -> None:
             lower, upper = cost[f"latency_ms_batch_{batch}_quartiles"]
             assert 0 < lower <= cost[f"latency_ms_batch_{batch}"] <= upper
         assert cost["throughput_images_per_s"] == pytest.approx(1000 / cost["latency_ms_batch_64"])
-        assert set(row["test_metrics"]) == {"accuracy", "auc", "f1"}
-    student_metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())["test"]
-    assert rows[1]["test_metrics"]["accuracy"] == pytest.approx(student_metrics["accuracy"])
+        # Every row's numbers are its own model's: evaluated again here, independently of the table's code.
+        by_hand = measured_by_hand(tmp_path / folder, tmp_path / "data" / "breastmnist.npz")
+        assert row["test_metrics"] == pytest.approx(by_hand, abs=1e-6)
+    # The three models score differently, so the check above tells the rows apart (one given another's numbers fails).
+    assert len({round(row["test_metrics"]["auc"], 3) for row in rows}) == 3
+    for row, folder in zip(rows[1:], ("student", "baseline")):  # the students' rows agree with their metrics.json
+        saved = json.loads((tmp_path / folder / "metrics.json").read_text())["test"]
+        assert row["test_metrics"] == pytest.approx({name: saved[name] for name in ("accuracy", "auc", "f1")})
     assert rows[1]["architecture"] == "DeiT (distillation token)" and rows[0]["architecture"] == "ResNet"
     assert result["rows"] == rows
     markdown = (tmp_path / "student" / "results.md").read_text()
@@ -95,7 +131,8 @@ def test_results_table_rows_come_from_measurement(distilled) -> None:
 def test_model_card_validates_and_carries_the_table(distilled) -> None:
     tmp_path, _ = distilled
     card = ModelCard.load(tmp_path / "student" / "README.md")
-    student = json.loads((tmp_path / "student" / "results.json").read_text())["rows"][1]
+    rows = json.loads((tmp_path / "student" / "results.json").read_text())["rows"]
+    student = rows[1]
     metrics = {result.metric_type: result.metric_value for result in card.data.eval_results}
     assert metrics == {
         "accuracy": pytest.approx(student["test_metrics"]["accuracy"]),
@@ -107,6 +144,12 @@ def test_model_card_validates_and_carries_the_table(distilled) -> None:
     assert card.data.to_dict()["teacher"] == str(tmp_path / "teacher")
     assert card.data.base_model is None  # built from a config
     assert "| teacher | ResNet |" in card.text and "| student (no teacher) |" in card.text
+    # The card's table carries each row's measured test metrics (checked against the models in the test above).
+    lines = card.text.splitlines()
+    for row in rows:
+        [line] = [line for line in lines if line.startswith(f"| {row['role']} |")]
+        metrics = row["test_metrics"]
+        assert line.endswith(f"| {metrics['accuracy']:.4f} | {metrics['auc']:.4f} | {metrics['f1']:.4f} |"), line
     assert "accelerate launch scripts/distill.py" in card.text
 
 

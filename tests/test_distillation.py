@@ -235,12 +235,33 @@ def test_deit_student_with_distillation_token_trains(tmp_path: Path, data) -> No
         TeacherLogitsCollator,
         teacher=teacher,
         deit_distillation_token=True,
+        alpha=0.3,
+        temperature=3.0,
     )
     head = student.distillation_classifier.weight.clone()
     trainer.train()
     assert not torch.equal(student.distillation_classifier.weight, head)
     predictions = trainer.predict(data.dataset["test"])
     assert predictions.predictions.shape == (8, 2)  # the combined logits only, not the three heads
+
+    # The training loss on one batch, by hand: the distillation head matches the teacher at T, the class head
+    # learns the labels; `outputs.logits` (the mean of both heads) takes part in neither.
+    trainer.model.train()
+    inputs = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(8)]))
+    with torch.no_grad():
+        loss, outputs = trainer.compute_loss(trainer.model, inputs, return_outputs=True)
+        teacher_logits = teacher(pixel_values=inputs["teacher_pixel_values"]).logits
+    kl = F.kl_div(
+        F.log_softmax(outputs.distillation_logits / 3.0, -1),
+        F.log_softmax(teacher_logits / 3.0, -1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    expected = 0.3 * 9.0 * kl + 0.7 * F.cross_entropy(outputs.cls_logits, inputs["labels"])
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    # The heads disagree enough that the same loss on their mean would differ (else the check above proves nothing).
+    on_the_mean = distillation_loss(outputs.logits, teacher_logits, inputs["labels"], alpha=0.3, temperature=3.0)
+    assert float(on_the_mean) != pytest.approx(float(expected), rel=1e-3)
 
 
 def test_a_checkpoint_that_is_not_an_image_classifier_is_refused(tmp_path: Path) -> None:
