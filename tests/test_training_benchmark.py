@@ -14,6 +14,7 @@ from PIL import Image
 from test_explain_support import one_thread  # noqa: F401
 from transformers import ViTImageProcessor
 
+import explain.benchmarking
 from explain.benchmarking import benchmark_faithfulness
 from pipelines.preprocess import DevicePreprocess
 from trainers.benchmarking import (
@@ -76,12 +77,40 @@ def test_distillation_rows_share_the_student_and_the_steps() -> None:
     assert all(row.steps == 2 and row.seconds > 0 for row in rows)
 
 
-def test_faithfulness_times_curves_against_twice_k_forward_passes() -> None:
+def test_faithfulness_times_curves_against_twice_k_forward_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Count the images each timed path pushes through the model: the comparison is only fair if the curves make
+    # K + 1 steps of deletion and of insertion over every image, and the reference 2 K plain passes.
+    seen: dict[str, list[int]] = {}
+    build_model, interleaved_spans = explain.benchmarking.build_model, explain.benchmarking.interleaved_spans
+
+    def counted_model(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        model.register_forward_pre_hook(
+            lambda _, inputs, kw: counter.append(kw["pixel_values"].shape[0]), with_kwargs=True
+        )
+        return model
+
+    def counted_runs(runs, *args):
+        def counted(key, run):
+            def wrapped():
+                counter.clear()
+                run()
+                seen.setdefault(key, []).append(sum(counter))
+
+            return wrapped
+
+        return interleaved_spans({key: counted(key, run) for key, run in runs.items()}, *args)
+
+    counter: list[int] = []
+    monkeypatch.setattr(explain.benchmarking, "build_model", counted_model)
+    monkeypatch.setattr(explain.benchmarking, "interleaved_spans", counted_runs)
+    images, steps = 4, 3
     timing = benchmark_faithfulness(
-        "deit-tiny", image_size=32, images=4, steps=2, batch_size=2, repeats=1, use_cpu=True
+        "deit-tiny", image_size=32, images=images, steps=steps, batch_size=2, repeats=2, warmup=1, use_cpu=True
     )
-    assert (timing.images, timing.steps) == (4, 2)
+    assert (timing.images, timing.steps) == (images, steps)
     assert timing.curves_seconds > 0 and timing.forwards_seconds > 0
+    assert seen == {"curves": [2 * (steps + 1) * images] * 3, "forwards": [2 * steps * images] * 3}  # warm-up + 2
 
 
 @pytest.mark.slow
