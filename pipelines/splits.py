@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from pipelines.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -50,6 +54,20 @@ def carve(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]
             counts[label] = counts.get(label, 0) + 1
         if min(counts.values()) >= 2 and round(fraction * len(train)) >= len(counts):
             stratify = "label"
+        else:
+            # A silent random split of a small or unbalanced dataset can leave whole classes out of the carved
+            # split, and its AUC then covers fewer classes (or none): say so.
+            names = train.features["label"].names
+            rarest = min(counts, key=counts.get)
+            logger.warning(
+                "Carving %d of %d images off train at random, not stratified: class '%s' has %d image(s) and "
+                "there are %d classes; give the dataset its own validation/test splits, or more images per class.",
+                round(fraction * len(train)),
+                len(train),
+                names[rarest],
+                counts[rarest],
+                len(counts),
+            )
     parts = train.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
     return parts["train"], parts["test"]
 

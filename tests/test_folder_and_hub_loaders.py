@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -53,6 +54,25 @@ def test_class_subfolders_without_split_folders_carve_seeded_stratified_splits(t
     assert data.dataset["validation"]["image"] == again.dataset["validation"]["image"]
     all_paths = [p["path"] for s in data.dataset.values() for p in s["image"]]
     assert len(set(all_paths)) == 40
+
+
+def test_a_split_that_cannot_be_stratified_is_carved_at_random_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, count in (("benign", 10), ("malignant", 10), ("rare", 1)):
+        for index in range(count):
+            save_image(tmp_path / name / f"{index}.png", 10 * len(name))
+    args = DataArguments(dataset_source="folder", data_dir=str(tmp_path), validation_split_fraction=0.2)
+    with caplog.at_level(logging.WARNING, logger="pipelines.splits"):
+        data = load_image_dataset(args)
+    assert sum(len(split) for split in data.dataset.values()) == 21
+    warnings = [record.getMessage() for record in caplog.records if record.name == "pipelines.splits"]
+    assert len(warnings) == 2  # test carved first, then validation: neither can hold every class stratified
+    assert "not stratified: class 'rare' has 1 image(s) and there are 3 classes" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipelines.splits"):
+        test_class_subfolders_without_split_folders_carve_seeded_stratified_splits(tmp_path / "balanced")
+    assert not [record for record in caplog.records if record.name == "pipelines.splits"]
 
 
 def test_mixed_image_sizes_collate_to_a_list(tmp_path: Path) -> None:
