@@ -210,3 +210,13 @@ def test_binary_roc_names_its_positive_class(monkeypatch: pytest.MonkeyPatch) ->
     plots.plot_roc({"teacher": curves}, {"teacher": 0.75}, "roc.png")
     legend = saved["figure"].axes[0].get_legend()
     assert [text.get_text() for text in legend.get_texts()] == ["positive class: malignant"]
+
+
+def test_probability_thumbnails_keep_true_grey_levels(monkeypatch: pytest.MonkeyPatch) -> None:
+    saved = []
+    monkeypatch.setattr(plots, "atomic_save_figure", lambda figure, path: saved.append(figure))
+    dark = np.full((8, 8, 1), 30, dtype=np.uint8)
+    dark[0, 0] = 60
+    plots.plot_probability_bars(dark[None], {"m": np.array([[0.3, 0.7]])}, ["a", "b"], ["b"], "unused.png")
+    [thumbnail] = saved[0].axes[0].images
+    assert thumbnail.get_clim() == (0, 255)  # a dark image drawn dark, not stretched to its own 30-60 range

@@ -67,7 +67,9 @@ def plot_probability_bars(
     axes = np.atleast_2d(figure.subplots(rows, 2, gridspec_kw={"width_ratios": [1, 3]}))
     width = 0.8 / len(probabilities)
     for row, (image, truth) in enumerate(zip(images, true_labels)):
-        axes[row, 0].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 or image.ndim == 2 else None)
+        # vmin/vmax: a dark image stays dark (imshow would stretch each grey image's own range to full contrast).
+        grey = image.shape[-1] == 1 or image.ndim == 2
+        axes[row, 0].imshow(image.squeeze(), cmap="gray" if grey else None, vmin=0, vmax=255)
         axes[row, 0].set_axis_off()
         axes[row, 0].set_title(f"true: {truth}", fontsize=8)
         for offset, (model, values) in enumerate(probabilities.items()):
