@@ -180,7 +180,9 @@ def require_model_class(config: PretrainedConfig, model_class: type[PreTrainedMo
     if model_class is not None and not isinstance(config, model_class.config_class):
         raise DataError(
             f"{source} is a '{config.model_type}' model; {model_class.__name__} needs a "
-            f"'{model_class.config_class.model_type}' model."
+            f"'{model_class.config_class.model_type}' model: give a '{model_class.config_class.model_type}' "
+            "model_config or checkpoint, or do not ask for that head (distill.py asks for it with "
+            "deit_distillation_token: true)."
         )
 
 

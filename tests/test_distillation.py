@@ -213,7 +213,10 @@ def test_deit_style_needs_a_student_with_a_distillation_head(tmp_path: Path, dat
     teacher, _ = build_classifier(TINY_RESNET, data.label_names, image_processor_config=PROCESSOR_32)
     with pytest.raises(ConfigError, match="distillation head"):
         _distiller(tmp_path, data, teacher, deit_distillation_token=True)
-    with pytest.raises(DataError, match="'vit' model; DeiTForImageClassificationWithTeacher needs a 'deit' model"):
+    with pytest.raises(
+        DataError,
+        match="'vit' model; DeiTForImageClassificationWithTeacher needs a 'deit' model: give a 'deit' model_config or checkpoint, or .*deit_distillation_token: true",
+    ):
         build_classifier(TINY_VIT, data.label_names, model_class=DeiTForImageClassificationWithTeacher)
 
 
