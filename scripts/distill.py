@@ -10,7 +10,6 @@ and `hub_model_id`, that folder is published (private unless `hub_private_repo: 
 from __future__ import annotations
 
 import copy
-import shlex
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from transformers import DeiTForImageClassificationWithTeacher, TrainingArgument
 from pipelines import DataArguments, load_image_dataset, run_cli
 from pipelines.errors import ConfigError
 from pipelines.models import load_classifier
-from trainers.arguments import ModelArguments, apply_precision, hide_hub_token, parse_config, recordable_argv
+from trainers.arguments import ModelArguments, apply_precision, hide_hub_token, launch_command, parse_config
 from trainers.distillation import (
     DistillationArguments,
     DistillationTrainer,
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if training_args.do_train:
         train_and_save(trainer)
-    command = "accelerate launch scripts/distill.py " + shlex.join(recordable_argv(argv))
+    command = launch_command("scripts/distill.py", argv)
     student_test = evaluate_and_report(trainer, data, training_args.output_dir, command)["test"]
 
     repeats = distill_args.latency_repeats

@@ -6,7 +6,6 @@ metrics.json, training_curves.png and confusion_matrix.png into `output_dir`, an
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from transformers import TrainingArguments, set_seed
 
 from pipelines import DataArguments, load_image_dataset, run_cli
 from pipelines.errors import ConfigError
-from trainers.arguments import ModelArguments, apply_precision, hide_hub_token, parse_config, recordable_argv
+from trainers.arguments import ModelArguments, apply_precision, hide_hub_token, launch_command, parse_config
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
 from trainers.reporting import evaluate_and_report, summary_table
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_train:
         train_and_save(trainer)
 
-    command = "accelerate launch scripts/finetune.py " + shlex.join(recordable_argv(argv))
+    command = launch_command("scripts/finetune.py", argv)
     report = evaluate_and_report(trainer, data, training_args.output_dir, command)
     if trainer.is_world_process_zero():
         print(

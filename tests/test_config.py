@@ -10,7 +10,7 @@ from conftest import ROOT, write_config
 from transformers import TrainingArguments
 
 from pipelines import ConfigError, DataArguments
-from trainers.arguments import ModelArguments, apply_precision, field_types, parse_config
+from trainers.arguments import ModelArguments, apply_precision, field_types, launch_command, parse_config
 
 DATACLASSES = (DataArguments, ModelArguments, TrainingArguments)
 FINETUNE_CONFIGS = sorted(
@@ -188,3 +188,13 @@ def test_every_distillation_config_loads_and_validates(path: Path) -> None:
     assert 0 <= distill_args.alpha <= 1 and distill_args.temperature > 0
     assert training_args.output_dir != distill_args.baseline_output_dir
     assert len(DISTILL_CONFIGS) == 2
+
+
+def test_the_recorded_command_names_the_launcher_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    argv = ["c.yaml", "--hub_token", "hf_secret", "--learning_rate", "1e-3"]
+    assert launch_command("scripts/finetune.py", argv) == (
+        "python scripts/finetune.py c.yaml --hub_token REDACTED --learning_rate 1e-3"
+    )
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # set by accelerate launch for the processes it starts
+    assert launch_command("scripts/distill.py", ["c.yaml"]) == "accelerate launch scripts/distill.py c.yaml"

@@ -27,6 +27,7 @@ def test_two_process_run_matches_single_process_evaluation(tmp_path: Path) -> No
     distributed = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert distributed["validation"]["samples"] == COUNTS[1]
     assert distributed["test"]["samples"] == COUNTS[2]
+    assert distributed["command"].startswith("accelerate launch scripts/finetune.py ")  # as it was launched
 
     single = main(
         [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import shlex
 import sys
 import types
 import typing
@@ -104,6 +105,14 @@ def hide_hub_token(training_args: TrainingArguments) -> TrainingArguments:
         os.environ["HF_TOKEN"] = training_args.hub_token
         training_args.hub_token = None
     return training_args
+
+
+def launch_command(script: str, argv: list[str]) -> str:
+    """The command that reproduces this run, as it was launched: ``accelerate launch <script> ...`` under
+    accelerate (which sets ACCELERATE_MIXED_PRECISION for the processes it starts), else ``python <script> ...``;
+    any token in `argv` masked (see `recordable_argv`)."""
+    launcher = "accelerate launch" if "ACCELERATE_MIXED_PRECISION" in os.environ else "python"
+    return f"{launcher} {script} {shlex.join(recordable_argv(argv))}".rstrip()
 
 
 def recordable_argv(argv: list[str]) -> list[str]:
