@@ -37,18 +37,25 @@ def rank_correlation(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor
     """Spearman's rank correlation between matching maps: (N, H, W) x (N, H, W) -> (N,) in [-1, 1].
 
     A constant map (Grad-CAM's all-zero map when no region supports the class) ranks nothing and shares no
-    ordering with any map: its correlation is taken as 0.
+    ordering with any map: its correlation is taken as 0. Callers that average over images should leave such
+    pairs out (see `blank_maps`) rather than count them as 0.
     """
     _check_pairs(maps_a, maps_b)
     maps_a, maps_b = common_resolution(maps_a, maps_b)
     ranks_a, ranks_b = _ranks(maps_a.flatten(1)), _ranks(maps_b.flatten(1))
-    constant = (maps_a.flatten(1).amax(1) == maps_a.flatten(1).amin(1)) | (
-        maps_b.flatten(1).amax(1) == maps_b.flatten(1).amin(1)
-    )
+    constant = blank_maps(maps_a) | blank_maps(maps_b)
     centred_a = ranks_a - ranks_a.mean(dim=1, keepdim=True)
     centred_b = ranks_b - ranks_b.mean(dim=1, keepdim=True)
     correlation = ((centred_a * centred_b).sum(1) / (centred_a.norm(dim=1) * centred_b.norm(dim=1))).clamp(-1, 1)
     return torch.where(constant, torch.zeros_like(correlation), correlation).float()
+
+
+def blank_maps(maps: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> (N,) True where a map holds one value throughout, such as Grad-CAM's all-zero map when no
+    region supports the class (it keeps positive evidence only). A blank map ranks no pixel above another, so its
+    rank correlation is undefined and its top pixels are whatever the tie-breaking picks."""
+    flat = maps.flatten(1)
+    return flat.amax(1) == flat.amin(1)
 
 
 def top_fraction_iou(maps_a: torch.Tensor, maps_b: torch.Tensor, fraction: float = 0.1) -> torch.Tensor:

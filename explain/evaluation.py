@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from explain.agreement import randomized_copy, rank_correlation, top_fraction_iou
+from explain.agreement import blank_maps, randomized_copy, rank_correlation, top_fraction_iou
 from explain.faithfulness import deletion_insertion, random_maps
 from explain.registry import make_method
 
@@ -77,6 +77,54 @@ def faithfulness(
     )
 
 
+def mean_over(values: np.ndarray, keep: np.ndarray) -> float:
+    """Mean of `values` where `keep` holds; NaN when nothing is kept, since a mean of nothing is no score (a 0
+    would read as a passed randomisation check or as no agreement)."""
+    return float(values[keep].mean()) if keep.any() else float("nan")
+
+
+@dataclass
+class Randomization:
+    """Per-image rank correlation between a trained model's maps and a re-initialised copy's, and which of the
+    two maps of each image are blank (pairs with a blank map are left out of the mean)."""
+
+    rank_correlation: np.ndarray  # (N,)
+    blank: np.ndarray  # (N,) bool: the trained model's map is blank
+    reinitialised_blank: np.ndarray  # (N,) bool: the re-initialised model's map is blank
+
+    @property
+    def compared(self) -> np.ndarray:
+        return ~(self.blank | self.reinitialised_blank)
+
+    def numbers(self) -> dict[str, float | int]:
+        return {
+            "rank_correlation_mean": mean_over(self.rank_correlation, self.compared),
+            "pairs": int(self.compared.sum()),
+            "blank_maps": int(self.blank.sum()),
+            "blank_reinitialised_maps": int(self.reinitialised_blank.sum()),
+            "images": int(len(self.rank_correlation)),
+        }
+
+
+def randomization(
+    model: nn.Module,
+    method: str,
+    pixel_values: torch.Tensor,
+    maps: torch.Tensor,
+    targets: torch.Tensor,
+    seed: int = 0,
+    **options: object,
+) -> Randomization:
+    """Compare `maps` of the trained model with the same method's maps of the same architecture with
+    re-initialised weights, for the same targets. Low correlation means the maps depend on what was learnt."""
+    reinitialised_maps, _ = explain_maps(randomized_copy(model, seed), method, pixel_values, targets, **options)
+    return Randomization(
+        rank_correlation=rank_correlation(maps, reinitialised_maps).cpu().numpy(),
+        blank=blank_maps(maps).cpu().numpy(),
+        reinitialised_blank=blank_maps(reinitialised_maps).cpu().numpy(),
+    )
+
+
 def randomization_check(
     model: nn.Module,
     method: str,
@@ -86,26 +134,34 @@ def randomization_check(
     seed: int = 0,
     **options: object,
 ) -> np.ndarray:
-    """Per-image rank correlation between `maps` of the trained model and the same method's maps of the same
-    architecture with re-initialised weights, for the same targets. Low means the maps depend on what was learnt."""
-    random_model, _ = explain_maps(randomized_copy(model, seed), method, pixel_values, targets, **options)
-    return rank_correlation(maps, random_model).cpu().numpy()
+    """Per-image rank correlation of `randomization` (0 where either map is blank)."""
+    return randomization(model, method, pixel_values, maps, targets, seed, **options).rank_correlation
 
 
 @dataclass
 class Agreement:
-    """Per-image similarity of two models' maps for the same class, and how often they predict alike."""
+    """Per-image similarity of two models' maps for the same class, which of those maps are blank (pairs with a
+    blank map are left out of the means), and how often the two models predict alike."""
 
     rank_correlation: np.ndarray  # (N,)
     top_iou: np.ndarray  # (N,)
     same_prediction: float
+    reference_blank: np.ndarray  # (N,) bool
+    other_blank: np.ndarray  # (N,) bool
+
+    @property
+    def compared(self) -> np.ndarray:
+        return ~(self.reference_blank | self.other_blank)
 
     def numbers(self, top_fraction: float) -> dict[str, float | int]:
         return {
-            "rank_correlation_mean": float(np.nanmean(self.rank_correlation)),
-            f"top{round(top_fraction * 100)}_iou_mean": float(np.mean(self.top_iou)),
-            "prediction_agreement": self.same_prediction,
+            "rank_correlation_mean": mean_over(self.rank_correlation, self.compared),
+            f"top{round(top_fraction * 100)}_iou_mean": mean_over(self.top_iou, self.compared),
+            "prediction_agreement": self.same_prediction,  # over every image: predictions need no map
             "images": int(len(self.top_iou)),
+            "pairs": int(self.compared.sum()),
+            "blank_maps": int(self.other_blank.sum()),
+            "blank_reference_maps": int(self.reference_blank.sum()),
         }
 
 
@@ -121,6 +177,8 @@ def agreement(
         rank_correlation=rank_correlation(reference_maps, other_maps).cpu().numpy(),
         top_iou=top_fraction_iou(reference_maps, other_maps, top_fraction).cpu().numpy(),
         same_prediction=float((reference_predictions == other_predictions).float().mean()),
+        reference_blank=blank_maps(reference_maps).cpu().numpy(),
+        other_blank=blank_maps(other_maps).cpu().numpy(),
     )
 
 
@@ -130,7 +188,7 @@ class ExplanationScores:
 
     numbers: dict[str, dict[str, dict]]  # model -> {"faithfulness": ..., "randomization": ..., ["agreement": ...]}
     curves: dict[str, Faithfulness]  # model -> its faithfulness curves
-    distributions: dict[str, dict[str, np.ndarray]]  # non-reference model -> per-image agreement values
+    distributions: dict[str, dict[str, np.ndarray]]  # non-reference model -> agreement of each compared pair
 
 
 def score_explanations(
@@ -162,10 +220,9 @@ def score_explanations(
         inputs = pixel_values[name]
         maps, targets = explain_maps(model, method, inputs, None, **options)
         curves[name] = faithfulness(model, inputs, maps, targets, steps, batch_size, seed, dtype)
-        correlation = randomization_check(model, method, inputs, maps, targets, seed, **options)
         numbers[name] = {
             "faithfulness": curves[name].numbers(),
-            "randomization": {"rank_correlation_mean": float(np.mean(correlation))},
+            "randomization": randomization(model, method, inputs, maps, targets, seed, **options).numbers(),
         }
         common_maps, _ = explain_maps(model, method, inputs, reference_targets[name], **options)
         if name == reference:
@@ -173,5 +230,10 @@ def score_explanations(
             continue
         result = agreement(reference_maps, common_maps, predictions[reference], predictions[name], top_fraction)
         numbers[name]["agreement"] = result.numbers(top_fraction)
-        distributions[name] = {"rank_correlation": result.rank_correlation, "top_iou": result.top_iou}
+        # Only the compared pairs, so that the histograms (and their means) show what the report's means average.
+        compared = result.compared
+        distributions[name] = {
+            "rank_correlation": result.rank_correlation[compared],
+            "top_iou": result.top_iou[compared],
+        }
     return ExplanationScores(numbers, curves, distributions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from explain.faithfulness import deletion_insertion, random_maps
 from pipelines import ConfigError, UserFacingError
+from pipelines.io import finite_or_null
 from pipelines.models import build_classifier
 from trainers.evaluation_report import fold_into_model_card
 
@@ -66,7 +68,8 @@ def report(setup: Path) -> dict:
 def test_report_files_exist(setup: Path, report: dict) -> None:
     out = setup / "report"
     assert (out / "index.md").is_file()
-    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(report))
+    # A mean over no compared pair of maps is NaN in the returned report and null in the file (strict JSON).
+    assert json.loads((out / "metrics.json").read_text()) == finite_or_null(json.loads(json.dumps(report)))
     for file_name in report["figures"].values():
         assert (out / file_name).is_file(), file_name
     assert {
@@ -155,14 +158,31 @@ def test_report_holds_every_measurement(setup: Path, report: dict) -> None:
         assert {"deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"} <= set(
             model["faithfulness"]["gradcam"]
         )
-        assert -1 <= model["randomization"]["gradcam"]["rank_correlation_mean"] <= 1
+        randomised = model["randomization"]["gradcam"]
+        assert randomised["images"] == 6
+        assert_pairs_left_after_blank_maps(randomised, randomised["blank_maps"], randomised["blank_reinitialised_maps"])
     assert "agreement" not in report["models"]["teacher"]
-    assert set(report["models"]["student"]["agreement"]["gradcam"]) == {
+    agreed = report["models"]["student"]["agreement"]["gradcam"]
+    # The keys of earlier reports, plus the counts of blank maps and of the pairs the means average.
+    assert set(agreed) == {
         "rank_correlation_mean",
         "top10_iou_mean",
         "prediction_agreement",
         "images",
+        "pairs",
+        "blank_maps",
+        "blank_reference_maps",
     }
+    assert_pairs_left_after_blank_maps(agreed, agreed["blank_reference_maps"], agreed["blank_maps"])
+    # The reference's maps for its own predicted class are the maps its randomisation check used.
+    assert agreed["blank_reference_maps"] == report["models"]["teacher"]["randomization"]["gradcam"]["blank_maps"]
+
+
+def assert_pairs_left_after_blank_maps(numbers: dict, blank_a: int, blank_b: int) -> None:
+    """A pair is compared when neither map is blank; a mean over no pair is NaN, over some a correlation."""
+    assert 6 - blank_a - blank_b <= numbers["pairs"] <= 6 - max(blank_a, blank_b)
+    assert (numbers["pairs"] == 0) == math.isnan(numbers["rank_correlation_mean"])
+    assert numbers["pairs"] == 0 or -1 <= numbers["rank_correlation_mean"] <= 1
 
 
 def _formatted_numbers(value: object) -> set[str]:
@@ -183,6 +203,23 @@ def test_every_number_the_markdown_shows_is_in_the_json(setup: Path, report: dic
     assert len(shown) > 30
     missing = [number for number in shown if number not in known]
     assert not missing, missing
+
+
+def test_explanation_rows_show_the_json_numbers_with_n_a_for_no_pair(setup: Path, report: dict) -> None:
+    lines = (setup / "report" / "index.md").read_text().splitlines()
+    four = lambda value: "n/a" if value is None or math.isnan(value) else f"{value:.4f}"  # noqa: E731
+    for name, model in report["models"].items():
+        numbers = model["randomization"]["gradcam"]
+        blank = f"{numbers['blank_maps']} / {numbers['blank_reinitialised_maps']}"
+        assert (
+            f"| {name} | gradcam | {four(numbers['rank_correlation_mean'])} | {numbers['pairs']} | {blank} |" in lines
+        )
+    numbers = report["models"]["student"]["agreement"]["gradcam"]
+    means = " | ".join(
+        four(numbers[key]) for key in ("rank_correlation_mean", "top10_iou_mean", "prediction_agreement")
+    )
+    blank = f"{numbers['blank_reference_maps']} / {numbers['blank_maps']}"
+    assert f"| student | gradcam | {means} | {numbers['pairs']} | {blank} |" in lines
 
 
 @pytest.mark.parametrize(

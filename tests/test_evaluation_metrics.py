@@ -220,3 +220,22 @@ def test_probability_thumbnails_keep_true_grey_levels(monkeypatch: pytest.Monkey
     plots.plot_probability_bars(dark[None], {"m": np.array([[0.3, 0.7]])}, ["a", "b"], ["b"], "unused.png")
     [thumbnail] = saved[0].axes[0].images
     assert thumbnail.get_clim() == (0, 255)  # a dark image drawn dark, not stretched to its own 30-60 range
+
+
+def test_agreement_histograms_count_the_compared_pairs_and_say_when_there_are_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    saved = []
+    monkeypatch.setattr(plots, "atomic_save_figure", lambda figure, path: saved.append(figure))
+    distributions = {
+        "student": {"rank_correlation": np.array([0.2, 0.6]), "top_iou": np.array([0.5, 0.0])},
+        "blank": {"rank_correlation": np.array([]), "top_iou": np.array([])},
+    }
+    with np.errstate(all="raise"):  # no mean of an empty slice
+        plots.plot_agreement(distributions, "teacher", "gradcam", "unused.png", 0.1)
+    correlation, overlap = saved[0].axes
+    assert [text.get_text() for text in correlation.get_legend().get_texts()] == [
+        "student (mean 0.40, 2 pairs)",
+        "blank (no pair: every map blank, 0 pairs)",
+    ]
+    assert overlap.get_legend().get_texts()[0].get_text() == "student (mean 0.25, 2 pairs)"

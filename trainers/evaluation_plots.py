@@ -138,23 +138,14 @@ def plot_faithfulness(curves: dict[str, object], method: str, path: str | Path) 
 def plot_agreement(
     distributions: dict[str, dict[str, np.ndarray]], reference: str, method: str, path: str | Path, top_fraction: float
 ) -> None:
-    """Histograms of per-image rank correlation and top-k IoU between the reference's maps and each model's."""
+    """Histograms of per-image rank correlation and top-k IoU between the reference's maps and each model's, over
+    the pairs compared (a model with none says so in the legend)."""
     figure, (correlation, overlap) = _panels(2, 5, 3.6)
     for model, values in distributions.items():
-        correlation.hist(
-            values["rank_correlation"][~np.isnan(values["rank_correlation"])],
-            bins=20,
-            range=(-1, 1),
-            alpha=0.5,
-            label=f"{model} (mean {np.nanmean(values['rank_correlation']):.2f})",
-        )
-        overlap.hist(
-            values["top_iou"],
-            bins=20,
-            range=(0, 1),
-            alpha=0.5,
-            label=f"{model} (mean {np.mean(values['top_iou']):.2f})",
-        )
+        for axis, key, value_range in ((correlation, "rank_correlation", (-1, 1)), (overlap, "top_iou", (0, 1))):
+            compared = values[key][~np.isnan(values[key])]  # pairs with a blank map are not in it (explain.evaluation)
+            mean = f"mean {compared.mean():.2f}" if compared.size else "no pair: every map blank"
+            axis.hist(compared, bins=20, range=value_range, alpha=0.5, label=f"{model} ({mean}, {compared.size} pairs)")
     correlation.set(
         title=f"{method}: rank correlation with {reference}", xlabel="Spearman correlation", ylabel="images"
     )

@@ -18,6 +18,17 @@ def _f4(value: float) -> str:
     return "n/a" if value is None or value != value else f"{value:.4f}"
 
 
+def _count(value: int | None) -> str:
+    """A count, or n/a for a report written before the count was kept."""
+    return "n/a" if value is None else str(value)
+
+
+BLANK_NOTE = (
+    "A blank map (one value throughout, e.g. Grad-CAM's all-zero map when no region supports the class) ranks "
+    "nothing, so pairs with a blank map are left out of the means; n/a means no pair was left."
+)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A markdown table's lines."""
     return [f"| {' | '.join(header)} |", "|---" * len(header) + "|", *(f"| {' | '.join(cells)} |" for cells in rows)]
@@ -97,13 +108,26 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
     lines += [
         "",
         "Sanity check (model-parameter randomisation): mean rank correlation between each model's maps and the maps "
-        "of the same architecture with re-initialised weights. Low is good: the maps depend on what was learnt.",
+        "of the same architecture with re-initialised weights. Low is good: the maps depend on what was learnt. "
+        + BLANK_NOTE,
         "",
     ]
     lines += _table(
-        ["model", "method", "rank correlation with re-initialised model"],
         [
-            [name, method, _f4(numbers["rank_correlation_mean"])]
+            "model",
+            "method",
+            "rank correlation with re-initialised model",
+            "pairs compared",
+            "blank maps (trained / re-initialised)",
+        ],
+        [
+            [
+                name,
+                method,
+                _f4(numbers["rank_correlation_mean"]),
+                _count(numbers.get("pairs")),
+                f"{_count(numbers.get('blank_maps'))} / {_count(numbers.get('blank_reinitialised_maps'))}",
+            ]
             for name, model in models.items()
             for method, numbers in model["randomization"].items()
         ],
@@ -113,13 +137,27 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
         "",
         f"Agreement with the reference (`{report['reference']}`): per image, the rank correlation and the overlap "
         f"(IoU) of the top {report['top_percent']}% pixels between the reference's map and the model's map for the "
-        "same class, and how often the two predict the same.",
+        "same class, and how often the two predict the same (over every image). " + BLANK_NOTE,
         "",
     ]
     lines += _table(
-        ["model", "method", "mean rank correlation", f"mean top-{report['top_percent']}% IoU", "same prediction"],
         [
-            [name, method, *(_f4(numbers[key]) for key in ("rank_correlation_mean", iou_key, "prediction_agreement"))]
+            "model",
+            "method",
+            "mean rank correlation",
+            f"mean top-{report['top_percent']}% IoU",
+            "same prediction",
+            "pairs compared",
+            "blank maps (reference / model)",
+        ],
+        [
+            [
+                name,
+                method,
+                *(_f4(numbers[key]) for key in ("rank_correlation_mean", iou_key, "prediction_agreement")),
+                _count(numbers.get("pairs")),
+                f"{_count(numbers.get('blank_reference_maps'))} / {_count(numbers.get('blank_maps'))}",
+            ]
             for name, model in models.items()
             for method, numbers in model.get("agreement", {}).items()
         ],
