@@ -7,6 +7,7 @@ fixed to 0-1 and one colour bar per figure: panels compare where each map is hig
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +24,9 @@ CMAP = "jet"
 ALPHA = 0.5
 CELL_INCHES = 1.7
 TITLE_SIZE = 8
+# About the most characters of a caption line at TITLE_SIZE that fit one cell (~4.2 pt a character in 122 pt):
+# longer lines ran into the next column's title, or, as rotated row labels, into the rows above and below.
+CAPTION_CHARS = 28
 COLORBAR_LABEL = "attribution (each map scaled to 0-1)"
 
 
@@ -136,6 +140,11 @@ def draw_overlay(
     return mappable
 
 
+def wrap_caption(text: str, width: int = CAPTION_CHARS) -> str:
+    """Each line of a caption wrapped to `width` characters (at spaces and hyphens), its own line breaks kept."""
+    return "\n".join(textwrap.fill(line, width) if line else line for line in text.split("\n"))
+
+
 def _bare(axis: Axes) -> None:
     axis.set_xticks([])
     axis.set_yticks([])
@@ -172,7 +181,7 @@ def overlay_figure(
     figure, axes = _grid(2, len(images), title)
     for column, (image, heatmap, caption) in enumerate(zip(images, maps, captions)):
         draw_image(axes[0, column], image)
-        axes[0, column].set_title(caption, fontsize=TITLE_SIZE)
+        axes[0, column].set_title(wrap_caption(caption), fontsize=TITLE_SIZE)
         draw_overlay(axes[1, column], image, heatmap, edges)
     axes[0, 0].set_ylabel("input", fontsize=TITLE_SIZE)
     axes[1, 0].set_ylabel("overlay", fontsize=TITLE_SIZE)
@@ -202,16 +211,16 @@ def panel_grid(
     figure, axes = _grid(len(images), len(panels) + 1, title)
     for row, image in enumerate(images):
         draw_image(axes[row, 0], image)
-        axes[row, 0].set_ylabel(row_labels[row], fontsize=TITLE_SIZE)
+        axes[row, 0].set_ylabel(wrap_caption(row_labels[row]), fontsize=TITLE_SIZE)
         for column, maps in enumerate(panels.values(), start=1):
             draw_overlay(axes[row, column], image, maps[row], edges)
         for column, name in enumerate(["input", *panels]):
             caption = (cell_captions or {}).get(name)
             if caption is not None:
-                axes[row, column].set_xlabel(caption[row], fontsize=TITLE_SIZE - 1)
+                axes[row, column].set_xlabel(wrap_caption(caption[row]), fontsize=TITLE_SIZE - 1)
     axes[0, 0].set_title("input", fontsize=TITLE_SIZE)
     for column, name in enumerate(panels, start=1):
-        axes[0, column].set_title(name, fontsize=TITLE_SIZE)
+        axes[0, column].set_title(wrap_caption(name), fontsize=TITLE_SIZE)
     _colorbar(figure, axes)
     return figure
 

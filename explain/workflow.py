@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -190,11 +189,25 @@ def load_split(data_args: DataArguments, split: str, model: nn.Module) -> tuple[
     return data.dataset[split], collator, data.label_names, data.multi_label
 
 
-def short_list(text: str, limit: int = 2, width: int = 28) -> str:
-    """A comma-separated label list cut to `limit` names (``"+3 more"``) and wrapped to `width` characters."""
+def short_list(text: str, limit: int = 2) -> str:
+    """A comma-separated label list cut to `limit` names (``"+3 more"``); the figures wrap it to fit a cell."""
     names = text.split(", ")
-    shown = ", ".join(names[:limit]) + (f" +{len(names) - limit} more" if len(names) > limit else "")
-    return textwrap.fill(shown, width)
+    return ", ".join(names[:limit]) + (f" +{len(names) - limit} more" if len(names) > limit else "")
+
+
+def label_set(multi_hot: torch.Tensor, label_names: Sequence[str]) -> str:
+    """The labels marked in a multi-hot row, comma-separated, or ``none``."""
+    return ", ".join(label_names[index] for index in torch.nonzero(multi_hot).flatten().tolist()) or "none"
+
+
+def predicted_multi_hot(logits: torch.Tensor) -> torch.Tensor:
+    """A multi-label model's predicted labels: logit > 0, i.e. sigmoid > 0.5."""
+    return (logits > 0).long()
+
+
+def set_and_map(predicted_set: str, caption: str, key: str = "map") -> str:
+    """A multi-label prediction in a caption: the predicted set shortened, then the label the map explains."""
+    return f"{short_list(predicted_set)}\n{key}: {caption}"
 
 
 def split_labels(split: Any, collator: ImageCollator) -> torch.Tensor:
@@ -209,19 +222,47 @@ def take(
     return Inputs(batch["pixel_values"], [f"{split_name}[{index}]" for index in indices], batch["labels"], label_names)
 
 
+def true_texts(inputs: Inputs) -> list[str] | None:
+    """Each image's true label, or for multi-label data its comma-separated label set; None for image files."""
+    if inputs.labels is None:
+        return None
+    if inputs.labels.ndim == 1:
+        return [inputs.label_names[int(label)] for label in inputs.labels]
+    return [label_set(row, inputs.label_names) for row in inputs.labels]
+
+
 def row_labels(inputs: Inputs) -> list[str]:
-    """Each image's short name (see `short_names`), with its true label when the dataset has single labels."""
+    """Each image's short name (see `short_names`), with its true label (set, shortened) when it is known."""
     names = short_names(inputs.names)
-    if inputs.labels is None or inputs.labels.ndim != 1:
+    truths = true_texts(inputs)
+    if truths is None:
         return names
-    return [f"{name}\ntrue: {inputs.label_names[int(label)]}" for name, label in zip(names, inputs.labels)]
+    if inputs.labels.ndim > 1:
+        truths = [short_list(text) for text in truths]
+    return [f"{name}\ntrue: {true}" for name, true in zip(names, truths)]
 
 
-def with_class(rows: Sequence[str], captions: Sequence[str], target: int | None, agnostic: bool) -> list[str]:
+def with_class(
+    rows: Sequence[str],
+    captions: Sequence[str],
+    target: int | None,
+    agnostic: bool,
+    predicted_sets: Sequence[str] | None = None,
+) -> list[str]:
     """Each row label followed by the class whose score the caption gives: the prediction, the class explained,
-    or, under a class-agnostic map, only the target (the map does not explain it)."""
+    or, under a class-agnostic map, only the target (the map does not explain it).
+
+    For a multi-label model (`predicted_sets` given) the prediction is the set of labels, as misclassified.png
+    shows it, and the caption names the one label the map explains (or, class-agnostic, the top-scoring one).
+    """
     key = "pred" if target is None else "target" if agnostic else "map"
-    return [f"{row}\n{key}: {caption}" for row, caption in zip(rows, captions)]
+    if predicted_sets is None:
+        return [f"{row}\n{key}: {caption}" for row, caption in zip(rows, captions)]
+    key = ("top" if agnostic else "map") if key == "pred" else key
+    return [
+        f"{row}\npred: {set_and_map(predicted, caption, key)}"
+        for row, caption, predicted in zip(rows, captions, predicted_sets)
+    ]
 
 
 def label_text(id2label: dict[int, str], index: int) -> str:
@@ -303,6 +344,10 @@ class Explainer:
         return [label_text(self.id2label, index) for index in range(self.model.config.num_labels)]
 
     @property
+    def multi_label(self) -> bool:
+        return self.model.config.problem_type == "multi_label_classification"
+
+    @property
     def title(self) -> str:
         return Path(self.name).name if Path(self.name).exists() else self.name
 
@@ -332,6 +377,12 @@ class Explainer:
             logits.append(self.predict_batch(batch["pixel_values"]))
         return torch.cat(logits)
 
+    def predicted_sets(self, images: torch.Tensor | list[torch.Tensor]) -> list[str] | None:
+        """For a multi-label model, each image's predicted labels (see `predicted_multi_hot`); else None."""
+        if not self.multi_label:
+            return None
+        return [label_set(row, self.label_names) for row in predicted_multi_hot(self.predict_batch(images))]
+
     @property
     def _autocast(self) -> bool:
         return self.options["dtype"] != next(self.model.parameters()).dtype
@@ -342,9 +393,15 @@ class Explainer:
     def label(self, explanation: Explanation, row: int) -> str:
         return label_text(self.id2label, int(explanation.target[row]))
 
-    def prediction(self, explanation: Explanation, row: int, key: str = "predicted") -> dict[str, Any]:
-        """The explained class of one row and its probability, for index.json."""
-        return {key: self.label(explanation, row), "score": round(float(explanation.score[row]), 4)}
+    def prediction(
+        self, explanation: Explanation, row: int, key: str = "predicted", predicted_set: str | None = None
+    ) -> dict[str, Any]:
+        """The explained class of one row and its probability, for index.json; for a multi-label model (given its
+        `predicted_set`), the set as "predicted" and the label the map explains as "explained"."""
+        if predicted_set is not None:
+            key = "explained"
+        entry = {key: self.label(explanation, row), "score": round(float(explanation.score[row]), 4)}
+        return entry if predicted_set is None else {"predicted": predicted_set, **entry}
 
 
 def chosen_methods(spec: str, model: nn.Module) -> list[str]:
@@ -425,12 +482,13 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
     explanations = {method: explainer.explain(method, inputs.images, target) for method in methods}
     size = tuple(explanations[methods[0]].maps.shape[-2:])
     shown = display_images(inputs.images, size)
-    index = _index_header(args, explainer, inputs, explanations[methods[0]], methods)
+    predicted_sets = explainer.predicted_sets(inputs.images)
+    index = _index_header(args, explainer, inputs, explanations[methods[0]], methods, predicted_sets)
 
     main = MAIN_METHOD if MAIN_METHOD in explanations else methods[0]
     captions = [explainer.caption(explanations[main], row) for row in range(len(inputs.names))]
     main_agnostic = class_agnostic(main)
-    labels = with_class(row_labels(inputs), captions, target, main_agnostic)
+    labels = with_class(row_labels(inputs), captions, target, main_agnostic, predicted_sets)
     if main_agnostic:  # its map is the same for every class: saying which class it explains would mislead
         title, shows = (
             f"{main} on {explainer.title} ({AGNOSTIC_NOTE})",
@@ -463,15 +521,22 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
 
 
 def _index_header(
-    args: ExplainArguments, explainer: Explainer, inputs: Inputs, first: Explanation, methods: list[str]
+    args: ExplainArguments,
+    explainer: Explainer,
+    inputs: Inputs,
+    first: Explanation,
+    methods: list[str],
+    predicted_sets: list[str] | None,
 ) -> dict[str, Any]:
     rows = []
+    truths = true_texts(inputs)
     for row, name in enumerate(inputs.names):
         entry: dict[str, Any] = {"row": row, "image": name}
-        if inputs.labels is not None and inputs.labels.ndim == 1:
-            entry["true"] = inputs.label_names[int(inputs.labels[row])]
+        if truths is not None:
+            entry["true"] = truths[row]
         key = "predicted" if args.target_class is None else "explained"
-        rows.append({**entry, **explainer.prediction(first, row, key)})
+        predicted_set = predicted_sets[row] if predicted_sets is not None else None
+        rows.append({**entry, **explainer.prediction(first, row, key, predicted_set)})
     return {
         "model": args.model,
         "compare_with": args.compare_with,
@@ -514,7 +579,10 @@ def _compare(
         panels[title] = resize_maps(explanation.maps, size)
         captions[title] = [model.caption(explanation, row) for row in range(len(inputs.names))]
         key = "predicted" if args.target_class is None else "explained"
-        predictions[model.name] = [model.prediction(explanation, row, key) for row in range(len(inputs.names))]
+        sets = model.predicted_sets(inputs.images) or [None] * len(inputs.names)
+        predictions[model.name] = [model.prediction(explanation, row, key, sets[row]) for row in range(len(sets))]
+        if model.multi_label:
+            captions[title] = [f"pred: {set_and_map(*pair)}" for pair in zip(sets, captions[title])]
     explained = explained_class(explainer.id2label, args.target_class)
     # Each map is min-max scaled to 0-1 on its own (`explain.base.scale_to_unit`): one colour bar, not one scale.
     title = f"Grad-CAM by model ({explained}; each map scaled to 0-1)"
@@ -538,31 +606,27 @@ def _misclassified(
     labels = split_labels(split, collator)
     multi_label = labels.ndim > 1
     if multi_label:
-        wrong = ((logits.sigmoid() > 0.5).long() != labels.long()).any(dim=1)
+        wrong = (predicted_multi_hot(logits) != labels.long()).any(dim=1)
         confidence = logits.sigmoid().amax(dim=1)
     else:
         labels = labels.reshape(-1)
         wrong = logits.argmax(dim=1) != labels
         confidence = logits.softmax(dim=1).amax(dim=1)
+    index["misclassified"] = {"count": int(wrong.sum()), "of": len(labels)}
     candidates = torch.nonzero(wrong).flatten()
-    if candidates.numel() == 0:
-        index["files"].append({"file": None, "shows": f"no misclassified images in the {args.split} split"})
+    if candidates.numel() == 0:  # no figure, so no entry in index["files"]: every entry there names a file
+        logger.warning("No image of the %s split is misclassified: misclassified.png is not drawn.", args.split)
         return
     order = candidates[confidence[candidates].argsort(descending=True)][: args.n].tolist()
     inputs = take(split, collator, order, args.split, label_names)
     predicted = explainer.explain(MAIN_METHOD, inputs.images)
     true_maps, note = None, ""
-    if multi_label:
-        true_text = [
-            ", ".join(label_names[i] for i in torch.nonzero(row).flatten().tolist()) or "none" for row in inputs.labels
-        ]
-        predicted_sets = (explainer.predict_batch(inputs.images).sigmoid() > 0.5).long()
-        predicted_sets = [
-            ", ".join(label_names[i] for i in torch.nonzero(row).flatten().tolist()) or "none" for row in predicted_sets
-        ]
+    true_text = true_texts(inputs)
+    predicted_sets = None
+    if multi_label:  # from the logits that found them misclassified, so each set differs from its true one
+        predicted_sets = [label_set(row, label_names) for row in predicted_multi_hot(logits[order])]
     else:
         true_maps = resize_maps(explainer.explain(MAIN_METHOD, inputs.images, inputs.labels).maps, size)
-        true_text = [label_names[int(label)] for label in inputs.labels]
         if not true_maps.any():
             # Typical of two-class models, whose two logits' gradients are near opposites: a column of blank
             # panels would say nothing, so the title says it once.
@@ -571,9 +635,7 @@ def _misclassified(
     shown_true, shown_predicted = true_text, predicted_text
     if multi_label:  # label sets, shortened to fit beside the image; the map explains the top-scoring label
         shown_true = [short_list(text) for text in true_text]
-        shown_predicted = [
-            f"{short_list(labels)}\nmap: {caption}" for labels, caption in zip(predicted_sets, predicted_text)
-        ]
+        shown_predicted = [set_and_map(*pair) for pair in zip(predicted_sets, predicted_text)]
     figure = misclassified_figure(
         display_images(inputs.images, size),
         resize_maps(predicted.maps, size),
@@ -595,7 +657,9 @@ def _misclassified(
         + (" and for the true class" if true_maps is not None else "")
         + (" (none for the true class: Grad-CAM finds no positive evidence for it)" if note else ""),
         images=[
-            {"image": name, "true": true, **explainer.prediction(predicted, row)}
-            for row, (name, true) in enumerate(zip(inputs.names, true_text))
+            {"image": name, "true": true, **explainer.prediction(predicted, row, predicted_set=predicted_set)}
+            for row, (name, true, predicted_set) in enumerate(
+                zip(inputs.names, true_text, predicted_sets or [None] * len(order))
+            )
         ],
     )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from medmnist import INFO
 from PIL import Image as PILImage
 from test_explain_support import one_thread  # noqa: F401
 
 from explain.plots import (
+    CAPTION_CHARS,
     display_images,
     draw_overlay,
     edge_mask,
@@ -106,3 +109,33 @@ def test_edges_of_an_upsampled_image_follow_its_outline_one_line_thin() -> None:
     assert 0.9 * 2 * np.pi * 64 <= disc_edges.sum() <= 2.5 * 2 * np.pi * 64  # all round it, one or two pixels thin
     filled_2x2 = noise_edges[:-1, :-1] & noise_edges[1:, :-1] & noise_edges[:-1, 1:] & noise_edges[1:, 1:]
     assert noise_edges.sum() > 500 and not filled_2x2.any()  # many edges, none of them a band
+
+
+DERMA = [INFO["dermamnist"]["label"][str(index)] for index in range(3)]  # the longest is 47 characters
+
+
+def _drawn(figure: Figure):
+    """The renderer of the figure drawn once, so that its constrained layout has placed every text."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def test_long_class_names_are_wrapped_to_fit_their_cell() -> None:
+    captions = [f"test[{row}]\ntrue: {name}\npred: {name} (0.91)" for row, name in enumerate(DERMA)]
+    overlay = overlay_figure(IMAGES, MAPS, captions, "overlay")
+    grid = panel_grid(IMAGES, {"gradcam": MAPS, "layercam": MAPS}, captions, {"gradcam": captions}, "methods")
+    titles = [axis.get_title() for axis in overlay.axes[:3]]
+    row_labels = [grid.axes[row * 3].get_ylabel() for row in range(3)]
+    under_panels = [grid.axes[row * 3 + 1].get_xlabel() for row in range(3)]
+    for texts in (titles, row_labels, under_panels):
+        assert max(len(line) for text in texts for line in text.split("\n")) <= CAPTION_CHARS
+        assert [" ".join(text.split()) for text in texts] == [" ".join(caption.split()) for caption in captions]
+    assert titles[0].split("\n")[1:3] == ["true: actinic keratoses and", "intraepithelial carcinoma"]
+
+    # Drawn (which lays them out), the column titles stay apart and each rotated row label beside its own row;
+    # unwrapped, both ran into their neighbours.
+    boxes = [axis.title.get_window_extent(_drawn(overlay)) for axis in overlay.axes[:3]]
+    assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:]))
+    boxes = [grid.axes[row * 3].yaxis.label.get_window_extent(_drawn(grid)) for row in range(3)]
+    assert all(lower.y1 < upper.y0 for upper, lower in zip(boxes, boxes[1:]))

@@ -23,7 +23,8 @@ from test_explain_support import one_thread  # noqa: F401
 import explain.workflow
 from explain.registry import METHODS
 from pipelines.errors import ConfigError, DataError, OfflineError, UserFacingError
-from pipelines.models import build_classifier
+from pipelines.models import build_classifier, load_classifier
+from pipelines.preprocess import DevicePreprocess
 
 LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
 
@@ -83,7 +84,8 @@ def test_dataset_run_writes_every_figure_and_the_index(setup: dict, tmp_path: Pa
     assert len(rows) == 4 and {row["true"] for row in rows} == set(LABELS)  # both classes shown
     assert all(row["image"].startswith("test[") for row in rows)
     misclassified = index["files"][3]["images"]
-    assert 1 <= len(misclassified) <= 4
+    assert 1 <= len(misclassified) <= 4 and index["misclassified"]["of"] == 24
+    assert index["misclassified"]["count"] >= len(misclassified)
     assert all(entry["true"] != entry["predicted"] and 0.0 <= entry["score"] <= 1.0 for entry in misclassified)
     predictions = index["files"][2]["predictions"]
     assert list(predictions) == [setup["resnet"], setup["vit"]]
@@ -207,23 +209,109 @@ def test_image_files_and_every_fitting_method(setup: dict, tmp_path: Path) -> No
     assert (out / "index.json").is_file()
 
 
-def test_multi_label_dataset(tmp_path: Path) -> None:
-    make_medmnist_npz(tmp_path / "data" / "chestmnist.npz", flag="chestmnist", counts=(16, 6, 12))
+def _label_set(multi_hot: np.ndarray, names: list[str]) -> str:
+    return ", ".join(name for name, marked in zip(names, multi_hot) if marked) or "none"
+
+
+def _shortened(label_set: str) -> str:
+    """What a figure shows of a label set: two names and how many more."""
+    labels = label_set.split(", ")
+    return ", ".join(labels[:2]) + (f" +{len(labels) - 2} more" if len(labels) > 2 else "")
+
+
+def _one_line(text: str) -> str:
+    """A caption without the line breaks the figures wrap it with."""
+    return " ".join(text.split())
+
+
+def test_multi_label_dataset(tmp_path: Path, figures: dict) -> None:
+    npz = make_medmnist_npz(tmp_path / "data" / "chestmnist.npz", flag="chestmnist", counts=(16, 6, 12))
     names = [INFO["chestmnist"]["label"][str(index)] for index in range(14)]
     torch.manual_seed(0)
     model, processor = build_classifier(TINY_RESNET, names, multi_label=True, image_processor_config=PROCESSOR_32)
-    model.save_pretrained(tmp_path / "model")
-    processor.save_pretrained(tmp_path / "model")
+    for folder in ("model", "copy"):  # the copy, under another name, for the images-by-models grid
+        model.save_pretrained(tmp_path / folder)
+        processor.save_pretrained(tmp_path / folder)
     data = ["--dataset_name", "chestmnist", "--data_dir", str(tmp_path / "data"), "--verify_md5", "false"]
     index = script.main(
         ["--model", str(tmp_path / "model"), *data, "--methods", "gradcam,layercam", "--n", "3"]
-        + ["--misclassified", "true", "--out", str(tmp_path / "out")]
+        + ["--compare_with", str(tmp_path / "copy"), "--misclassified", "true", "--out", str(tmp_path / "out")]
     )
-    assert [entry["file"] for entry in index["files"]] == ["overlay.png", "methods.png", "misclassified.png"]
-    assert [row["image"] for row in index["images"]] == ["test[0]", "test[1]", "test[2]"]
-    assert all(row["predicted"] in names for row in index["images"])  # the top-scoring label
-    wrong = index["files"][2]["images"]
-    assert wrong and all(set(entry["true"].split(", ")) <= {*names, "none"} for entry in wrong)
+    assert [entry["file"] for entry in index["files"]] == [
+        "overlay.png",
+        "methods.png",
+        "models.png",
+        "misclassified.png",
+    ]
+
+    # The model's own logits on the test images, without the explain code: predicted = every label with logit > 0.
+    model, processor = load_classifier(str(tmp_path / "model"))
+    arrays = np.load(npz)
+    channels = model.config.num_channels  # grey images shown to the model as RGB, each channel the same
+    images = torch.from_numpy(arrays["test_images"])[:, None].expand(-1, channels, -1, -1)
+    with torch.no_grad():
+        logits = model.eval()(DevicePreprocess(processor, num_channels=channels, augment=False)(images)).logits
+    predicted = {f"test[{row}]": _label_set(logits[row] > 0, names) for row in range(len(logits))}
+    top = {f"test[{row}]": names[int(logits[row].argmax())] for row in range(len(logits))}
+    true = {f"test[{row}]": _label_set(labels, names) for row, labels in enumerate(arrays["test_labels"])}
+
+    rows = index["images"]
+    assert [row["image"] for row in rows] == ["test[0]", "test[1]", "test[2]"]
+    assert [row["predicted"] for row in rows] == [predicted[row["image"]] for row in rows]
+    assert [row["explained"] for row in rows] == [top[row["image"]] for row in rows]  # what the maps explain
+    assert [row["true"] for row in rows] == [true[row["image"]] for row in rows]
+    for predictions in index["files"][2]["predictions"].values():
+        assert predictions == [{key: row[key] for key in ("predicted", "explained", "score")} for row in rows]
+    wrong = index["files"][3]["images"]
+    assert wrong and index["misclassified"]["count"] >= len(wrong) and index["misclassified"]["of"] == 12
+    for entry in wrong:
+        assert entry["predicted"] == predicted[entry["image"]] != entry["true"] == true[entry["image"]]
+        assert entry["explained"] == top[entry["image"]]
+
+    # Every figure says the same: the predicted set, the label the map explains, and the true set.
+    def caption(row: dict) -> str:
+        return (
+            f"true: {_shortened(row['true'])} pred: {_shortened(row['predicted'])} "
+            f"map: {row['explained']} ({row['score']:.2f})"
+        )
+
+    for title, row in zip(_titles(figures["overlay.png"], 3), rows):
+        assert _one_line(title) == f"{row['image']} {caption(row)}"
+    methods_rows = [axis.get_ylabel() for axis in figures["methods.png"].axes[:9:3]]
+    assert [_one_line(label) for label in methods_rows] == [f"{row['image']} {caption(row)}" for row in rows]
+    for column in (1, 2):
+        models_captions = [_one_line(axis.get_xlabel()) for axis in figures["models.png"].axes[column:9:3]]
+        assert models_captions == ["pred: " + caption(row).partition(" pred: ")[2] for row in rows]
+    misclassified_captions = [
+        _one_line(axis.get_xlabel()) for axis in figures["misclassified.png"].axes[: 2 * len(wrong) : 2]
+    ]
+    assert misclassified_captions == [caption(entry) for entry in wrong]
+
+
+def test_nothing_misclassified_is_said_in_words_and_indexed_without_a_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=(4, 4, 6), test_labels=np.zeros((6, 1), np.uint8))
+    torch.manual_seed(0)
+    model, processor = build_classifier(TINY_RESNET, LABELS, image_processor_config=PROCESSOR_32)
+    with torch.no_grad():  # predicts class 0 (malignant) for every image: the label of every test image
+        model.classifier[-1].weight.zero_()
+        model.classifier[-1].bias.copy_(torch.tensor([5.0, -5.0]))
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    data = ["--dataset_name", "breastmnist", "--data_dir", str(tmp_path / "data"), "--verify_md5", "false"]
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="explain.workflow"):
+        index = script.main(
+            ["--model", str(tmp_path / "model"), *data, "--methods", "gradcam", "--misclassified", "true"]
+            + ["--out", str(out)]
+        )
+    assert [entry["file"] for entry in index["files"]] == ["overlay.png", "methods.png"]
+    assert index["misclassified"] == {"count": 0, "of": 6}
+    assert json.loads((out / "index.json").read_text()) == index
+    assert not (out / "misclassified.png").exists()
+    assert caplog.messages == ["No image of the test split is misclassified: misclassified.png is not drawn."]
+    assert "None" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
