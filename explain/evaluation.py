@@ -125,19 +125,6 @@ def randomization(
     )
 
 
-def randomization_check(
-    model: nn.Module,
-    method: str,
-    pixel_values: torch.Tensor,
-    maps: torch.Tensor,
-    targets: torch.Tensor,
-    seed: int = 0,
-    **options: object,
-) -> np.ndarray:
-    """Per-image rank correlation of `randomization` (0 where either map is blank)."""
-    return randomization(model, method, pixel_values, maps, targets, seed, **options).rank_correlation
-
-
 @dataclass
 class Agreement:
     """Per-image similarity of two models' maps for the same class, which of those maps are blank (pairs with a
