@@ -91,7 +91,10 @@ def batch_timings(
 
 def per_image_ms(timings: list[float], batch_size: int) -> tuple[float, list[float]]:
     """The median of batch `timings` (seconds) as milliseconds per image, and the lower and upper quartiles."""
-    lower, _, upper = statistics.quantiles(timings, n=4, method="inclusive") if len(timings) > 1 else timings * 3
+    if len(timings) == 1:  # statistics.quantiles needs two values; one timing is its own spread
+        lower = upper = timings[0]
+    else:
+        lower, _, upper = statistics.quantiles(timings, n=4, method="inclusive")
     scale = 1000 / batch_size
     return statistics.median(timings) * scale, [lower * scale, upper * scale]
 
