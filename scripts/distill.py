@@ -34,13 +34,50 @@ from trainers.hub import build_model_card, check_push_possible, push_folder, wri
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
 from trainers.reporting import dataset_description, evaluate_and_report, recorded_command
-from trainers.results import measure_row, write_results
+from trainers.results import measure_row, write_results, write_seed_summary
 
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     parsed = parse_config((DataArguments, ModelArguments, DistillationArguments, TrainingArguments), argv)
-    data_args, model_args, distill_args, training_args = parsed
+    if parsed[2].seeds:
+        return distill_over_seeds(argv, *parsed)
+    return distill(argv, *parsed)
+
+
+def distill_over_seeds(
+    argv: list[str],
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    distill_args: DistillationArguments,
+    training_args: TrainingArguments,
+) -> dict:
+    """The recipe once per seed, students into <output_dir>/seed-<N> and <baseline_output_dir>/seed-<N>; then the
+    table of means and standard deviations (and the paired distilled-minus-alone difference) in <output_dir>."""
+    baseline_dir = distill_args.baseline_output_dir or f"{training_args.output_dir}-no-teacher"
+    runs = {}
+    for seed in distill_args.seeds:
+        seed_argv = [*argv, "--seed", str(seed), "--output_dir", f"{training_args.output_dir}/seed-{seed}"]
+        seed_argv += ["--baseline_output_dir", f"{baseline_dir}/seed-{seed}"]
+        seed_distill, seed_training = copy.deepcopy(distill_args), copy.deepcopy(training_args)
+        seed_distill.seeds, seed_distill.baseline_output_dir = None, f"{baseline_dir}/seed-{seed}"
+        seed_training.seed, seed_training.output_dir = seed, f"{training_args.output_dir}/seed-{seed}"
+        runs[seed] = distill(seed_argv, data_args, model_args, seed_distill, seed_training)["rows"]
+    if not runs[distill_args.seeds[0]]:  # not the main process
+        return {}
+    table = write_seed_summary(training_args.output_dir, runs, launch_command("scripts/distill.py", argv))
+    print(f"\n{table}\n\nSaved in {training_args.output_dir}: results.md, results.json")
+    return {"runs": runs}
+
+
+def distill(
+    argv: list[str],
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    distill_args: DistillationArguments,
+    training_args: TrainingArguments,
+) -> dict:
+    """One distillation run: the student, the student without a teacher, the table, the card, the push."""
     # Publish once, after the table exists: Trainer must not push checkpoints on its own.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     if push_to_hub and not training_args.hub_model_id:
@@ -118,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     if not trainer.is_world_process_zero():
-        return {}
+        return {"rows": []}
     table = write_results(training_args.output_dir, rows, command)
     card = build_model_card(
         rows,

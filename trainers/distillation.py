@@ -72,6 +72,13 @@ class DistillationArguments:
         default=None, metadata={"help": "Where the no-teacher student is trained (default: <output_dir>-no-teacher)."}
     )
     latency_repeats: int = field(default=20, metadata={"help": "Timed repeats per latency figure (median reported)."})
+    seeds: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Repeat the run for each seed (students in <output_dir>/seed-<N>) and write the mean and sd of "
+            "every row, and the distilled-minus-alone difference, into <output_dir>/results.md."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.teacher_model_name_or_path:
@@ -84,6 +91,8 @@ class DistillationArguments:
             raise ConfigError(f"distillation_type is {self.distillation_type!r}; use 'soft' or 'hard'.")
         if self.latency_repeats < 1:
             raise ConfigError(f"latency_repeats is {self.latency_repeats}; it must be at least 1.")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds is {self.seeds}; give each seed once.")
 
 
 def describe_distillation(args: DistillationArguments) -> str:
