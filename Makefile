@@ -26,7 +26,7 @@ QUICKSTART := runs/quickstart
 demo: $(VENV)/.installed
 	$(LAUNCH) scripts/finetune.py configs/quickstart.yaml
 	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml
-	$(PYTHON) scripts/evaluate.py --dataset_name breastmnist --split test --out report \
+	$(PYTHON) scripts/evaluate.py --dataset_name pneumoniamnist --split test --out report --latency_repeats 100 \
 		--models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/student-no-teacher \
 		--model_card $(QUICKSTART)/student
 
