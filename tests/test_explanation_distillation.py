@@ -3,15 +3,22 @@ every pairing, and that it raises the student's agreement with the teacher."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, make_medmnist_npz
 from torch import nn
-from transformers import DeiTForImageClassificationWithTeacher, TrainingArguments
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    DeiTForImageClassificationWithTeacher,
+    TrainingArguments,
+)
 
 import trainers.distillation
 from explain import GradCAM
@@ -360,3 +367,35 @@ def test_missing_layers_and_unaligned_grids_are_one_sentence(tmp_path: Path, dat
         _trainer(tmp_path, data, teacher, explanation_weight=1.0, teacher_target_layer="resnet.pooler")
     with pytest.raises(DataError, match="teacher's 4x8 and the student's 8x4 Grad-CAM grids cannot be aligned"):
         common_grid((4, 8), (8, 4))
+
+
+def test_the_results_table_shows_each_students_agreement_with_the_teacher(tmp_path: Path) -> None:
+    from test_distill_script import distill_config, main
+
+    config = distill_config(tmp_path, explanation_weight=1.0)
+    result = main([str(config)])
+    rows = json.loads((tmp_path / "student" / "results.json").read_text())["rows"]
+    assert result["rows"] == rows and rows[0]["agreement"] is None
+    # Recomputed here from the saved folders: each model's own image processor, explain's Grad-CAM, both at the
+    # teacher's class, on every test image.
+    with np.load(tmp_path / "data" / "breastmnist.npz") as arrays:
+        images = torch.from_numpy(arrays["test_images"])[:, None].repeat(1, 3, 1, 1)
+    maps = {}
+    for folder in ("teacher", "student", "baseline"):
+        model = AutoModelForImageClassification.from_pretrained(tmp_path / folder).eval()
+        pixels = AutoImageProcessor.from_pretrained(tmp_path / folder)(images=images, return_tensors="pt")
+        classes = None if folder == "teacher" else maps["teacher"].target
+        maps[folder] = GradCAM(model)(pixels["pixel_values"], classes)
+    markdown = (tmp_path / "student" / "results.md").read_text()
+    for row, folder in zip(rows[1:], ("student", "baseline")):
+        by_hand = agreement(maps["teacher"].maps, maps[folder].maps, maps["teacher"].target, maps[folder].target)
+        numbers = by_hand.numbers(0.1)
+        assert row["agreement"]["pairs"] == numbers["pairs"] and row["agreement"]["images"] == len(images)
+        for key in ("rank_correlation_mean", "top10_iou_mean"):
+            assert row["agreement"][key] == pytest.approx(numbers[key], abs=2e-3), key
+        cells = f"{numbers['rank_correlation_mean']:.4f} | {numbers['top10_iou_mean']:.4f}"
+        assert f"| {cells[:-2]}" in markdown  # the table shows it (to 3 decimals here: the two preprocessings)
+    assert (
+        "explanation term 1 x cosine of gradcam at the teacher's class"
+        in (tmp_path / "student" / "README.md").read_text()
+    )
