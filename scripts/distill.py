@@ -2,7 +2,8 @@
 
 Trains the student with `DistillationTrainer` into `output_dir` and the same student without a teacher into
 `baseline_output_dir` (unless `baseline_model_name_or_path` names one, or `train_baseline` is false); then
-measures all the models (parameters, size, latency, test metrics), prints the table and saves it as
+measures all the models (parameters, size, latency, test metrics, each student's Grad-CAM agreement with the
+teacher on the test split), prints the table and saves it as
 results.md / results.json in the student's folder beside a model card (README.md). With `push_to_hub: true`
 and `hub_model_id`, that folder is published (private unless `hub_private_repo: false`).
 """
@@ -120,6 +121,12 @@ def distill(
         teacher_logits_cache=f"{training_args.output_dir}/teacher-logits"
         if distill_args.cache_teacher_logits
         else None,
+        explanation_weight=distill_args.explanation_weight,
+        explanation_method=distill_args.explanation_method,
+        explanation_target=distill_args.explanation_target,
+        explanation_measure=distill_args.explanation_measure,
+        teacher_target_layer=distill_args.teacher_target_layer,
+        student_target_layer=distill_args.student_target_layer,
     )
     if training_args.do_train:
         train_and_save(trainer)
@@ -131,7 +138,9 @@ def distill(
     teacher_trainer = wire(ImageClassificationTrainer, teacher.float(), teacher_processor, copy.deepcopy(training_args))
     rows = [
         measure_row("teacher", teacher_trainer, distill_args.teacher_model_name_or_path, data, repeats),
-        measure_row("student (distilled)", trainer, training_args.output_dir, data, repeats, student_test),
+        measure_row(
+            "student (distilled)", trainer, training_args.output_dir, data, repeats, student_test, teacher_trainer
+        ),
     ]
     if distill_args.baseline_model_name_or_path or distill_args.train_baseline:
         baseline_args = copy.deepcopy(training_args)
@@ -150,7 +159,13 @@ def distill(
             baseline_test = evaluate_and_report(baseline_trainer, data, baseline_args.output_dir)["test"]
         rows.append(
             measure_row(
-                "student (no teacher)", baseline_trainer, baseline_args.output_dir, data, repeats, baseline_test
+                "student (no teacher)",
+                baseline_trainer,
+                baseline_args.output_dir,
+                data,
+                repeats,
+                baseline_test,
+                teacher_trainer,
             )
         )
 

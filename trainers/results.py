@@ -8,14 +8,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
-from pipelines.io import atomic_write_json, atomic_write_text
+from explain.base import forward_logits
+from explain.evaluation import Agreement, agreement, explain_maps
+from pipelines.io import atomic_write_json, atomic_write_text, finite_or_null
 from pipelines.preprocess import processed_size
 from trainers.model_cost import ModelCost, latency_text, measure_cost
-from trainers.reporting import strip_prefix
+from trainers.reporting import predicted_classes, strip_prefix
 
 METRIC_COLUMNS = ("accuracy", "auc", "f1")
+AGREEMENT_METHOD = "gradcam"
+TOP_FRACTION = 0.1
 
 
 @dataclass
@@ -27,6 +33,8 @@ class ResultRow:
     architecture: str
     cost: ModelCost
     test_metrics: dict[str, float]
+    # A student's Grad-CAM agreement with the teacher on the test split (`teacher_agreement`); None for the teacher.
+    agreement: dict[str, float | int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "cost": self.cost.as_dict()}
@@ -36,16 +44,17 @@ def results_markdown(rows: list[ResultRow]) -> str:
     """A markdown table, one row per model, with the device and dtype the latencies were measured in."""
     header = (
         "| model | architecture | parameters | size on disk | latency/image, batch 1 | latency/image, batch 64 "
-        "| throughput | test ACC | test AUC | test macro F1 |"
+        "| throughput | Grad-CAM rank correlation with the teacher | top-10% IoU with the teacher | compared pairs "
+        "| test ACC | test AUC | test macro F1 |"
     )
-    lines = [header, "|" + "---|" * 10]
+    lines = [header, "|" + "---|" * 13]
     for row in rows:
         cost, metrics = row.cost, row.test_metrics
         lines.append(
             f"| {row.role} | {row.architecture} | {cost.parameters / 1e6:.2f}M | {cost.size_on_disk_bytes / 2**20:.1f} MiB "
             f"| {latency_text(cost.latency_ms_batch_1, cost.latency_ms_batch_1_quartiles, 2)} ms "
             f"| {latency_text(cost.latency_ms_batch_64, cost.latency_ms_batch_64_quartiles, 3)} ms "
-            f"| {cost.throughput_images_per_s:,.0f} img/s | "
+            f"| {cost.throughput_images_per_s:,.0f} img/s | {agreement_cells(row.agreement)} | "
             + " | ".join(f"{metrics.get(name, float('nan')):.4f}" for name in METRIC_COLUMNS)
             + " |"
         )
@@ -53,9 +62,58 @@ def results_markdown(rows: list[ResultRow]) -> str:
     lines.append("")
     lines.append(
         "Latency: median of timed forward passes after warm-up, with the quartiles of those passes in brackets, "
-        f"on {', '.join(devices)}."
+        f"on {', '.join(devices)}. Agreement: each student's Grad-CAM against the teacher's, both at the class the "
+        "teacher predicts, on every test image; means over the pairs where neither map is blank (compared pairs of "
+        "all images)."
     )
     return "\n".join(lines)
+
+
+def agreement_cells(numbers: dict[str, float | int] | None) -> str:
+    """'0.4120 | 0.1830 | 150/156', 'n/a' where no pair was compared, and '–' for the teacher's own row."""
+    if numbers is None:
+        return "– | – | –"
+    iou = numbers[f"top{round(TOP_FRACTION * 100)}_iou_mean"]
+    means = [
+        "n/a" if value is None or np.isnan(value) else f"{value:.4f}"
+        for value in (numbers["rank_correlation_mean"], iou)
+    ]
+    return f"{means[0]} | {means[1]} | {numbers['pairs']}/{numbers['images']}"
+
+
+def teacher_agreement(teacher_trainer: Any, student_trainer: Any, dataset: Any, batch_size: int = 64) -> dict:
+    """How closely the student's Grad-CAM follows the teacher's on `dataset`: `explain.evaluation.agreement`,
+    batch by batch, both maps at the teacher's predicted class, each model reading the images through its own
+    preprocessing. Returns `Agreement.numbers` (rank correlation and top-10% IoU means over the compared pairs,
+    None where no pair was compared)."""
+    device = student_trainer.args.device
+    teacher = teacher_trainer.accelerator.unwrap_model(teacher_trainer.model)
+    student = student_trainer.accelerator.unwrap_model(student_trainer.model)
+    multi_label = student.config.problem_type == "multi_label_classification"
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=student_trainer.data_collator)
+    parts, counts = [], []
+    for batch in loader:
+        images = batch["pixel_values"]
+        images = images.to(device) if isinstance(images, torch.Tensor) else [image.to(device) for image in images]
+        teacher_pixels = teacher_trainer.preprocess(images, train=False)
+        student_pixels = student_trainer.preprocess(images, train=False)
+        teacher_maps, classes = explain_maps(teacher, AGREEMENT_METHOD, teacher_pixels, None)
+        student_maps, _ = explain_maps(student, AGREEMENT_METHOD, student_pixels, classes)
+        with torch.no_grad():
+            predictions = [
+                predicted_classes(forward_logits(model, pixels).float().cpu().numpy(), multi_label)
+                for model, pixels in ((teacher, teacher_pixels), (student, student_pixels))
+            ]
+        parts.append(agreement(teacher_maps, student_maps, *(torch.from_numpy(p) for p in predictions), TOP_FRACTION))
+        counts.append(len(classes))
+    merged = Agreement(
+        rank_correlation=np.concatenate([part.rank_correlation for part in parts]),
+        top_iou=np.concatenate([part.top_iou for part in parts]),
+        same_prediction=float(np.average([part.same_prediction for part in parts], weights=counts)),
+        reference_blank=np.concatenate([part.reference_blank for part in parts]),
+        other_blank=np.concatenate([part.other_blank for part in parts]),
+    )
+    return finite_or_null(merged.numbers(TOP_FRACTION))  # a mean over no pair is None (null), as in the JSON
 
 
 def write_results(folder: str | Path, rows: list[ResultRow], command: str) -> str:
@@ -74,8 +132,10 @@ def measure_row(
     data: Any,
     repeats: int = 20,
     test_metrics: dict[str, float] | None = None,
+    teacher_trainer: Any = None,
 ) -> ResultRow | None:
-    """Test metrics (evaluated here unless given) and the measured cost of `trainer.model` on its device.
+    """Test metrics (evaluated here unless given) and the measured cost of `trainer.model` on its device, and for
+    a student (`teacher_trainer` given) its Grad-CAM agreement with the teacher on the test split.
 
     Every process takes part in the evaluation; only the main process times the model and gets a row.
     """
@@ -89,12 +149,16 @@ def measure_row(
     image_size = processed_size(trainer.processing_class, native)
     dtype = torch.bfloat16 if trainer.args.bf16 else torch.float16 if trainer.args.fp16 else torch.float32
     cost = measure_cost(model, folder, image_size, trainer.args.device, dtype, repeats)
+    with_teacher = (
+        None if teacher_trainer is None else teacher_agreement(teacher_trainer, trainer, data.dataset["test"])
+    )
     return ResultRow(
         role=role,
         model=str(folder),
         architecture=architecture_name(model),
         cost=cost,
         test_metrics={name: float(test_metrics[name]) for name in METRIC_COLUMNS if name in test_metrics},
+        agreement=with_teacher,
     )
 
 
@@ -107,44 +171,62 @@ def architecture_name(model: torch.nn.Module) -> str:
 
 
 def seed_summary(runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Mean and standard deviation over seeds of each role's test metrics, and the distilled student's paired gain
-    over the student trained alone.
+    """Mean and standard deviation over seeds of each role's test metrics (and a student's Grad-CAM agreement with
+    the teacher), and the distilled student's paired difference from the student trained alone.
 
     Args:
         runs: seed -> that run's results.json rows (`ResultRow.as_dict`), the same roles in every run.
 
     Returns:
-        ``{"seeds": [...], "roles": {role: {metric: {"mean", "sd", "values"}}}, "difference": {metric: {"mean",
-        "sd", "standard_error", "values"}}}``; the difference (distilled minus no teacher, per seed) is absent when
-        a run has no no-teacher row. The standard deviation is the sample one (n - 1), NaN for a single seed.
+        ``{"seeds": [...], "roles": {role: {number: {"mean", "sd", "values"}, "parameters": int}}, "difference":
+        {number: {"mean", "sd", "standard_error", "values"}}}``; a number is kept where every seed measured it; the
+        difference (distilled minus no teacher, per seed) is absent when a run has no no-teacher row. The standard
+        deviation is the sample one (n - 1), NaN for a single seed.
     """
     seeds = sorted(runs)
     roles = [row["role"] for row in runs[seeds[0]]]
+    by_role = {
+        role: [row_numbers(next(r for r in runs[seed] if r["role"] == role)) for seed in seeds] for role in roles
+    }
     summary: dict[str, Any] = {"seeds": seeds, "roles": {}}
-    by_role = {role: [next(r for r in runs[seed] if r["role"] == role) for seed in seeds] for role in roles}
     for role, rows in by_role.items():
         summary["roles"][role] = {
-            name: _spread([row["test_metrics"][name] for row in rows])
-            for name in METRIC_COLUMNS
-            if all(name in row["test_metrics"] for row in rows)
+            name: _spread([row[name] for row in rows]) for name in SEED_COLUMNS if _all(rows, name)
         }
-        summary["roles"][role]["parameters"] = rows[0]["cost"]["parameters"]
+        summary["roles"][role]["parameters"] = next(r for r in runs[seeds[0]] if r["role"] == role)["cost"][
+            "parameters"
+        ]
     if DISTILLED in by_role and ALONE in by_role:
+        pairs = list(zip(by_role[DISTILLED], by_role[ALONE]))
         summary["difference"] = {}
-        for name in METRIC_COLUMNS:
-            if name not in summary["roles"][DISTILLED] or name not in summary["roles"][ALONE]:
-                continue
-            values = [
-                distilled["test_metrics"][name] - alone["test_metrics"][name]
-                for distilled, alone in zip(by_role[DISTILLED], by_role[ALONE])
-            ]
-            spread = _spread(values)
-            spread["standard_error"] = spread["sd"] / math.sqrt(len(values))
-            summary["difference"][name] = spread
+        for name in SEED_COLUMNS:
+            if all(name in distilled and name in alone for distilled, alone in pairs):
+                spread = _spread([distilled[name] - alone[name] for distilled, alone in pairs])
+                spread["standard_error"] = spread["sd"] / math.sqrt(len(pairs))
+                summary["difference"][name] = spread
     return summary
 
 
 DISTILLED, ALONE = "student (distilled)", "student (no teacher)"
+# The numbers a seeds table aggregates: test metrics, then a student's Grad-CAM agreement with the teacher.
+SEED_COLUMNS = (*METRIC_COLUMNS, "rank_correlation", "top_iou")
+
+
+def row_numbers(row: dict[str, Any]) -> dict[str, float]:
+    """A results row's test metrics and (for a student) its agreement means, where they were measured."""
+    numbers = {name: row["test_metrics"][name] for name in METRIC_COLUMNS if name in row["test_metrics"]}
+    agreement = row.get("agreement") or {}
+    for name, key in (
+        ("rank_correlation", "rank_correlation_mean"),
+        ("top_iou", f"top{round(TOP_FRACTION * 100)}_iou_mean"),
+    ):
+        if agreement.get(key) is not None and agreement[key] == agreement[key]:
+            numbers[name] = agreement[key]
+    return numbers
+
+
+def _all(rows: list[dict[str, float]], name: str) -> bool:
+    return all(name in row for row in rows)
 
 
 def _spread(values: list[float]) -> dict[str, Any]:
@@ -154,28 +236,40 @@ def _spread(values: list[float]) -> dict[str, Any]:
 
 
 def seed_summary_markdown(summary: dict[str, Any]) -> str:
-    """The seeds table: each role's metrics as mean ± sd, then the paired difference with its standard error."""
+    """The seeds table: each role's numbers as mean ± sd, then the paired difference with its standard error."""
     seeds = summary["seeds"]
-    header = "| model | parameters | " + " | ".join(f"test {METRIC_TITLES[name]}" for name in METRIC_COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (len(METRIC_COLUMNS) + 2)]
-    for role, metrics in summary["roles"].items():
-        cells = [_mean_sd(metrics[name]) if name in metrics else "n/a" for name in METRIC_COLUMNS]
-        lines.append(f"| {role} | {metrics['parameters'] / 1e6:.3f}M | " + " | ".join(cells) + " |")
+    columns = [name for name in SEED_COLUMNS if any(name in numbers for numbers in summary["roles"].values())]
+    lines = ["| model | parameters | " + " | ".join(SEED_TITLES[name] for name in columns) + " |"]
+    lines.append("|" + "---|" * (len(columns) + 2))
+    for role, numbers in summary["roles"].items():
+        cells = [_mean_sd(numbers[name]) if name in numbers else "n/a" for name in columns]
+        lines.append(f"| {role} | {numbers['parameters'] / 1e6:.3f}M | " + " | ".join(cells) + " |")
     lines += ["", f"Mean ± standard deviation over seeds {', '.join(map(str, seeds))} (n = {len(seeds)})."]
+    if any(name in columns for name in ("rank_correlation", "top_iou")):
+        lines[-1] += (
+            " Agreement: each student's Grad-CAM against the teacher's at the teacher's class, on every test image "
+            "(means over the pairs where neither map is blank)."
+        )
     difference = summary.get("difference")
     if difference:
         lines += ["", f"Distilled minus no-teacher student, paired by seed (n = {len(seeds)}):", ""]
-        lines += ["| metric | mean difference | sd | standard error | per seed |", "|---|---|---|---|---|"]
+        lines += ["| number | mean difference | sd | standard error | per seed |", "|---|---|---|---|---|"]
         for name, spread in difference.items():
             per_seed = ", ".join(f"{value:+.4f}" for value in spread["values"])
             lines.append(
-                f"| test {METRIC_TITLES[name]} | {spread['mean']:+.4f} | {spread['sd']:.4f} "
+                f"| {SEED_TITLES[name]} | {spread['mean']:+.4f} | {spread['sd']:.4f} "
                 f"| {spread['standard_error']:.4f} | {per_seed} |"
             )
     return "\n".join(lines)
 
 
-METRIC_TITLES = {"accuracy": "ACC", "auc": "AUC", "f1": "macro F1"}
+SEED_TITLES = {
+    "accuracy": "test ACC",
+    "auc": "test AUC",
+    "f1": "test macro F1",
+    "rank_correlation": "Grad-CAM rank correlation with the teacher",
+    "top_iou": "top-10% IoU with the teacher",
+}
 
 
 def _mean_sd(spread: dict[str, Any]) -> str:
