@@ -21,14 +21,17 @@ LAUNCH := $(VENV)/bin/accelerate launch --quiet --num_processes 1 --num_machines
 
 QUICKSTART := runs/quickstart
 
-# Quickstart: fine-tune the teacher, distill it into a smaller student (and train that student alone), then
-# write the evaluation report of all three into report/ and into the student's model card.
+# Quickstart: fine-tune the teacher, distill it into a smaller student that also matches the teacher's Grad-CAM
+# (and train that student alone, and with plain distillation), then write the evaluation report of all four into
+# report/ and into the student's model card.
 demo: $(VENV)/.installed
 	$(LAUNCH) scripts/finetune.py configs/quickstart.yaml
 	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml
+	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml --explanation_weight 0 --train_baseline false \
+		--output_dir $(QUICKSTART)/student-plain-distillation
 	$(PYTHON) scripts/evaluate.py --dataset_name pneumoniamnist --split test --out report --latency_repeats 100 \
-		--models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/student-no-teacher \
-		--model_card $(QUICKSTART)/student
+		--models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/student-plain-distillation \
+		$(QUICKSTART)/student-no-teacher --model_card $(QUICKSTART)/student
 
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q
