@@ -67,7 +67,11 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
     methods = [canonical_name(method) for method in args.methods.split(",") if method.strip()]
     data = load_image_dataset(data_args)
     names = display_names(args.models)
-    explainers = dict(zip(names, (Explainer(path, device, dtype, batch_size=args.batch_size) for path in args.models)))
+    loading = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
+    explainers = {
+        name: Explainer(path, device, dtype, **loading, batch_size=args.batch_size)
+        for name, path in zip(names, args.models)
+    }
     check_methods_fit(methods, {name: explainer.model for name, explainer in explainers.items()})
     space = shared_label_space(
         [label_names(e.model) for e in explainers.values()], data.label_names, args.allow_label_mismatch
