@@ -39,7 +39,6 @@ def check_images_decode(splits: DatasetDict, mode: str = "RGB") -> None:
     """
     verdicts_path = cache_dir() / VERDICTS_FILE
     verdicts = _read_verdicts(verdicts_path)
-    seen = len(verdicts)
     for name, split in splits.items():
         if not isinstance(split.features["image"], Image):
             continue
@@ -51,9 +50,8 @@ def check_images_decode(splits: DatasetDict, mode: str = "RGB") -> None:
         )
         for row, encoded in enumerate(_encoded_images(split)):
             decode(encoded, mode, where=encoded.get("path") or f"Image {row} of the {name} split")
-        verdicts[stamp] = len(split)
-    if len(verdicts) > seen:
-        atomic_write_json(verdicts_path, verdicts)
+        verdicts[stamp] = len(split)  # the number of images, for a reader of the file
+        _save_verdicts(verdicts_path, verdicts)  # per split: a later split's damaged file keeps this verdict
 
 
 def split_stamp(split: Dataset) -> str:
@@ -84,6 +82,14 @@ def _encoded_images(split: Dataset) -> Any:
 
 def _read_verdicts(path: Path) -> dict[str, int]:
     try:
-        return json.loads(path.read_text())
+        verdicts = json.loads(path.read_text())
     except (OSError, ValueError):  # none yet, or unreadable: check again
         return {}
+    return verdicts if isinstance(verdicts, dict) else {}
+
+
+def _save_verdicts(path: Path, verdicts: dict[str, int]) -> None:
+    try:
+        atomic_write_json(path, verdicts)
+    except OSError as error:  # a read-only cache costs the next run's decoding, not this run
+        logger.warning("Could not cache which splits decode whole (%s): %s", path, error.strerror or error)

@@ -74,9 +74,9 @@ def is_main_process() -> bool:
 def run_folder_lock(*folders: str | Path) -> Iterator[None]:
     """Hold the lock of every folder in `folders` while the block runs; the main process only.
 
-    Each folder is created if missing (and removed again if the block left it empty). The locks are released when the block ends, also on an error, Ctrl-C or
-    SIGTERM (which is turned into `SystemExit` meanwhile, so that the release runs); a SIGKILL leaves a lock that
-    the next run finds stale and takes over.
+    Each folder is created if missing (and removed again if the block left it empty). The locks are released when
+    the block ends, also on an error, Ctrl-C or SIGTERM (which is turned into `SystemExit` meanwhile, so that the
+    release runs); a SIGKILL leaves a lock that the next run finds stale and takes over.
 
     Raises:
         FolderInUseError: a folder is held by a live run; the message names it.

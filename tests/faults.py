@@ -53,7 +53,7 @@ def _block(marker: str) -> None:
     (folder / f"{marker}-rank{_rank()}").write_text(str(os.getpid()))
     resume = os.environ.get("FAULT_RESUME_WHEN")
     if not resume:
-        threading.Event().wait()
+        threading.Event().wait()  # for ever: the test kills this process
     while not Path(resume).exists():
         time.sleep(0.1)
 
