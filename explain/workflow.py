@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image as PILImage
 from torch import nn
 from transformers import HfArgumentParser
 
@@ -69,6 +68,13 @@ class ExplainArguments:
     )
     device: str | None = field(default=None, metadata={"help": "Device (cuda, cpu); default: cuda when available."})
     edges: bool = field(default=False, metadata={"help": "Outline the images' edges over the maps."})
+    allow_pickle: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept pickled weights (pytorch_model.bin, loaded with weights_only=True) without safetensors."
+        },
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub checkpoint."})
     head_fusion: str = field(default="mean", metadata={"help": "Attention rollout: fuse heads by mean, max or min."})
     discard_ratio: float = field(
         default=0.0, metadata={"help": "Attention rollout: share of the lowest attention weights dropped per layer."}
@@ -123,16 +129,20 @@ def load_image_files(paths: Sequence[str], num_channels: int) -> Inputs:
     """Image files as uint8 tensors, converted to grey or RGB to match the model.
 
     Raises:
-        DataError: a file that is missing or not an image.
+        DataError: a path that is missing, a folder, or not an image that decodes fully.
     """
     mode = "L" if num_channels == 1 else "RGB"
     images = []
     for path in paths:
+        if Path(path).is_dir():
+            raise DataError(
+                f"--images {path} is a folder; give its image files (--images {path}/*.jpg), or explain it as a "
+                f"dataset (--dataset_source folder --data_dir {path})."
+            )
         if not Path(path).is_file():
             raise DataError(f"Image file {path} does not exist.")
         check_image_file(Path(path))
-        with PILImage.open(path) as image:
-            images.append(to_chw_uint8(image.convert(mode), mode))
+        images.append(to_chw_uint8({"path": str(path)}, mode))  # decoded as in training: upright, fully, or named
     shapes = {tuple(image.shape) for image in images}
     stacked = torch.stack(images) if len(shapes) == 1 else images
     # Paths as given: base names alone would make a/x.png and b/x.png the same entry of index.json.
@@ -326,12 +336,24 @@ class Explainer:
         dtype: The compute dtype: the model is cast to it (DESIGN.md: explanations run in the model's compute
             dtype; on an H100, ViT-B/16's forward pass in bf16 weights ran about 3x faster than fp32 weights under
             bf16 autocast, see `scripts/benchmark.py explain`).
+        allow_pickle: Accept pickled weights (loaded with ``weights_only=True``) when a folder has no safetensors.
+        trust_remote_code: Run a Hub checkpoint's own code; off unless the user asks.
         options: Method options (target_layer, batch_size, head_fusion, discard_ratio).
     """
 
-    def __init__(self, name_or_path: str, device: torch.device, dtype: torch.dtype, **options: Any) -> None:
+    def __init__(
+        self,
+        name_or_path: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
+        **options: Any,
+    ) -> None:
         self.name = name_or_path
-        self.model, processor = load_classifier(name_or_path)
+        self.model, processor = load_classifier(
+            name_or_path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+        )
         self.model.to(device=device, dtype=dtype).eval()
         self.device = device
         self.options = {"dtype": dtype, **options}
@@ -462,12 +484,15 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         "head_fusion": args.head_fusion,
         "discard_ratio": args.discard_ratio,
     }
-    explainer = Explainer(args.model, device, compute_dtype(args.precision, device), **options)
+    loading = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
+    explainer = Explainer(args.model, device, compute_dtype(args.precision, device), **loading, **options)
     methods = chosen_methods(args.methods, explainer.model)
     other = None
     if args.compare_with:  # loaded and checked now: a bad second model must not cost the first one's figures
         # Its own target layer, found by structure: a layer name given for the first model rarely exists in both.
-        other = Explainer(args.compare_with, device, explainer.options["dtype"], **{**options, "target_layer": None})
+        other = Explainer(
+            args.compare_with, device, explainer.options["dtype"], **loading, **{**options, "target_layer": None}
+        )
         check_same_labels(explainer, other)
     split = collator = None
     if args.images:

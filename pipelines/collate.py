@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image as PILImage
+from PIL import ImageOps
 
 from pipelines.errors import DataError
 
@@ -48,6 +49,7 @@ def to_chw_uint8(image: Any, mode: str = "RGB") -> torch.Tensor:
     if isinstance(image, dict):
         image = decode(image, mode)
     elif isinstance(image, PILImage.Image):
+        image = ImageOps.exif_transpose(image)  # as for encoded images (see `decode`); a no-op once applied
         image = np.asarray(image.convert(mode) if image.mode != mode else image)
     array = np.asarray(image)
     if array.dtype != np.uint8:
@@ -61,13 +63,24 @@ def to_chw_uint8(image: Any, mode: str = "RGB") -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
 
 
-def decode(encoded: dict[str, Any], mode: str) -> np.ndarray:
+def decode(encoded: dict[str, Any], mode: str, where: str | None = None) -> np.ndarray:
+    """Decode datasets' ``{"path", "bytes"}`` image to a uint8 (H, W[, C]) array in PIL `mode`, upright.
+
+    The EXIF Orientation tag is applied, as `transformers.pipeline` and `datasets` apply it: a phone photo stored
+    sideways (Orientation 6) would otherwise be trained on sideways and served upright.
+
+    Args:
+        where: How a message names the image; default: its path.
+
+    Raises:
+        DataError: naming the image, when it cannot be decoded fully or has pixels wider than 8 bits.
+    """
     source = encoded.get("bytes")
-    where = encoded.get("path") or "an image in the dataset"
+    where = where or encoded.get("path") or "an image in the dataset"
     try:
         with PILImage.open(io.BytesIO(source) if source else encoded["path"]) as image:
             stored_mode = image.mode
-            array = np.asarray(image.convert(mode)) if is_8_bit(stored_mode) else None
+            array = np.asarray(ImageOps.exif_transpose(image).convert(mode)) if is_8_bit(stored_mode) else None
     # PIL's format plugins raise many types on malformed bytes (struct.error, IndexError, DecompressionBombError...).
     except Exception as error:
         raise DataError(f"{where} could not be decoded ({pil_reason(error)}); remove or replace the file.") from None

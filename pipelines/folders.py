@@ -9,6 +9,8 @@ Images stay encoded on disk (`datasets.Image(decode=False)`); the collator decod
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
@@ -18,6 +20,7 @@ from pipelines.collate import deep_pixels_message, is_8_bit, pil_reason
 from pipelines.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+MAX_LABELS_SHOWN = 20  # a warning naming the labels found stays a few lines long
 SPLIT_FOLDERS = {
     "train": "train",
     "val": "validation",
@@ -25,6 +28,8 @@ SPLIT_FOLDERS = {
     "validation": "validation",
     "test": "test",
 }
+
+logger = logging.getLogger(__name__)
 
 
 def load_image_folder(root: str | Path, class_names: list[str] | None = None) -> DatasetDict:
@@ -61,8 +66,10 @@ def load_image_folder(root: str | Path, class_names: list[str] | None = None) ->
         names = class_names or sorted({path.parent.name for paths in files.values() for path in paths})
         labels = {split: [_subfolder_label(path, names) for path in paths] for split, paths in files.items()}
     else:
-        found = {_file_label_text(path) for paths in files.values() for path in paths}
+        found = Counter(_file_label_text(path) for paths in files.values() for path in paths)
         names = class_names or sorted(found, key=lambda label: (not label.isdigit(), len(label), label))
+        if not class_names:
+            _say_which_labels_became_classes(root, names, found)
         labels = {split: [_file_name_label(path, names) for path in paths] for split, paths in files.items()}
     features = Features({"image": Image(decode=False), "label": ClassLabel(names=list(names))})
     return DatasetDict(
@@ -114,7 +121,7 @@ def check_image_file(path: Path) -> None:
     """Raise `DataError` unless PIL recognises the file, its header and checksums are intact, and it has 8-bit pixels.
 
     Damage that only decoding reveals (a JPEG cut short: JPEG has no checksums to verify) is caught, with the
-    file named, when the collator decodes the batch.
+    file named, when `pipelines.decode_check` decodes every image before the run.
     """
     try:
         with PILImage.open(path) as image:
@@ -125,6 +132,22 @@ def check_image_file(path: Path) -> None:
         raise DataError(f"{path} is not a readable image ({pil_reason(error)}); remove or replace it.") from None
     if not is_8_bit(mode):
         raise DataError(deep_pixels_message(path, mode))
+
+
+def _say_which_labels_became_classes(root: Path, names: list[str], found: Counter) -> None:
+    """Without class_names, whatever the file names hold becomes a class: a stray `4_x.jpg` beside labels 0-3 is a
+    fifth class, silently. Name the labels found, with their counts, so that such a one stands out."""
+    shown = ", ".join(f"'{name}' ({found[name]})" for name in names[:MAX_LABELS_SHOWN])
+    more = f" and {len(names) - MAX_LABELS_SHOWN} more" if len(names) > MAX_LABELS_SHOWN else ""
+    logger.warning(
+        "%s: no class_names given, so the %d labels found in the file names became the classes, in this order "
+        "(files): %s%s; give class_names in label order if that is not what you meant (a label outside them is "
+        "then refused).",
+        root,
+        len(names),
+        shown,
+        more,
+    )
 
 
 def _subfolder_label(path: Path, names: list[str]) -> int:

@@ -8,6 +8,7 @@ import numpy as np
 from datasets import Array2D, Array3D, ClassLabel, Dataset, DatasetDict, Sequence
 
 from pipelines.arguments import DataArguments
+from pipelines.decode_check import check_images_decode
 from pipelines.errors import DataError
 from pipelines.folders import load_image_folder
 from pipelines.hub import load_hub_dataset
@@ -51,6 +52,7 @@ def load_image_dataset(args: DataArguments) -> ImageData:
     for name, split in splits.items():
         if len(split) == 0:
             raise DataError(f"The {name} split is empty; add images or lower the split fractions.")
+    check_images_decode(splits, args.image_mode)  # a damaged file fails now, named, not after training
     return ImageData(with_uint8_format(splits), label_names(splits["train"]), is_multi_label(splits["train"]))
 
 

@@ -24,6 +24,7 @@ from transformers import (
 )
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_processing_utils import BaseImageProcessor
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
 from pipelines.errors import DataError, OfflineError, is_offline
 
@@ -59,6 +60,7 @@ def build_classifier(
     model_type = fields.pop("model_type", None)
     if not model_type:
         raise DataError("model_config needs a model_type, e.g. 'resnet' or 'vit'.")
+    require_known_model_type(model_type)
     refuse_unknown_config_fields(model_type, fields)
     try:
         config = AutoConfig.for_model(model_type, **fields, **label_config(label_names, multi_label))
@@ -75,11 +77,23 @@ def build_classifier(
     return model, require_tensor_processor(processor, "image_processor_config")
 
 
+def require_known_model_type(model_type: str) -> None:
+    """Name the closest image-classifier types to an unknown one: transformers' own message lists all of its
+    ~400 model types in about 12,000 characters, most of them not image classifiers."""
+    if model_type in CONFIG_MAPPING:
+        return
+    classifiers = sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES)
+    close = difflib.get_close_matches(model_type, classifiers, n=3, cutoff=0.5)
+    if close:
+        hint = "did you mean " + " or ".join(repr(name) for name in close) + "?"
+    else:
+        hint = "image classifiers include 'vit', 'deit', 'resnet', 'convnext' and 'swin'."
+    raise DataError(f"model_config: transformers has no model_type '{model_type}'; {hint}")
+
+
 def refuse_unknown_config_fields(model_type: str, fields: dict[str, Any]) -> None:
     """Name a field the config does not have: `AutoConfig.for_model` keeps any keyword as an attribute that no
     layer reads, so a misspelt ``depths`` would silently train the default architecture."""
-    if model_type not in CONFIG_MAPPING:
-        return  # for_model names the unknown model_type itself
     config_class = CONFIG_MAPPING[model_type]
     known = set(config_class().to_dict()) | set(inspect.signature(config_class.__init__).parameters) | {"num_labels"}
     unknown = [name for name in fields if name not in known]
@@ -156,7 +170,8 @@ def check_local_weights(name_or_path: str, allow_pickle: bool) -> None:
             return
         raise DataError(
             f"{path} holds only pickled weights (pytorch_model.bin), and unpickling can run code; convert them to "
-            "safetensors, or set allow_pickle to load them with torch.load(weights_only=True)."
+            "safetensors, or load them with torch.load(weights_only=True) by setting allow_pickle (allow_pickle: "
+            "true in a config, --allow_pickle on the command line)."
         )
     raise DataError(f"{path} holds no model weights (model.safetensors).")
 
@@ -211,7 +226,8 @@ def _from_hub(load: Any, name_or_path: str, what: str, **kwargs: Any) -> Any:
             raise
         raise DataError(
             f"{name_or_path} needs its own Python code to load its {what}, and running a checkpoint's code is off; "
-            "set trust_remote_code: true in the config only if you trust its author."
+            "set trust_remote_code (trust_remote_code: true in a config, --trust_remote_code on the command line) "
+            "only if you trust its author."
         ) from None
     except OSError as error:
         if Path(name_or_path).expanduser().is_dir():

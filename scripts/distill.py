@@ -22,6 +22,7 @@ from transformers import DeiTForImageClassificationWithTeacher, TrainingArgument
 
 from pipelines import DataArguments, load_image_dataset, run_cli
 from pipelines.errors import ConfigError
+from pipelines.locks import run_folder_lock
 from pipelines.models import load_classifier
 from trainers.arguments import ModelArguments, apply_precision, hide_hub_token, launch_command, parse_config
 from trainers.distillation import (
@@ -90,6 +91,22 @@ def distill(
     if push_to_hub:
         check_push_possible(training_args.hub_model_id)
 
+    trains_baseline = distill_args.train_baseline and not distill_args.baseline_model_name_or_path
+    baseline_dir = distill_args.baseline_output_dir or f"{training_args.output_dir}-no-teacher"
+    with run_folder_lock(training_args.output_dir, *([baseline_dir] if trains_baseline else [])):
+        return distill(data_args, model_args, distill_args, training_args, push_to_hub, baseline_dir, argv)
+
+
+def distill(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    distill_args: DistillationArguments,
+    training_args: TrainingArguments,
+    push_to_hub: bool,
+    baseline_dir: str,
+    argv: list[str],
+) -> dict:
+    """The recipe, while this run holds its folders: train the student (and its baseline), measure, report."""
     with training_args.main_process_first(desc="load dataset"):
         data = load_image_dataset(data_args)
     teacher, teacher_processor = load_classifier(
@@ -152,7 +169,7 @@ def distill(
             baseline_trainer = wire(ImageClassificationTrainer, baseline, baseline_processor, baseline_args)
             baseline_test = None
         else:
-            baseline_args.output_dir = distill_args.baseline_output_dir or f"{training_args.output_dir}-no-teacher"
+            baseline_args.output_dir = baseline_dir
             baseline, _ = classifier_from_args(model_args, data, student_class)
             baseline_trainer = wire(ImageClassificationTrainer, baseline, processor, baseline_args)
             train_and_save(baseline_trainer)

@@ -27,6 +27,7 @@ from explain.registry import canonical_name
 from explain.workflow import Explainer, check_methods_fit, compute_dtype, pick_device
 from pipelines import DataArguments, ImageCollator, load_image_dataset, run_cli
 from pipelines.io import check_output_folder
+from pipelines.locks import run_folder_lock
 from pipelines.preprocess import processed_size
 from trainers.evaluation import EvaluateArguments, classification_summary, shared_label_space
 from trainers.evaluation_plots import classification_figures, plot_agreement, plot_faithfulness, plot_probability_bars
@@ -55,12 +56,22 @@ def main(argv: list[str] | None = None) -> dict:
     check_output_folder(args.out)
     if args.model_card:
         check_model_card_folder(args.model_card)
+    with run_folder_lock(args.out):  # one writer per report folder
+        return evaluate_models(args, data_args, argv)
+
+
+def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: list[str]) -> dict:
+    """The evaluation, while this run holds its report folder."""
     device = pick_device(args.device)
     dtype = compute_dtype(args.precision, device)
     methods = [canonical_name(method) for method in args.methods.split(",") if method.strip()]
     data = load_image_dataset(data_args)
     names = display_names(args.models)
-    explainers = dict(zip(names, (Explainer(path, device, dtype, batch_size=args.batch_size) for path in args.models)))
+    loading = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
+    explainers = {
+        name: Explainer(path, device, dtype, **loading, batch_size=args.batch_size)
+        for name, path in zip(names, args.models)
+    }
     check_methods_fit(methods, {name: explainer.model for name, explainer in explainers.items()})
     space = shared_label_space(
         [label_names(e.model) for e in explainers.values()], data.label_names, args.allow_label_mismatch

@@ -31,11 +31,13 @@ elif __name__ == "explain":  # imported in place of the package: hand the import
 
 from explain.workflow import parse_arguments, run_explain  # noqa: E402
 from pipelines import run_cli  # noqa: E402
+from pipelines.locks import run_folder_lock  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
     explain_args, data_args = parse_arguments(argv)
-    index = run_explain(explain_args, data_args)
+    with run_folder_lock(explain_args.out):  # one writer per output folder
+        index = run_explain(explain_args, data_args)
     for entry in index["files"]:
         print(f"{entry['file']}: {entry['shows']}")
     print(f"index: {explain_args.out}/index.json")

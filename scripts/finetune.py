@@ -17,6 +17,7 @@ from transformers import TrainingArguments, set_seed
 
 from pipelines import DataArguments, load_image_dataset, run_cli
 from pipelines.errors import ConfigError
+from pipelines.locks import run_folder_lock
 from trainers.arguments import ModelArguments, apply_precision, hide_hub_token, launch_command, parse_config
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
@@ -31,22 +32,23 @@ def main(argv: list[str] | None = None) -> dict:
     apply_precision(training_args, model_args.precision)
     hide_hub_token(training_args)
 
-    with training_args.main_process_first(desc="load dataset"):
-        data = load_image_dataset(data_args)
-    set_seed(training_args.seed)  # a model built from a config starts from the same weights in every run
-    model, image_processor = classifier_from_args(model_args, data)
-    trainer = build_trainer(ImageClassificationTrainer, model, image_processor, training_args, data, data_args)
-    if training_args.do_train:
-        train_and_save(trainer)
+    with run_folder_lock(training_args.output_dir):  # one writer per run folder
+        with training_args.main_process_first(desc="load dataset"):
+            data = load_image_dataset(data_args)
+        set_seed(training_args.seed)  # a model built from a config starts from the same weights in every run
+        model, image_processor = classifier_from_args(model_args, data)
+        trainer = build_trainer(ImageClassificationTrainer, model, image_processor, training_args, data, data_args)
+        if training_args.do_train:
+            train_and_save(trainer)
 
-    command = launch_command("scripts/finetune.py", argv)
-    report = evaluate_and_report(trainer, data, training_args.output_dir, command)
-    if trainer.is_world_process_zero():
-        print(
-            f"\n{model.config.model_type} on {data_args.dataset_name or data_args.data_dir} -> {training_args.output_dir}"
-        )
-        print(summary_table(report))
-    return report
+        command = launch_command("scripts/finetune.py", argv)
+        report = evaluate_and_report(trainer, data, training_args.output_dir, command)
+        if trainer.is_world_process_zero():
+            print(
+                f"\n{model.config.model_type} on {data_args.dataset_name or data_args.data_dir} -> {training_args.output_dir}"
+            )
+            print(summary_table(report))
+        return report
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ it runs scripts/<name>.py's `main` with faults set by environment variables:
   that a test can SIGKILL the run at a known point (mid-way between two checkpoints) without racing it.
 - ``FAULT_PAUSE_IN_FINAL_SAVE=1``: block the same way once the final model is written to its staging folder,
   before any file is moved into place (marker ``final-save-rank<R>``).
+- ``FAULT_RESUME_WHEN=<path>``: a paused run goes on once that file exists (without it, it waits to be killed).
 - ``FAULT_NAN_AT_STEP=N`` (with ``FAULT_NAN_RANK=R``, default every rank): the training loss of step N is NaN.
 
 As a module it gives the tests the launching, waiting and killing.
@@ -46,11 +47,15 @@ def _rank() -> int:
 
 
 def _block(marker: str) -> None:
-    """Tell the test where we are, then wait to be killed."""
+    """Tell the test where we are, then wait to be killed (or for FAULT_RESUME_WHEN's file to appear)."""
     folder = Path(os.environ["FAULT_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{marker}-rank{_rank()}").write_text(str(os.getpid()))
-    threading.Event().wait()
+    resume = os.environ.get("FAULT_RESUME_WHEN")
+    if not resume:
+        threading.Event().wait()  # for ever: the test kills this process
+    while not Path(resume).exists():
+        time.sleep(0.1)
 
 
 def _install_faults(script: ModuleType) -> None:

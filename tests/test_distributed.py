@@ -9,6 +9,8 @@ import faults
 import pytest
 from conftest import load_script, make_medmnist_npz, tiny_run_config, write_config
 
+from pipelines.locks import LOCK_NAME
+
 main = load_script("finetune").main
 
 COUNTS = (48, 13, 17)  # odd: with two processes, padding would count one image twice
@@ -28,6 +30,7 @@ def test_two_process_run_matches_single_process_evaluation(tmp_path: Path) -> No
     assert distributed["validation"]["samples"] == COUNTS[1]
     assert distributed["test"]["samples"] == COUNTS[2]
     assert distributed["command"].startswith("accelerate launch scripts/finetune.py ")  # as it was launched
+    assert not (tmp_path / "run" / LOCK_NAME).exists()  # taken once, by the main process, and released
 
     single = main(
         [

@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-from pipelines import ConfigError, DataError, DevicePreprocess
+from pipelines import ConfigError, DataError, DevicePreprocess, UserFacingError
 from trainers.image_classification import build_trainer
 
 main = load_script("finetune").main
@@ -292,7 +292,7 @@ def test_settings_trainer_would_trip_over_later_are_refused_before_training(
 
 def test_output_dir_that_is_a_file_is_refused_and_kept(tmp_path: Path, npz_dir: Path) -> None:
     (tmp_path / "run").write_text("notes")
-    with pytest.raises(ConfigError, match="is a file; give a folder"):
+    with pytest.raises(UserFacingError, match="is an existing file; give a folder"):
         main([str(write_config(tmp_path / "c.yaml", **tiny_run_config(tmp_path, npz_dir)))])
     assert (tmp_path / "run").read_text() == "notes"
 

@@ -164,13 +164,28 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
         raise ConfigError(f"{path}: {str(error).splitlines()[0]}") from None
 
 
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """What YAML found and where (``found character '\\t' that cannot start any token at line 2, column 1``).
+
+    The message's first line is only the context (``while scanning for the next token``); the problem and its
+    place come after it.
+    """
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    if not problem:
+        return (str(error).splitlines() or [type(error).__name__])[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    hint = " (YAML indents with spaces, not tabs)" if "'\\t'" in problem else ""
+    return f"{problem}{where}{hint}"
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(error)}.") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a mapping of keys to values.")
     return values

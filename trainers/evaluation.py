@@ -118,6 +118,13 @@ class EvaluateArguments:
         default=None, metadata={"help": "A model folder whose README.md (model card) gets the report's tables."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for picking images and for random baselines."})
+    allow_pickle: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept pickled weights (pytorch_model.bin, loaded with weights_only=True) without safetensors."
+        },
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub checkpoint."})
 
     def __post_init__(self) -> None:
         if not self.models:
