@@ -22,7 +22,14 @@ from transformers import DeiTForImageClassificationWithTeacher, TrainingArgument
 from pipelines import DataArguments, load_image_dataset, run_cli
 from pipelines.errors import ConfigError
 from pipelines.models import load_classifier
-from trainers.arguments import ModelArguments, apply_precision, hide_hub_token, launch_command, parse_config
+from trainers.arguments import (
+    ModelArguments,
+    OneCycleTrainingArguments,
+    apply_precision,
+    hide_hub_token,
+    launch_command,
+    parse_config,
+)
 from trainers.distillation import (
     DistillationArguments,
     DistillationTrainer,
@@ -39,7 +46,7 @@ from trainers.results import measure_row, write_results
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parsed = parse_config((DataArguments, ModelArguments, DistillationArguments, TrainingArguments), argv)
+    parsed = parse_config((DataArguments, ModelArguments, DistillationArguments, OneCycleTrainingArguments), argv)
     data_args, model_args, distill_args, training_args = parsed
     # Publish once, after the table exists: Trainer must not push checkpoints on its own.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
