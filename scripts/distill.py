@@ -24,7 +24,14 @@ from pipelines import DataArguments, load_image_dataset, run_cli
 from pipelines.errors import ConfigError
 from pipelines.locks import run_folder_lock
 from pipelines.models import load_classifier
-from trainers.arguments import ModelArguments, apply_precision, hide_hub_token, launch_command, parse_config
+from trainers.arguments import (
+    ModelArguments,
+    OneCycleTrainingArguments,
+    apply_precision,
+    hide_hub_token,
+    launch_command,
+    parse_config,
+)
 from trainers.distillation import (
     DistillationArguments,
     DistillationTrainer,
@@ -41,10 +48,10 @@ from trainers.results import measure_row, write_results, write_seed_summary
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parsed = parse_config((DataArguments, ModelArguments, DistillationArguments, TrainingArguments), argv)
+    parsed = parse_config((DataArguments, ModelArguments, DistillationArguments, OneCycleTrainingArguments), argv)
     if parsed[2].seeds:
         return distill_over_seeds(argv, *parsed)
-    return distill(argv, *parsed)
+    return distill_once(argv, *parsed)
 
 
 def distill_over_seeds(
@@ -64,7 +71,7 @@ def distill_over_seeds(
         seed_distill, seed_training = copy.deepcopy(distill_args), copy.deepcopy(training_args)
         seed_distill.seeds, seed_distill.baseline_output_dir = None, f"{baseline_dir}/seed-{seed}"
         seed_training.seed, seed_training.output_dir = seed, f"{training_args.output_dir}/seed-{seed}"
-        runs[seed] = distill(seed_argv, data_args, model_args, seed_distill, seed_training)["rows"]
+        runs[seed] = distill_once(seed_argv, data_args, model_args, seed_distill, seed_training)["rows"]
     if not runs[distill_args.seeds[0]]:  # not the main process
         return {}
     table = write_seed_summary(training_args.output_dir, runs, launch_command("scripts/distill.py", argv))
@@ -72,7 +79,7 @@ def distill_over_seeds(
     return {"runs": runs}
 
 
-def distill(
+def distill_once(
     argv: list[str],
     data_args: DataArguments,
     model_args: ModelArguments,
@@ -94,10 +101,10 @@ def distill(
     trains_baseline = distill_args.train_baseline and not distill_args.baseline_model_name_or_path
     baseline_dir = distill_args.baseline_output_dir or f"{training_args.output_dir}-no-teacher"
     with run_folder_lock(training_args.output_dir, *([baseline_dir] if trains_baseline else [])):
-        return distill(data_args, model_args, distill_args, training_args, push_to_hub, baseline_dir, argv)
+        return distill_locked(data_args, model_args, distill_args, training_args, push_to_hub, baseline_dir, argv)
 
 
-def distill(
+def distill_locked(
     data_args: DataArguments,
     model_args: ModelArguments,
     distill_args: DistillationArguments,

@@ -13,12 +13,19 @@ from pathlib import Path
 # sys.path, as it is when a script here is run directly.
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
-from transformers import TrainingArguments, set_seed
+from transformers import set_seed
 
 from pipelines import DataArguments, load_image_dataset, run_cli
 from pipelines.errors import ConfigError
 from pipelines.locks import run_folder_lock
-from trainers.arguments import ModelArguments, apply_precision, hide_hub_token, launch_command, parse_config
+from trainers.arguments import (
+    ModelArguments,
+    OneCycleTrainingArguments,
+    apply_precision,
+    hide_hub_token,
+    launch_command,
+    parse_config,
+)
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
 from trainers.reporting import evaluate_and_report, summary_table
@@ -26,7 +33,9 @@ from trainers.reporting import evaluate_and_report, summary_table
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
-    data_args, model_args, training_args = parse_config((DataArguments, ModelArguments, TrainingArguments), argv)
+    data_args, model_args, training_args = parse_config(
+        (DataArguments, ModelArguments, OneCycleTrainingArguments), argv
+    )
     if not training_args.do_train and model_args.model_config is not None:
         raise ConfigError("do_train is false, so the model built from model_config would be evaluated untrained.")
     apply_precision(training_args, model_args.precision)

@@ -10,9 +10,16 @@ from conftest import ROOT, write_config
 from transformers import TrainingArguments
 
 from pipelines import ConfigError, DataArguments
-from trainers.arguments import ModelArguments, apply_precision, field_types, launch_command, parse_config
+from trainers.arguments import (
+    ModelArguments,
+    OneCycleTrainingArguments,
+    apply_precision,
+    field_types,
+    launch_command,
+    parse_config,
+)
 
-DATACLASSES = (DataArguments, ModelArguments, TrainingArguments)
+DATACLASSES = (DataArguments, ModelArguments, OneCycleTrainingArguments)  # as scripts/finetune.py parses
 FINETUNE_CONFIGS = sorted(
     path for path in (ROOT / "configs").glob("*.yaml") if not path.name.startswith(("distill", "quickstart_distill"))
 )
@@ -43,6 +50,7 @@ def test_the_expected_recipes_are_shipped() -> None:
         "resnet18_pathmnist.yaml",
         "vit_base_cifar10.yaml",
         "plants_folder.yaml",
+        "resnet18_cifar10_onecycle.yaml",
     } <= names
 
 
@@ -182,7 +190,7 @@ def test_every_distillation_config_loads_and_validates(path: Path) -> None:
     from trainers.distillation import DistillationArguments
 
     _, model_args, distill_args, training_args = parse_config(
-        (DataArguments, ModelArguments, DistillationArguments, TrainingArguments), [str(path)]
+        (DataArguments, ModelArguments, DistillationArguments, OneCycleTrainingArguments), [str(path)]
     )
     assert distill_args.teacher_model_name_or_path.startswith("runs/")
     assert 0 <= distill_args.alpha <= 1 and distill_args.temperature > 0

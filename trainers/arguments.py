@@ -310,3 +310,70 @@ def _strip_optional(hint: Any) -> Any:
         if len(members) == 1:
             return members[0]
     return hint
+
+
+ONE_CYCLE = "one_cycle"
+
+
+@dataclass
+class OneCycleTrainingArguments(TrainingArguments):
+    """transformers' `TrainingArguments`, whose ``lr_scheduler_type`` also takes ``one_cycle``.
+
+    transformers has no one-cycle schedule and checks ``lr_scheduler_type`` against its `SchedulerType` enum, so this
+    field is re-declared as text: ``one_cycle`` is kept as it is, every other value goes through transformers'
+    checks unchanged. `ImageClassificationTrainer.create_scheduler` builds torch's `OneCycleLR` from the
+    ``one_cycle_*`` fields (Smith & Topin 2019, "Super-convergence"), stepped once per optimizer step.
+    """
+
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={
+            "help": "One of transformers' SchedulerType values (linear, cosine, constant, ...), or 'one_cycle': "
+            "torch's OneCycleLR, which warms up from one_cycle_max_lr / one_cycle_div_factor to one_cycle_max_lr, "
+            "then anneals (cosine) to one_cycle_max_lr / (div_factor * final_div_factor), and cycles Adam's beta1 "
+            "from 0.95 to 0.85 and back, as torch does by default."
+        },
+    )
+    one_cycle_max_lr: float | None = field(
+        default=None, metadata={"help": "one_cycle: the peak learning rate; default: learning_rate."}
+    )
+    one_cycle_pct_start: float = field(
+        default=0.3, metadata={"help": "one_cycle: the fraction of the steps spent warming up to the peak."}
+    )
+    one_cycle_div_factor: float = field(
+        default=25.0, metadata={"help": "one_cycle: the first learning rate is the peak divided by this."}
+    )
+    one_cycle_final_div_factor: float = field(
+        default=1e4, metadata={"help": "one_cycle: the last learning rate is the first divided by this."}
+    )
+
+    def __post_init__(self) -> None:
+        one_cycle = self.lr_scheduler_type == ONE_CYCLE
+        if one_cycle:
+            self.check_one_cycle()
+            self.lr_scheduler_type = "constant"  # a value transformers' own checks accept; restored below
+        super().__post_init__()
+        if one_cycle:
+            self.lr_scheduler_type = ONE_CYCLE
+
+    @property
+    def peak_learning_rate(self) -> float:
+        return self.learning_rate if self.one_cycle_max_lr is None else self.one_cycle_max_lr
+
+    def check_one_cycle(self) -> None:
+        if self.warmup_steps:
+            raise ConfigError(
+                f"warmup_steps is {self.warmup_steps}, but one_cycle warms up by itself: set one_cycle_pct_start "
+                "instead and remove warmup_steps."
+            )
+        if self.lr_scheduler_kwargs:
+            raise ConfigError("lr_scheduler_kwargs are not read by one_cycle; use the one_cycle_* keys instead.")
+        if self.one_cycle_max_lr is not None and self.one_cycle_max_lr <= 0:
+            raise ConfigError(f"one_cycle_max_lr is {self.one_cycle_max_lr}; it must be greater than 0.")
+        if not 0.0 < self.one_cycle_pct_start < 1.0:
+            raise ConfigError(
+                f"one_cycle_pct_start is {self.one_cycle_pct_start}; it must lie strictly between 0 and 1."
+            )
+        for name in ("one_cycle_div_factor", "one_cycle_final_div_factor"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} is {getattr(self, name)}; it must be greater than 0.")

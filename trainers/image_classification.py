@@ -18,11 +18,12 @@ from pipelines.collate import ImageCollator
 from pipelines.errors import DataError
 from pipelines.loading import ImageData
 from pipelines.preprocess import DevicePreprocess, training_preprocess
-from trainers.arguments import check_training_arguments
+from trainers.arguments import ONE_CYCLE, check_training_arguments
 from trainers.checkpoints import is_complete_checkpoint, is_finished, newest_complete_checkpoint, save_final_model
 from trainers.guards import NonFiniteGuard
 from trainers.losses import classification_loss
 from trainers.metrics import ComputeMetrics
+from trainers.schedules import one_cycle_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,18 @@ class ImageClassificationTrainer(Trainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.non_finite_guard.record(loss, self.state.global_step + 1)  # device work only; read when logging/saving
         return loss
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """Trainer's schedules, plus ``lr_scheduler_type: one_cycle`` (see `OneCycleTrainingArguments`)."""
+        if self.args.lr_scheduler_type != ONE_CYCLE:
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is None:
+            self.lr_scheduler = one_cycle_schedule(optimizer or self.optimizer, self.args, num_training_steps)
+            # As Trainer marks the schedulers it makes: a later train() call then makes a new one for its own steps.
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
 
     def _prepare_inputs(self, inputs: dict[str, torch.Tensor | Any]) -> dict[str, torch.Tensor | Any]:
         return self.preprocess_batch(super()._prepare_inputs(inputs))
