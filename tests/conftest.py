@@ -140,3 +140,25 @@ def tiny_run_config(tmp_path: Path, data_dir: Path, **overrides: object) -> dict
     }
     values.update(overrides)
     return values
+
+
+@pytest.fixture(scope="session")
+def standin_hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face home whose hub cache holds a stand-in of every checkpoint in ../shared/hub-standins/, laid
+    out as a download (random weights; see tests/standins.py). Give it to subprocesses as HF_HOME."""
+    import standins
+
+    if not standins.HUB_STANDINS.is_dir():
+        pytest.skip(f"no stand-in Hub checkpoints: {standins.HUB_STANDINS} is absent")
+    home = tmp_path_factory.mktemp("hf-home")
+    for repo_id in standins.standin_ids():
+        standins.cache_checkpoint(home, repo_id)
+    return home
+
+
+@pytest.fixture(scope="session")
+def rehearsals(standin_hf_home: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Every recipe in configs/ rehearsed at most once per session (a distill recipe's teacher recipe first)."""
+    from rehearsal import Rehearsals
+
+    return Rehearsals(tmp_path_factory.mktemp("rehearsals"), standin_hf_home, sorted((ROOT / "configs").glob("*.yaml")))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, write_config
 from transformers import TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
 from pipelines import ConfigError, DataArguments
 from trainers.arguments import (
@@ -126,10 +127,10 @@ def test_invalid_values_are_one_sentence(tmp_path: Path, values: dict, message: 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        (["--class_names", "catdogfish"], "class_names is 'catdogfish', not a list"),
         (["--class_names", "[no, yes]"], r"class_names holds \[False, True\], which YAML read from yes/no.*quotes"),
         (["--max_steps", "2.5"], "max_steps is 2.5, which is not an integer"),
-        (["--crop_scale", "0.5"], "crop_scale is 0.5, not a list"),
+        (["--crop_scale", "0.5"], r"crop_scale is \[0.5\]; give \[low, high\]"),
+        (["--eval_strategy", "no", "epoch"], "--eval_strategy takes one value, not 2"),
         (["--model_config", "resnet"], "model_config is 'resnet', not a mapping"),
         (["--num_train_epochs", "[1]"], r"num_train_epochs is \[1\], which is not a number"),
         (["--disable_tqdm", "maybe"], "disable_tqdm is 'maybe'; use true or false"),
@@ -139,6 +140,60 @@ def test_values_of_the_wrong_kind_are_refused_by_name(tmp_path: Path, override: 
     path = write_config(tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"})
     with pytest.raises(ConfigError, match=message):
         parse_config(DATACLASSES, [str(path), "--output_dir", "x", *override])
+
+
+def test_a_file_value_of_the_wrong_kind_is_refused_by_name(tmp_path: Path) -> None:
+    # A string given as class_names once silently became one class per letter.
+    path = write_config(
+        tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"}, class_names="catdog"
+    )
+    with pytest.raises(ConfigError, match="class_names is 'catdog', not a list"):
+        parse_config(DATACLASSES, [str(path), "--output_dir", "x"])
+
+
+def test_text_fields_keep_the_command_line_text_as_typed(tmp_path: Path) -> None:
+    # Read as YAML, `no` was false ("False is not a valid IntervalStrategy") and 1e5 or 0123 were numbers.
+    path = write_config(tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"})
+    _, _, args = parse_config(
+        DATACLASSES,
+        [str(path), "--output_dir", "x", "--eval_strategy", "no", "--save_strategy", "no", "--hub_model_id", "1e5"],
+    )
+    assert args.eval_strategy == IntervalStrategy.NO and args.save_strategy == SaveStrategy.NO
+    assert args.hub_model_id == "1e5"
+    _, _, args = parse_config(DATACLASSES, [str(path), "--output_dir", "0123", "--lr_scheduler_type", "linear"])
+    assert args.output_dir == "0123" and args.lr_scheduler_type == SchedulerType.LINEAR
+    names = write_config(tmp_path / "m.yaml", dataset_name="breastmnist", model_name_or_path="a/b", output_dir="x")
+    _, model_args, _ = parse_config(DATACLASSES, [str(names), "--model_name_or_path", "0123"])
+    assert model_args.model_name_or_path == "0123"
+    # Numbers and bools are still read as such.
+    _, _, args = parse_config(DATACLASSES, [str(path), "--output_dir", "x", "--max_steps", "7", "--bf16", "no"])
+    assert args.max_steps == 7 and args.bf16 is False
+
+
+@pytest.mark.parametrize("spelling", [["--report_to", "none"], ["--report_to", "no"], ["--report_to=no"]])
+def test_report_to_none_or_no_turns_reporting_off(tmp_path: Path, spelling: list[str]) -> None:
+    path = write_config(
+        tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"}, report_to="all"
+    )
+    _, _, args = parse_config(DATACLASSES, [str(path), "--output_dir", "x", *spelling])
+    assert args.report_to == [] == TrainingArguments(output_dir="x", report_to="none").report_to
+
+
+def test_report_to_no_in_a_file_turns_reporting_off(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"})
+    path.write_text(path.read_text() + "report_to: no\noutput_dir: x\n")  # YAML reads the bare word as false
+    assert parse_config(DATACLASSES, [str(path)])[2].report_to == []
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [["--class_names", "A", "B", "C"], ["--class_names", "[A, B, C]"], ["--class_names=[A, B, C]"]],
+)
+def test_list_fields_take_space_separated_values_or_a_yaml_list(tmp_path: Path, spelling: list[str]) -> None:
+    path = write_config(tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"})
+    data_args, _, _ = parse_config(DATACLASSES, [str(path), "--output_dir", "x", *spelling, "--crop_scale", "0.5", "1"])
+    assert data_args.class_names == ["A", "B", "C"]
+    assert data_args.crop_scale == [0.5, 1]
 
 
 def test_whole_numbers_keep_their_meaning_in_float_fields(tmp_path: Path) -> None:

@@ -69,6 +69,16 @@ def test_measure_cost_reports_medians_quartiles_and_throughput_of_the_timed_pass
     assert model.durations == []  # every scripted pass was run, none more
 
 
+def test_one_repeat_runs_one_warm_up_and_one_timed_pass_per_batch_size(tmp_path: Path, scripted) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    model = scripted([1.0, 0.002, 1.0, 0.64])  # warm-up, timed (batch 1); warm-up, timed (batch 64)
+    cost = measure_cost(model, tmp_path, (8, 8), torch.device("cpu"), repeats=1, large_batch=64)
+    assert cost.latency_ms_batch_1 == pytest.approx(2.0)
+    assert cost.latency_ms_batch_64 == pytest.approx(10.0)
+    assert cost.latency_ms_batch_64_quartiles == pytest.approx([10.0, 10.0])
+    assert model.durations == []  # no pass more than asked for
+
+
 def test_latency_text_shows_the_median_then_the_quartiles() -> None:
     assert latency_text(0.5234, [0.5012, 0.5519], 2) == "0.52 (0.50–0.55)"
     assert latency_text(1.0, [0.95, 1.25], 3) == "1.000 (0.950–1.250)"

@@ -134,8 +134,9 @@ def recordable_argv(argv: list[str]) -> list[str]:
 def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
     """Parse ``<config.yaml> [--key value ...]`` into instances of `dataclass_types`.
 
-    Command-line values override the file's and are read as YAML scalars (``--num_train_epochs 3``,
-    ``--bf16 true``). An unknown key is named, with the closest known key as a suggestion.
+    Command-line values override the file's and are read as their field's type (see `read_value`:
+    ``--num_train_epochs 3``, ``--bf16 true``, ``--eval_strategy no``, ``--class_names A B C``). An unknown key is
+    named, with the closest known key as a suggestion.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("-h", "--help"):
@@ -147,8 +148,9 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     path = Path(argv[0])
     values = read_config_file(path)
     hints = field_types(dataclass_types)
-    overrides = negated_flags(parse_overrides(argv[1:]), hints)
+    overrides = negated_flags(parse_overrides(argv[1:], hints), hints)
     values.update(overrides)
+    values = reporting_off_spelt_no(values)
     unknown = [key for key in values if key not in hints]
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(hints), n=1)
@@ -191,9 +193,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """``--key value`` / ``--key=value`` pairs, each value read as a YAML scalar; a bare ``--flag`` means true.
-    Dashes in a key mean underscores."""
+def parse_overrides(args: list[str], hints: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``--key value``, ``--key=value`` and ``--key v1 v2 ...`` (list fields, as ``--help`` shows them), each read
+    as its field's type in `hints` (see `read_value`); a bare ``--flag`` means true. Dashes in a key mean
+    underscores."""
+    hints = hints or {}
     overrides: dict[str, Any] = {}
     index = 0
     while index < len(args):
@@ -202,15 +206,60 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             raise ConfigError(f"Unexpected argument '{arg}'; overrides look like --key value.")
         key, equals, value = arg[2:].partition("=")
         key = key.replace("-", "_")  # --help lists each key with dashes too (--num-train-epochs), as argparse does
-        if not equals:
-            if index + 1 < len(args) and not args[index + 1].startswith("--"):
-                value = args[index + 1]
-                index += 1
-            else:
-                value = "true"
-        overrides[key] = yaml.safe_load(value)
+        tokens = [value] if equals else []
+        while not equals and index + 1 < len(args) and not args[index + 1].startswith("--"):
+            tokens.append(args[index + 1])
+            index += 1
+        overrides[key] = read_value(tokens, hints.get(key, Any), key)
         index += 1
     return overrides
+
+
+def read_value(tokens: list[str], hint: Any, key: str) -> Any:
+    """The command-line text after ``--key`` as the field's type.
+
+    Text fields (str, or a union with str such as eval_strategy's ``IntervalStrategy | str``, report_to, a hub id
+    or model path) keep the text as typed: read as YAML, ``--eval_strategy no`` became false ("False is not a
+    valid IntervalStrategy") and a hub id such as ``1e5`` a number. List fields take several values (``--class_names
+    A B C``) or one YAML list (``"[A, B, C]"``). Everything else is read as YAML (numbers, bools, mappings).
+    """
+    if not tokens:
+        return True
+    base = _strip_optional(hint)
+    members = typing.get_args(base) if typing.get_origin(base) in (typing.Union, types.UnionType) else (base,)
+    list_member = next((member for member in members if typing.get_origin(member) is list), None)
+    if len(tokens) > 1 and list_member is None:
+        raise ConfigError(
+            f"--{key} takes one value, not {len(tokens)} ({' '.join(tokens)}); quote a value with spaces."
+        )
+    if _takes_text(members):
+        return tokens if len(tokens) > 1 else tokens[0]
+    if list_member is not None:
+        if len(tokens) == 1 and isinstance(parsed := _yaml_value(tokens[0], key), list):
+            return parsed
+        text_elements = typing.get_args(list_member) == (str,)
+        return [token if text_elements else _yaml_value(token, key) for token in tokens]
+    return _yaml_value(tokens[0], key)
+
+
+def _takes_text(members: tuple[Any, ...]) -> bool:
+    """Whether a field of one of these types takes text as it is: str, or a str-valued enum (IntervalStrategy)."""
+    return any(isinstance(member, type) and issubclass(member, str) for member in members)
+
+
+def _yaml_value(text: str, key: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--{key} {text}: not a value YAML can read ({str(error).splitlines()[0]}).") from None
+
+
+def reporting_off_spelt_no(values: dict[str, Any]) -> dict[str, Any]:
+    """``report_to: no`` (the spelling of the strategy fields, read by YAML as false) means ``none``: transformers
+    accepts only 'none' and ended in a ValueError traceback."""
+    if values.get("report_to") in ("no", False):
+        return {**values, "report_to": "none"}
+    return values
 
 
 def negated_flags(overrides: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:

@@ -121,10 +121,18 @@ def measure_cost(
     repeats: int = 20,
     large_batch: int = 64,
 ) -> ModelCost:
-    """Parameters, weight bytes, per-image latency at batch 1 and `large_batch`, and throughput at `large_batch`."""
+    """Parameters, weight bytes, per-image latency at batch 1 and `large_batch`, and throughput at `large_batch`.
+
+    `large_batch` is timed over a quarter of `repeats` (at least 3), each batch size after up to 3 warm-up passes;
+    never more passes than `repeats` asks for, so ``repeats=1`` (a quick look) is one warm-up and one timed pass
+    per batch size, which for a ViT-B on a CPU is seconds instead of a minute.
+    """
     shape = model_input_shape(model, image_size)
-    single, single_quartiles = per_image_ms(batch_timings(model, shape, 1, device, dtype, repeats=repeats), 1)
-    large_timings = batch_timings(model, shape, large_batch, device, dtype, repeats=max(3, repeats // 4))
+    warmup = min(3, repeats)
+    timings = batch_timings(model, shape, 1, device, dtype, warmup=warmup, repeats=repeats)
+    single, single_quartiles = per_image_ms(timings, 1)
+    large_repeats = min(repeats, max(3, repeats // 4))
+    large_timings = batch_timings(model, shape, large_batch, device, dtype, warmup=warmup, repeats=large_repeats)
     large, large_quartiles = per_image_ms(large_timings, large_batch)
     return ModelCost(
         parameters=count_parameters(model),

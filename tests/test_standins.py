@@ -1,0 +1,36 @@
+"""The stand-in Hub checkpoints resolve through huggingface_hub's cache lookup, as a cached download does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import try_to_load_from_cache
+from standins import HUB_STANDINS, standin_ids
+from transformers import AutoConfig, AutoImageProcessor
+
+pytestmark = pytest.mark.skipif(not HUB_STANDINS.is_dir(), reason=f"{HUB_STANDINS} is absent")
+
+
+@pytest.mark.parametrize("repo_id", standin_ids())
+def test_a_stand_in_resolves_by_its_hub_id_from_the_cache(standin_hf_home: Path, repo_id: str) -> None:
+    cache = standin_hf_home / "hub"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = (repo / "refs" / "main").read_text()
+    assert len(commit) == 40 and int(commit, 16) >= 0
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        assert try_to_load_from_cache(repo_id, name, cache_dir=cache) == str(repo / "snapshots" / commit / name)
+    published = HUB_STANDINS / repo_id.replace("/", "--")
+    config = AutoConfig.from_pretrained(repo_id, cache_dir=cache)
+    assert config.model_type == json.loads((published / "config.json").read_text())["model_type"]
+    assert config.architectures == json.loads((published / "config.json").read_text())["architectures"]
+    processor = AutoImageProcessor.from_pretrained(repo_id, cache_dir=cache)
+    assert list(processor.image_mean) == json.loads((published / "preprocessor_config.json").read_text())["image_mean"]
+
+
+def test_the_non_distilled_deit_stand_in_is_a_plain_vit(standin_hf_home: Path) -> None:
+    # Why the flagship distillation starts from the -distilled- checkpoint: only it has a distillation token.
+    cache = standin_hf_home / "hub"
+    assert AutoConfig.from_pretrained("facebook/deit-tiny-patch16-224", cache_dir=cache).model_type == "vit"
+    assert AutoConfig.from_pretrained("facebook/deit-tiny-distilled-patch16-224", cache_dir=cache).model_type == "deit"
