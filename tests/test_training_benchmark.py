@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, load_script
 from PIL import Image
 from test_explain_support import one_thread  # noqa: F401
 from transformers import ViTImageProcessor
@@ -19,6 +20,7 @@ from explain.benchmarking import benchmark_faithfulness
 from pipelines.preprocess import DevicePreprocess
 from trainers.benchmarking import (
     NUM_LABELS,
+    ThroughputRow,
     benchmark_distillation,
     benchmark_training,
     synthetic_images,
@@ -73,8 +75,26 @@ def test_distillation_rows_share_the_student_and_the_steps() -> None:
         "student fine-tuning alone",
         "distillation, teacher logits cached",
         "distillation, teacher run on every batch",
+        "distillation + explanation term, teacher logits and maps cached",
+        "distillation + explanation term, teacher run on every batch",
     ]
     assert all(row.steps == 2 and row.seconds > 0 for row in rows)
+
+
+def test_distill_command_prints_the_explanation_terms_ratio_from_its_own_rows(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # The rows' order is benchmark_distillation's (checked above); here the printed ratios must be theirs.
+    benchmark = load_script("benchmark")
+    seconds = [1.0, 1.2, 1.5, 1.74, 2.55]
+    paths = ["alone", "cached", "every batch", "term, cached", "term, every batch"]
+    rows = [ThroughputRow(path, 2 / time, time, 2) for path, time in zip(paths, seconds)]
+    monkeypatch.setattr(benchmark, "benchmark_distillation", lambda *args: rows)
+    arguments = ["teacher", "student", 32, 28, 2, 3, 1, True]
+    names = ["teacher", "student", "image_size", "source_size", "batch_size", "steps", "warmup", "cpu"]
+    benchmark.run_distill(argparse.Namespace(**dict(zip(names, arguments))))
+    printed = capsys.readouterr().out
+    assert "term over the plain distillation step: 1.45x with the teacher's logits and maps cached, 1.70x" in printed
 
 
 def test_faithfulness_times_curves_against_twice_k_forward_passes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,6 +22,7 @@ from datasets import Array3D, ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 from transformers import (
     AutoModelForImageClassification,
+    ResNetConfig,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -42,6 +43,22 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "vit-base": {},  # ViTConfig's defaults are ViT-B/16 at 224 px
     "deit-tiny": {"hidden_size": 192, "num_attention_heads": 3, "intermediate_size": 768},
     "vit-micro": {"hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 3, "intermediate_size": 384},
+    # The quickstart student's shape in issue 13's time (at 64 px: an 8x8 patch grid), 0.32M parameters.
+    "vit-micro-p8": {
+        "patch_size": 8,
+        "hidden_size": 96,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 3,
+        "intermediate_size": 192,
+    },
+    # A small CNN teacher built from a config (the quickstart teacher's shape in issue 13's time): 1.2M parameters.
+    "resnet-small": {
+        "model_type": "resnet",
+        "embedding_size": 32,
+        "hidden_sizes": [32, 64, 128, 256],
+        "depths": [1, 1, 1, 1],
+        "layer_type": "basic",
+    },
 }
 NUM_LABELS = 9  # PathMNIST's classes
 
@@ -79,7 +96,11 @@ def synthetic_images(count: int, size: int, seed: int = 0) -> tuple[np.ndarray, 
 
 def build_model(preset: str, image_size: int, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    config = ViTConfig(image_size=image_size, num_labels=NUM_LABELS, **MODEL_PRESETS[preset])
+    settings = dict(MODEL_PRESETS[preset])
+    if settings.pop("model_type", "vit") == "resnet":
+        config = ResNetConfig(num_labels=NUM_LABELS, **settings)
+    else:
+        config = ViTConfig(image_size=image_size, num_labels=NUM_LABELS, **settings)
     return AutoModelForImageClassification.from_config(config)
 
 
@@ -274,8 +295,10 @@ def benchmark_distillation(
     warmup: int = 5,
     use_cpu: bool = False,
 ) -> list[ThroughputRow]:
-    """Seconds per training step of the student alone, distilled with cached teacher logits, and distilled with
-    the teacher run on every batch; same data, no augmentation (the cache needs none), same precision."""
+    """Seconds per training step of the student alone, distilled with cached teacher logits, distilled with the
+    teacher run on every batch, and both distillations again with the explanation term (issue 13: the student's
+    differentiable Grad-CAM matched to the teacher's, whose maps are cached or computed on every batch); same data,
+    no augmentation (the cache needs none), same precision."""
     if warmup >= steps:
         raise ValueError(f"warmup ({warmup}) must be smaller than steps ({steps}).")
     processor = ViTImageProcessor(size={"height": image_size, "width": image_size})
@@ -283,10 +306,21 @@ def benchmark_distillation(
     bf16 = use_bf16(use_cpu)
     teacher = build_model(teacher_preset, image_size, seed=1)
     rows = []
+    explanation = {"explanation_weight": 1.0}
     for label, trainer_class, extra in (
         ("student fine-tuning alone", ImageClassificationTrainer, {}),
         ("distillation, teacher logits cached", DistillationTrainer, {"teacher_logits_cache": tempfile.mkdtemp()}),
         ("distillation, teacher run on every batch", DistillationTrainer, {"teacher_logits_cache": None}),
+        (
+            "distillation + explanation term, teacher logits and maps cached",
+            DistillationTrainer,
+            {"teacher_logits_cache": tempfile.mkdtemp(), **explanation},
+        ),
+        (
+            "distillation + explanation term, teacher run on every batch",
+            DistillationTrainer,
+            {"teacher_logits_cache": None, **explanation},
+        ),
     ):
         if trainer_class is DistillationTrainer:
             extra = {"teacher": teacher, **extra}
