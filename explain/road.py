@@ -36,11 +36,12 @@ CHECK_EVERY = 8  # conjugate-gradient iterations between convergence checks (eac
 
 def _neighbour_sum(values: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> the weighted sum of each pixel's in-image neighbours (zero padding drops the others)."""
-    channels = values.shape[1]
-    kernel = NEIGHBOUR_WEIGHTS.to(values).expand(channels, 1, 3, 3)
-    # Depthwise: one group per channel. On a CPU this ran about 5x faster than the same kernel as a single-channel
-    # convolution over (B * C, 1, H, W).
-    return F.conv2d(values, kernel, padding=1, groups=channels)
+    systems = values.shape[0] * values.shape[1]
+    kernel = NEIGHBOUR_WEIGHTS.to(values).expand(systems, 1, 3, 3)
+    # Depthwise, every (image, channel) system one channel of a single batch item: on a CPU this ran 25x faster
+    # than the same convolution over (B, C) with C groups, and 15x faster than (B * C, 1) with one channel.
+    flat = values.reshape(1, systems, *values.shape[-2:])
+    return F.conv2d(flat, kernel, padding=1, groups=systems).view_as(values)
 
 
 def _per_system_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -52,7 +53,7 @@ def linear_imputation(
     pixel_values: torch.Tensor,
     removed: torch.Tensor,
     max_iterations: int | None = None,
-    tolerance: float = 1e-6,
+    tolerance: float = 1e-5,
 ) -> torch.Tensor:
     """Fill `removed` pixels with the solution of ROAD's linear system (no noise), by conjugate gradients.
 
@@ -63,6 +64,8 @@ def linear_imputation(
             Laplacian-like system need about as many iterations as the widest removed region is wide.
         tolerance: Stop once every system's largest residual (the filled pixels' departure from the weighted mean
             of their neighbours) is below this; checked every 8 iterations. 0 runs `max_iterations` exactly.
+            At 1e-5 the filled pixels of white-noise 64 px images were within 5e-4 of the exact solution (1e-6:
+            1.5e-5; the hardest masks, large smooth removed regions, took about 3 * 64 iterations).
 
     Returns:
         (B, C, H, W) the images with removed pixels filled. Images with every pixel removed have no kept value
@@ -75,7 +78,7 @@ def linear_imputation(
     values = pixel_values.float()
     inside = removed.to(values.dtype)  # (B, 1, H, W): 1 on the unknowns
     kept = values * (1 - inside)
-    degree = _neighbour_sum(torch.ones_like(values[:1]))  # (1, C, H, W): 1 inside, less on the border
+    degree = _neighbour_sum(torch.ones_like(values[:1, :1]))  # (1, 1, H, W): 1 inside, less on the border
 
     def apply(direction: torch.Tensor) -> torch.Tensor:  # (D - W_rr) on the unknowns; zero on kept pixels
         return inside * (degree * direction - _neighbour_sum(direction))
@@ -106,7 +109,7 @@ def noisy_linear_imputation(
     noise: float = 0.01,
     generator: torch.Generator | None = None,
     max_iterations: int | None = None,
-    tolerance: float = 1e-6,
+    tolerance: float = 1e-5,
 ) -> torch.Tensor:
     """ROAD's imputation: `linear_imputation` plus Gaussian noise of standard deviation `noise` (absolute, in
     the input space, Rong et al.'s 0.01) on the removed pixels only.
