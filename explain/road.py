@@ -46,7 +46,7 @@ def _neighbour_sum(values: torch.Tensor) -> torch.Tensor:
 
 def _per_system_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) x 2 -> (B, C, 1, 1): one inner product per image and channel, i.e. per linear system."""
-    return (a * b).sum(dim=(-2, -1), keepdim=True)
+    return torch.linalg.vecdot(a.flatten(2), b.flatten(2))[..., None, None]
 
 
 def linear_imputation(
@@ -81,7 +81,7 @@ def linear_imputation(
     degree = _neighbour_sum(torch.ones_like(values[:1, :1]))  # (1, 1, H, W): 1 inside, less on the border
 
     def apply(direction: torch.Tensor) -> torch.Tensor:  # (D - W_rr) on the unknowns; zero on kept pixels
-        return inside * (degree * direction - _neighbour_sum(direction))
+        return torch.addcmul(_neighbour_sum(direction), degree, direction, value=-1).mul_(-inside)
 
     residual = inside * _neighbour_sum(kept)  # the right-hand side W_rk v, as the start is x = 0
     solution = torch.zeros_like(values)
@@ -93,8 +93,8 @@ def linear_imputation(
         curvature = _per_system_dot(direction, product)
         # A system with nothing removed, or already solved, has no direction left: its step is 0, not 0 / 0.
         step = torch.where(curvature > 0, squared / curvature.clamp_min(1e-30), 0.0)
-        solution.add_(step * direction)
-        residual.sub_(step * product)
+        solution.addcmul_(step, direction)
+        residual.addcmul_(step, product, value=-1)
         updated = _per_system_dot(residual, residual)
         direction.mul_(torch.where(squared > 0, updated / squared.clamp_min(1e-30), 0.0)).add_(residual)
         squared = updated
