@@ -75,6 +75,11 @@ def linear_imputation(
         removed = removed[:, None]
     if removed.shape[0] != pixel_values.shape[0] or removed.shape[-2:] != pixel_values.shape[-2:]:
         raise ConfigError(f"removed {tuple(removed.shape)} does not match the images {tuple(pixel_values.shape)}.")
+    if pixel_values.shape[1] > 1 and bool((pixel_values == pixel_values[:, :1]).all()):
+        # Grayscale repeated to RGB (MedMNIST's 2D subsets, with equal per-channel normalisation): one system per
+        # image instead of three identical ones.
+        single = linear_imputation(pixel_values[:, :1], removed, max_iterations, tolerance)
+        return single.expand_as(pixel_values).contiguous()
     values = pixel_values.float()
     inside = removed.to(values.dtype)  # (B, 1, H, W): 1 on the unknowns
     kept = values * (1 - inside)

@@ -61,6 +61,9 @@ def test_imputation_equals_a_sparse_direct_solve_on_small_images() -> None:
     for image, mask, result in zip(images, removed, filled):
         expected = sparse_imputation(image.double().numpy(), mask.numpy())
         assert np.abs(result.double().numpy() - expected).max() < IMPUTATION_TOLERANCE
+    # Grayscale repeated to three channels is solved once per image, with the same result.
+    grey = images[:, :1].expand(-1, 3, -1, -1)
+    torch.testing.assert_close(linear_imputation(grey, removed), filled[:, :1].expand(-1, 3, -1, -1))
     # Kept pixels stay exactly what they were.
     assert torch.equal(filled.permute(1, 0, 2, 3)[:, ~removed], images.permute(1, 0, 2, 3)[:, ~removed])
 
