@@ -16,6 +16,7 @@ from explain.evaluation import MEASURES, FaithfulnessSettings, PairedComparison,
 from explain.faithfulness import deletion_insertion, normalised_area, random_maps
 from explain.road import linear_imputation, noisy_linear_imputation
 from pipelines.errors import ConfigError
+from trainers.evaluation import EvaluateArguments
 from trainers.evaluation_report import render_markdown
 
 # float32 conjugate gradients against scipy's float64 direct solve, on inputs of size about 1.
@@ -213,3 +214,22 @@ def test_road_benchmark_imputes_the_same_masks_as_pytorch_grad_cam_to_1e_3() -> 
     timing = benchmark_road(image_size=16, images=2, fractions=fractions, use_cpu=True)
     assert timing.masks == 2 * 2 * 2 and timing.ours_seconds > 0 and timing.reference_seconds > 0
     assert timing.max_difference < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"road_fractions": "0.5,1.2"}, "road_fractions is '0.5,1.2'"),
+        ({"road_fractions": "half"}, "road_fractions is 'half'"),
+        ({"random_maps": 0}, "random_maps is 0"),
+        ({"random_steps": 1}, "random_steps is 1"),
+        ({"paired_images": 0}, "paired_images is 0"),
+    ],
+)
+def test_bad_faithfulness_settings_are_one_sentence(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EvaluateArguments(models=["teacher"], **values)
+
+
+def test_evaluate_arguments_give_the_road_fractions_as_numbers() -> None:
+    assert EvaluateArguments(models=["teacher"], road_fractions="0.1, 0.9").road_fraction_values() == (0.1, 0.9)
