@@ -327,3 +327,79 @@ def benchmark_faithfulness(
 
     spans = interleaved_spans({"curves": curves, "forwards": forwards}, device, 1, repeats, warmup)
     return FaithfulnessTiming(statistics.median(spans["curves"]), statistics.median(spans["forwards"]), images, steps)
+
+
+@dataclass
+class RoadTiming:
+    """ROAD's imputation here (every mask of a run batched on the device) against pytorch-grad-cam's
+    `NoisyLinearImputer` (one sparse direct solve per image and mask, on the CPU), on the same masks."""
+
+    ours_seconds: float  # median over repeats, all masks
+    reference_seconds: float
+    max_difference: float  # largest |ours - reference| over the imputed pixels, both without noise
+    masks: int
+
+    @property
+    def ratio(self) -> float:
+        return self.reference_seconds / self.ours_seconds
+
+
+def road_masks(maps: torch.Tensor, fractions: tuple[float, ...]) -> torch.Tensor:
+    """(N, H, W) maps -> (F * 2 * N, H, W) bool: for each fraction, the most relevant then the least relevant
+    share of each image's pixels, True where removed."""
+    from explain.faithfulness import pixel_ranks
+
+    count, height, width = maps.shape
+    ranks = pixel_ranks(maps).view(count, height, width)
+    masks = []
+    for fraction in fractions:
+        removed = round(fraction * height * width)
+        masks += [ranks < removed, height * width - 1 - ranks < removed]
+    return torch.cat(masks)
+
+
+def benchmark_road(
+    image_size: int = 64,
+    images: int = 8,
+    fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    batch_size: int = 64,
+    repeats: int = 1,
+    use_cpu: bool = False,
+) -> RoadTiming:
+    """Impute every (image, fraction, MoRF/LeRF) mask with both implementations, noise off in both (the noise
+    is one `randn` either way, and leaving it out lets the imputed pixels be compared). The maps are smooth, as
+    upsampled CAMs are (random 4 x 4 maps, bilinear): large removed regions, the slow case for an iterative
+    solver. pytorch-grad-cam's fractions (`ROADCombined`: 10%, ..., 90%) by default."""
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    from explain.road import linear_imputation
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not use_cpu else "cpu")
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(images, 3, image_size, image_size, generator=generator)
+    coarse = torch.rand(images, 1, 4, 4, generator=generator)
+    maps = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="bilinear")[:, 0]
+    removed = road_masks(maps, fractions)  # (M, H, W)
+    sources = pixel_values.repeat(len(removed) // images, 1, 1, 1)  # mask m belongs to image m % N
+    on_device, removed_on_device = sources.to(device), removed.to(device)
+    reference_imputer = NoisyLinearImputer(noise=0.0)
+    results: dict[str, torch.Tensor] = {}
+
+    def ours() -> None:
+        results["ours"] = torch.cat(
+            [
+                linear_imputation(on_device[first : first + batch_size], removed_on_device[first : first + batch_size])
+                for first in range(0, len(removed), batch_size)
+            ]
+        ).cpu()
+
+    def reference() -> None:
+        # Its convention: mask 1 where a pixel is kept, 0 where it is imputed.
+        results["reference"] = torch.stack(
+            [reference_imputer(image, (~mask).float()) for image, mask in zip(sources, removed)]
+        )
+
+    spans = interleaved_spans({"ours": ours, "reference": reference}, device, 1, repeats, 0)
+    imputed = removed[:, None].expand_as(sources)
+    difference = (results["ours"] - results["reference"]).abs()[imputed].max().item()
+    return RoadTiming(statistics.median(spans["ours"]), statistics.median(spans["reference"]), difference, len(removed))

@@ -7,17 +7,124 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import wilcoxon
 from torch import nn
 
 from explain.agreement import blank_maps, randomized_copy, rank_correlation, top_fraction_iou
-from explain.faithfulness import deletion_insertion, random_maps
+from explain.faithfulness import FaithfulnessCurves, deletion_insertion, random_maps
 from explain.registry import make_method
+from explain.road import RoadCurves, road_curves
+from pipelines.errors import ConfigError
+
+
+@dataclass
+class FaithfulnessSettings:
+    """How faithfulness is measured besides the curves' K steps: the baselines, the random maps of the paired
+    test, and ROAD's removal fractions. The defaults keep a 256-image report affordable on a CPU: the R random
+    maps are scored on `random_steps` curve steps (the method's maps too, for the paired test)."""
+
+    random_maps: int = 8
+    random_steps: int = 5
+    paired_images: int | None = 128  # the paired test and ROAD run on this many images, spread over the batch
+    road_fractions: tuple[float, ...] = (0.2, 0.5, 0.8)
+    road_noise: float = 0.01
+    deletion_value: float = 0.0
+    insertion_start: torch.Tensor | None = None  # (N, C, H, W); None: a blurred copy of the inputs (RISE)
+
+    def __post_init__(self) -> None:
+        if self.random_maps < 1:
+            raise ConfigError(f"random_maps is {self.random_maps}; the paired test needs at least 1 random map.")
+        if self.paired_images is not None and self.paired_images < 1:
+            raise ConfigError(f"paired_images is {self.paired_images}; the paired test needs at least 1 image.")
+        if self.random_steps < 2:
+            raise ConfigError(f"random_steps is {self.random_steps}; the random maps' curves need at least 2 steps.")
+        if not self.road_fractions or not all(0 < fraction < 1 for fraction in self.road_fractions):
+            raise ConfigError(f"ROAD fractions {self.road_fractions} must each lie strictly between 0 and 1.")
+
+    def baselines(self) -> dict[str, str]:
+        """Each curve's baseline in words, for the report."""
+        start = "the given start images" if self.insertion_start is not None else "a Gaussian blur (RISE)"
+        return {
+            "deletion": f"deleted pixels set to {self.deletion_value:g} in the model's input space",
+            "insertion": f"starts from {start}",
+            "road": f"removed pixels filled by noisy linear imputation (Rong et al., 2022; noise {self.road_noise:g})",
+        }
+
+
+# The paired test's measures, and whether a higher value is the better one.
+MEASURES = {
+    "deletion": False,  # normalised area of MoRF deletion
+    "insertion": True,  # normalised area of insertion
+    "lerf_minus_morf": True,  # normalised areas, LeRF deletion minus MoRF deletion (Bluecher et al., 2024)
+    "road_morf": False,  # mean probability over ROAD's fractions, most relevant removed first
+    "road_lerf": True,
+    "road_lerf_minus_morf": True,
+}
+SIGNIFICANCE = 0.01
+
+
+@dataclass
+class PairedComparison:
+    """One measure of a method's maps against R random maps of the same images, image by image."""
+
+    map_values: np.ndarray  # (N,)
+    random_values: np.ndarray  # (R, N)
+    higher_is_better: bool
+
+    @property
+    def advantage(self) -> np.ndarray:
+        """(N,) the map's value minus the random maps' mean, signed so that positive means the map is better."""
+        difference = self.map_values - self.random_values.mean(axis=0)
+        return difference if self.higher_is_better else -difference
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided Wilcoxon signed-rank test of the advantages; 1 when every advantage is 0, NaN when none is
+        finite (a flat curve has no normalised area)."""
+        advantage = self.advantage[np.isfinite(self.advantage)]
+        if advantage.size == 0:
+            return float("nan")
+        if not np.any(advantage):
+            return 1.0
+        return float(wilcoxon(advantage).pvalue)
+
+    @property
+    def verdict(self) -> str:
+        """better or worse (p < 0.01; the sign of the median advantage says which), else unclear."""
+        if not self.p_value < SIGNIFICANCE:
+            return "unclear"
+        return "better" if np.nanmedian(self.advantage) > 0 else "worse"
+
+    def numbers(self) -> dict[str, float | int | str]:
+        finite = np.isfinite(self.advantage)
+        mean = lambda values: float(values[finite].mean()) if finite.any() else float("nan")  # noqa: E731
+        return {
+            "map": mean(self.map_values),
+            "random": mean(self.random_values.mean(axis=0)),
+            "advantage_mean": mean(self.advantage),
+            "wins": mean(self.advantage > 0),
+            "p_value": self.p_value,
+            "images": int(finite.sum()),
+            "verdict": self.verdict,
+        }
+
+
+def overall_verdict(verdicts: list[str]) -> str:
+    """The measures' verdicts in a few words: better on every measure, worse on every one, or how many of each."""
+    better, worse = verdicts.count("better"), verdicts.count("worse")
+    if better == len(verdicts):
+        return "beats random maps on every measure"
+    if worse == len(verdicts):
+        return "is worse than random maps on every measure"
+    if better == worse == 0:
+        return "cannot be told from random maps on any measure"
+    return f"beats random maps on {better} of {len(verdicts)} measures and is worse on {worse}"
 
 
 @dataclass
 class Faithfulness:
-    """Deletion/insertion areas of a method's maps and of random maps on the same images (means over images),
-    plus the mean curves for plotting."""
+    """Deletion/insertion areas of a method's maps and of one random map per image (means over images), the
+    paired test against R random maps, ROAD, and the mean curves for plotting."""
 
     deletion_auc: float
     insertion_auc: float
@@ -29,14 +136,44 @@ class Faithfulness:
     random_deletion_curve: np.ndarray
     random_insertion_curve: np.ndarray
     images: int
+    lerf_deletion_curve: np.ndarray  # (K + 1,)
+    deletion_range: np.ndarray  # (N,) the intact image's probability minus the deletion baseline's
+    insertion_range: np.ndarray  # (N,) the same for insertion's start
+    comparisons: dict[str, PairedComparison]
+    random_fractions: np.ndarray  # (K' + 1,) the random maps' steps
+    random_curves: dict[str, np.ndarray]  # deletion / insertion / lerf_deletion -> (R, K' + 1), means over images
+    road_fractions: np.ndarray  # (F,)
+    road_curves: dict[str, np.ndarray]  # morf / lerf -> (F,) the maps' means over images
+    random_road_curves: dict[str, np.ndarray]  # morf / lerf -> (R, F)
+    settings: FaithfulnessSettings
 
-    def numbers(self) -> dict[str, float | int]:
+    @property
+    def paired_count(self) -> int:
+        """Images in the paired test."""
+        return len(next(iter(self.comparisons.values())).map_values)
+
+    @property
+    def median_dynamic_range(self) -> dict[str, float]:
+        return {
+            "deletion": float(np.median(np.abs(self.deletion_range))),
+            "insertion": float(np.median(np.abs(self.insertion_range))),
+        }
+
+    def numbers(self) -> dict[str, object]:
         return {
             "deletion_auc": self.deletion_auc,
             "insertion_auc": self.insertion_auc,
             "random_deletion_auc": self.random_deletion_auc,
             "random_insertion_auc": self.random_insertion_auc,
             "images": self.images,
+            "baselines": self.settings.baselines(),
+            "median_dynamic_range": self.median_dynamic_range,
+            "random_maps": self.settings.random_maps,
+            "random_steps": self.settings.random_steps,
+            "paired_images": self.paired_count,
+            "road_fractions": [float(fraction) for fraction in self.road_fractions],
+            "against_random": {name: comparison.numbers() for name, comparison in self.comparisons.items()},
+            "verdict": overall_verdict([comparison.verdict for comparison in self.comparisons.values()]),
         }
 
 
@@ -48,6 +185,32 @@ def explain_maps(
     return explanation.maps, explanation.target
 
 
+def paired_measures(curves: FaithfulnessCurves, road: RoadCurves) -> dict[str, np.ndarray]:
+    """The paired test's measures (`MEASURES`) of one set of maps: name -> (N,) per image."""
+    lerf, morf = curves.normalised_lerf_deletion_auc, curves.normalised_deletion_auc
+    values = {
+        "deletion": morf,
+        "insertion": curves.normalised_insertion_auc,
+        "lerf_minus_morf": lerf - morf,
+        "road_morf": road.morf_mean,
+        "road_lerf": road.lerf_mean,
+        "road_lerf_minus_morf": road.lerf_mean - road.morf_mean,
+    }
+    return {name: value.double().numpy() for name, value in values.items()}
+
+
+def _paired_subset(
+    pixel_values: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, settings: FaithfulnessSettings
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The images of the paired test: `settings.paired_images` of them, evenly spread over the N given."""
+    count = pixel_values.shape[0]
+    if settings.paired_images is None or settings.paired_images >= count:
+        return pixel_values, maps, targets, settings.insertion_start
+    index = torch.linspace(0, count - 1, settings.paired_images).round().long()
+    start = None if settings.insertion_start is None else settings.insertion_start[index.to(pixel_values.device)]
+    return (*(values[index.to(values.device)] for values in (pixel_values, maps, targets)), start)
+
+
 def faithfulness(
     model: nn.Module,
     pixel_values: torch.Tensor,
@@ -57,12 +220,38 @@ def faithfulness(
     batch_size: int = 64,
     seed: int = 0,
     dtype: torch.dtype | None = None,
+    settings: FaithfulnessSettings | None = None,
 ) -> Faithfulness:
-    """Deletion and insertion (K = `steps`) for `maps` and for uniform random maps, on the same inputs."""
+    """Faithfulness of `maps` (N, H, W) explaining `targets` (N,) on `pixel_values` (N, C, H, W).
+
+    Deletion (most and least relevant first) and insertion with K = `steps` for the maps, deletion and insertion
+    for one uniform random map per image (the report's long-standing random row, seed `seed`), then the paired
+    test: the maps and `settings.random_maps` more random maps per image (seeds `seed + 1`, ...) on
+    `settings.random_steps` steps and on ROAD at `settings.road_fractions`.
+    """
+    settings = settings or FaithfulnessSettings()
     multi_label = getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification"
-    options = {"steps": steps, "batch_size": batch_size, "multi_label": multi_label, "dtype": dtype}
-    curves = deletion_insertion(model, pixel_values, maps, targets, **options)
-    baseline = deletion_insertion(model, pixel_values, random_maps(maps, seed), targets, **options)
+    shared = {"batch_size": batch_size, "multi_label": multi_label, "dtype": dtype}
+    options = {**shared, "deletion_value": settings.deletion_value, "insertion_start": settings.insertion_start}
+    coarse = {**options, "steps": settings.random_steps, "lerf": True}
+    road = {**shared, "fractions": settings.road_fractions, "noise": settings.road_noise, "seed": seed}
+    curves = deletion_insertion(model, pixel_values, maps, targets, steps, lerf=True, **options)
+    baseline = deletion_insertion(model, pixel_values, random_maps(maps, seed), targets, steps, **options)
+    pixel_values, maps, targets, start = _paired_subset(pixel_values, maps, targets, settings)
+    coarse["insertion_start"] = start
+    map_road = road_curves(model, pixel_values, maps, targets, **road)
+    measured = paired_measures(deletion_insertion(model, pixel_values, maps, targets, **coarse), map_road)
+    random_curves, random_road = [], []
+    for index in range(settings.random_maps):
+        chance = random_maps(maps, seed + 1 + index)
+        random_curves.append(deletion_insertion(model, pixel_values, chance, targets, **coarse))
+        random_road.append(road_curves(model, pixel_values, chance, targets, **road))
+    random_measures = [paired_measures(c, r) for c, r in zip(random_curves, random_road)]
+    comparisons = {
+        name: PairedComparison(measured[name], np.stack([values[name] for values in random_measures]), higher)
+        for name, higher in MEASURES.items()
+    }
+    mean_curves = lambda results, name: np.stack([getattr(r, name).mean(0).numpy() for r in results])  # noqa: E731
     return Faithfulness(
         deletion_auc=float(curves.deletion_auc.mean()),
         insertion_auc=float(curves.insertion_auc.mean()),
@@ -73,7 +262,17 @@ def faithfulness(
         insertion_curve=curves.insertion.mean(0).numpy(),
         random_deletion_curve=baseline.deletion.mean(0).numpy(),
         random_insertion_curve=baseline.insertion.mean(0).numpy(),
-        images=int(pixel_values.shape[0]),
+        images=int(curves.deletion.shape[0]),
+        lerf_deletion_curve=curves.lerf_deletion.mean(0).numpy(),
+        deletion_range=curves.deletion_range.numpy(),
+        insertion_range=curves.insertion_range.numpy(),
+        comparisons=comparisons,
+        random_fractions=random_curves[0].fractions.numpy(),
+        random_curves={name: mean_curves(random_curves, name) for name in ("deletion", "insertion", "lerf_deletion")},
+        road_fractions=map_road.fractions.numpy(),
+        road_curves={"morf": map_road.morf.mean(0).numpy(), "lerf": map_road.lerf.mean(0).numpy()},
+        random_road_curves={name: mean_curves(random_road, name) for name in ("morf", "lerf")},
+        settings=settings,
     )
 
 
@@ -189,6 +388,7 @@ def score_explanations(
     batch_size: int = 64,
     seed: int = 0,
     dtype: torch.dtype | None = None,
+    settings: FaithfulnessSettings | None = None,
 ) -> ExplanationScores:
     """Faithfulness and the randomisation check of each model's maps for its own predictions, and agreement of
     each model's maps with the first model's (the reference) for the class the reference predicts.
@@ -199,6 +399,7 @@ def score_explanations(
         method: An explanation method's name.
         reference_targets: Name -> (N,) the reference's predicted class, as that model's output index.
         predictions: Name -> (N,) or (N, L) the model's predictions in a shared label order.
+        settings: Random maps, their steps and ROAD's fractions for `faithfulness`.
     """
     options = {"dtype": dtype, "batch_size": batch_size}
     numbers, curves, distributions = {}, {}, {}
@@ -206,7 +407,7 @@ def score_explanations(
     for name, model in models.items():
         inputs = pixel_values[name]
         maps, targets = explain_maps(model, method, inputs, None, **options)
-        curves[name] = faithfulness(model, inputs, maps, targets, steps, batch_size, seed, dtype)
+        curves[name] = faithfulness(model, inputs, maps, targets, steps, batch_size, seed, dtype, settings)
         numbers[name] = {
             "faithfulness": curves[name].numbers(),
             "randomization": randomization(model, method, inputs, maps, targets, seed, **options).numbers(),

@@ -36,23 +36,24 @@ CHECK_EVERY = 8  # conjugate-gradient iterations between convergence checks (eac
 
 def _neighbour_sum(values: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> the weighted sum of each pixel's in-image neighbours (zero padding drops the others)."""
-    channels = values.shape[1]
-    kernel = NEIGHBOUR_WEIGHTS.to(values).expand(channels, 1, 3, 3)
-    # Depthwise: one group per channel. On a CPU this ran about 5x faster than the same kernel as a single-channel
-    # convolution over (B * C, 1, H, W).
-    return F.conv2d(values, kernel, padding=1, groups=channels)
+    systems = values.shape[0] * values.shape[1]
+    kernel = NEIGHBOUR_WEIGHTS.to(values).expand(systems, 1, 3, 3)
+    # Depthwise, every (image, channel) system one channel of a single batch item: on a CPU this ran 25x faster
+    # than the same convolution over (B, C) with C groups, and 15x faster than (B * C, 1) with one channel.
+    flat = values.reshape(1, systems, *values.shape[-2:])
+    return F.conv2d(flat, kernel, padding=1, groups=systems).view_as(values)
 
 
 def _per_system_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) x 2 -> (B, C, 1, 1): one inner product per image and channel, i.e. per linear system."""
-    return (a * b).sum(dim=(-2, -1), keepdim=True)
+    return torch.linalg.vecdot(a.flatten(2), b.flatten(2))[..., None, None]
 
 
 def linear_imputation(
     pixel_values: torch.Tensor,
     removed: torch.Tensor,
     max_iterations: int | None = None,
-    tolerance: float = 1e-6,
+    tolerance: float = 1e-5,
 ) -> torch.Tensor:
     """Fill `removed` pixels with the solution of ROAD's linear system (no noise), by conjugate gradients.
 
@@ -63,6 +64,8 @@ def linear_imputation(
             Laplacian-like system need about as many iterations as the widest removed region is wide.
         tolerance: Stop once every system's largest residual (the filled pixels' departure from the weighted mean
             of their neighbours) is below this; checked every 8 iterations. 0 runs `max_iterations` exactly.
+            At 1e-5 the filled pixels of white-noise 64 px images were within 5e-4 of the exact solution (1e-6:
+            1.5e-5; the hardest masks, large smooth removed regions, took about 3 * 64 iterations).
 
     Returns:
         (B, C, H, W) the images with removed pixels filled. Images with every pixel removed have no kept value
@@ -72,13 +75,18 @@ def linear_imputation(
         removed = removed[:, None]
     if removed.shape[0] != pixel_values.shape[0] or removed.shape[-2:] != pixel_values.shape[-2:]:
         raise ConfigError(f"removed {tuple(removed.shape)} does not match the images {tuple(pixel_values.shape)}.")
+    if pixel_values.shape[1] > 1 and bool((pixel_values == pixel_values[:, :1]).all()):
+        # Grayscale repeated to RGB (MedMNIST's 2D subsets, with equal per-channel normalisation): one system per
+        # image instead of three identical ones.
+        single = linear_imputation(pixel_values[:, :1], removed, max_iterations, tolerance)
+        return single.expand_as(pixel_values).contiguous()
     values = pixel_values.float()
     inside = removed.to(values.dtype)  # (B, 1, H, W): 1 on the unknowns
     kept = values * (1 - inside)
-    degree = _neighbour_sum(torch.ones_like(values[:1]))  # (1, C, H, W): 1 inside, less on the border
+    degree = _neighbour_sum(torch.ones_like(values[:1, :1]))  # (1, 1, H, W): 1 inside, less on the border
 
     def apply(direction: torch.Tensor) -> torch.Tensor:  # (D - W_rr) on the unknowns; zero on kept pixels
-        return inside * (degree * direction - _neighbour_sum(direction))
+        return torch.addcmul(_neighbour_sum(direction), degree, direction, value=-1).mul_(-inside)
 
     residual = inside * _neighbour_sum(kept)  # the right-hand side W_rk v, as the start is x = 0
     solution = torch.zeros_like(values)
@@ -90,8 +98,8 @@ def linear_imputation(
         curvature = _per_system_dot(direction, product)
         # A system with nothing removed, or already solved, has no direction left: its step is 0, not 0 / 0.
         step = torch.where(curvature > 0, squared / curvature.clamp_min(1e-30), 0.0)
-        solution.add_(step * direction)
-        residual.sub_(step * product)
+        solution.addcmul_(step, direction)
+        residual.addcmul_(step, product, value=-1)
         updated = _per_system_dot(residual, residual)
         direction.mul_(torch.where(squared > 0, updated / squared.clamp_min(1e-30), 0.0)).add_(residual)
         squared = updated
@@ -106,7 +114,7 @@ def noisy_linear_imputation(
     noise: float = 0.01,
     generator: torch.Generator | None = None,
     max_iterations: int | None = None,
-    tolerance: float = 1e-6,
+    tolerance: float = 1e-5,
 ) -> torch.Tensor:
     """ROAD's imputation: `linear_imputation` plus Gaussian noise of standard deviation `noise` (absolute, in
     the input space, Rong et al.'s 0.01) on the removed pixels only.

@@ -4,6 +4,7 @@
     python scripts/benchmark.py distill [--teacher vit-base] [--student deit-tiny] [--batch-size 128] [--cpu]
     python scripts/benchmark.py explain [--model vit-base] [--batch-size 64] [--batches 10] [--cpu]
     python scripts/benchmark.py faithfulness [--model vit-base] [--images 512] [--steps 20] [--cpu]
+        [--road-images 4] [--road-image-size 64]
 
 Absolute times on shared machines are noisy; the ratios printed from one run are the figures to quote.
 """
@@ -22,7 +23,13 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Pa
 
 import torch
 
-from explain.benchmarking import GRADCAM_PRESETS, benchmark_faithfulness, benchmark_gradcam, ratio_lines
+from explain.benchmarking import (
+    GRADCAM_PRESETS,
+    benchmark_faithfulness,
+    benchmark_gradcam,
+    benchmark_road,
+    ratio_lines,
+)
 from trainers.benchmarking import MODEL_PRESETS, benchmark_distillation, benchmark_training
 
 
@@ -119,6 +126,16 @@ def run_faithfulness(args: argparse.Namespace) -> None:
     print(f"| deletion + insertion curves (2 x (K + 1) masked passes) | {timing.curves_seconds:.3f} |")
     print(f"| 2 x K plain forward passes over the same images | {timing.forwards_seconds:.3f} |")
     print(f"\ncurves / forward passes: {timing.ratio:.2f}x (goal <= 1.5x)")
+    road = benchmark_road(args.road_image_size, args.road_images, batch_size=args.batch_size, use_cpu=args.cpu)
+    print(
+        f"\nROAD imputation, {road.masks} masks ({args.road_images} images at {args.road_image_size} px x fractions "
+        f"0.1-0.9 x MoRF/LeRF, smooth CAM-like maps), on {device_name(args.cpu)}"
+    )
+    print("| imputation | seconds |\n|---|---|")
+    print(f"| this project: conjugate gradients, every mask batched on the device | {road.ours_seconds:.3f} |")
+    print(f"| pytorch-grad-cam NoisyLinearImputer: a sparse direct solve per mask | {road.reference_seconds:.3f} |")
+    print(f"\npytorch-grad-cam / this project: {road.ratio:.2f}x (goal >= 10x on a CPU, >= 50x on a GPU)")
+    print(f"largest difference of imputed pixels: {road.max_difference:.2e} (goal <= 1e-3)")
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -178,6 +195,13 @@ def main() -> None:
     faithfulness.add_argument("--batch-size", type=at_least(1), default=64)
     faithfulness.add_argument("--repeats", type=at_least(1), default=3)
     faithfulness.add_argument("--warmup", type=at_least(0), default=1)
+    faithfulness.add_argument("--road-images", type=at_least(1), default=4, help="images for the ROAD timing")
+    faithfulness.add_argument(
+        "--road-image-size",
+        type=at_least(16),
+        default=64,
+        help="their size (pytorch-grad-cam takes seconds per mask at 224 px)",
+    )
     faithfulness.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast on the CPU too")
     faithfulness.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
     faithfulness.set_defaults(run=run_faithfulness)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers import HfArgumentParser
 
-from explain.evaluation import score_explanations
+from explain.evaluation import FaithfulnessSettings, score_explanations
 from explain.registry import canonical_name
 from explain.workflow import Explainer, check_methods_fit, compute_dtype, pick_device
 from pipelines import DataArguments, ImageCollator, load_image_dataset, run_cli
@@ -128,6 +128,9 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
     )
     figures["Predicted probabilities for sample images"] = "probabilities.png"
     reference_class = torch.from_numpy(logits[names[0]][chosen].argmax(axis=1))  # in the shared label order
+    settings = FaithfulnessSettings(
+        args.random_maps, args.random_steps, args.paired_images, road_fractions=args.road_fraction_values()
+    )
     for method in methods:
         scores = score_explanations(
             {n: e.model for n, e in explainers.items()},
@@ -140,12 +143,13 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
             args.batch_size,
             args.seed,
             dtype,
+            settings,
         )
         for name, numbers in scores.numbers.items():
             for key, value in numbers.items():
                 models[name].setdefault(key, {})[method] = value
         plot_faithfulness(scores.curves, method, out / f"faithfulness_{method}.png")
-        figures[f"Deletion and insertion curves: {method}"] = f"faithfulness_{method}.png"
+        figures[f"Deletion, insertion and ROAD curves against random maps: {method}"] = f"faithfulness_{method}.png"
         if scores.distributions:
             plot_agreement(scores.distributions, names[0], method, out / f"agreement_{method}.png", args.top_fraction)
             figures[f"Agreement with {names[0]}: {method}"] = f"agreement_{method}.png"

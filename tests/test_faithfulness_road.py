@@ -8,9 +8,16 @@ import pytest
 import torch
 from scipy.sparse import lil_matrix
 from scipy.sparse.linalg import spsolve
+from scipy.stats import wilcoxon
+from torch import nn
 
+from explain.benchmarking import benchmark_road, road_masks
+from explain.evaluation import MEASURES, FaithfulnessSettings, PairedComparison, faithfulness
+from explain.faithfulness import deletion_insertion, normalised_area, random_maps
 from explain.road import linear_imputation, noisy_linear_imputation
 from pipelines.errors import ConfigError
+from trainers.evaluation import EvaluateArguments
+from trainers.evaluation_report import render_markdown
 
 # float32 conjugate gradients against scipy's float64 direct solve, on inputs of size about 1.
 IMPUTATION_TOLERANCE = 1e-4
@@ -55,6 +62,9 @@ def test_imputation_equals_a_sparse_direct_solve_on_small_images() -> None:
     for image, mask, result in zip(images, removed, filled):
         expected = sparse_imputation(image.double().numpy(), mask.numpy())
         assert np.abs(result.double().numpy() - expected).max() < IMPUTATION_TOLERANCE
+    # Grayscale repeated to three channels is solved once per image, with the same result.
+    grey = images[:, :1].expand(-1, 3, -1, -1)
+    torch.testing.assert_close(linear_imputation(grey, removed), filled[:, :1].expand(-1, 3, -1, -1))
     # Kept pixels stay exactly what they were.
     assert torch.equal(filled.permute(1, 0, 2, 3)[:, ~removed], images.permute(1, 0, 2, 3)[:, ~removed])
 
@@ -72,3 +82,154 @@ def test_noise_lands_on_removed_pixels_only_with_the_asked_spread() -> None:
 def test_a_mask_that_does_not_fit_the_images_is_refused_in_one_sentence() -> None:
     with pytest.raises(ConfigError, match="does not match"):
         linear_imputation(torch.zeros(2, 3, 8, 8), torch.zeros(2, 7, 8, dtype=torch.bool))
+
+
+class CheckerRegion(nn.Module):
+    """Reads only the left half of a 16 x 16 image: the class's evidence is the match of those pixels with a
+    checkerboard (a pattern that neither a blur nor linear imputation can restore), scaled by 3."""
+
+    def __init__(self, bias: float = 0.0) -> None:
+        super().__init__()
+        pattern = torch.zeros(16, 16)
+        pattern[:, :8] = (torch.arange(16)[:, None] + torch.arange(8)[None, :]) % 2 * 2 - 1.0
+        self.register_buffer("pattern", pattern)
+        self.bias = bias
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        evidence = (pixel_values[:, 0] * self.pattern).sum((1, 2)) / 128 * 3 + self.bias
+        return torch.stack([evidence, -evidence], dim=1)
+
+
+def checker_images(count: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images that carry the checkerboard (each its own strength) on noise, and a map of the region that decides."""
+    generator = torch.Generator().manual_seed(seed)
+    strength = 0.5 + torch.rand(count, 1, 1, generator=generator)
+    images = 0.3 * torch.randn(count, 16, 16, generator=generator) + strength * CheckerRegion().pattern
+    region = torch.zeros(count, 16, 16)
+    region[..., :8] = 1.0
+    truthful = region + 0.01 * torch.rand(count, 16, 16, generator=generator)  # the order inside a region: random
+    return images[:, None], truthful
+
+
+def test_a_map_of_the_deciding_region_beats_random_maps_on_every_measure_and_its_reverse_loses() -> None:
+    images, truthful = checker_images()
+    targets = torch.zeros(len(images), dtype=torch.long)
+    settings = FaithfulnessSettings(random_maps=8, random_steps=8, road_fractions=(0.2, 0.5, 0.8))
+    good = faithfulness(CheckerRegion(), images, truthful, targets, steps=8, settings=settings)
+    bad = faithfulness(CheckerRegion(), images, -truthful, targets, steps=8, settings=settings)
+    assert set(good.comparisons) == set(MEASURES)
+    for name, comparison in good.comparisons.items():
+        numbers = comparison.numbers()
+        assert numbers["p_value"] < 0.01 and numbers["advantage_mean"] > 0 and numbers["verdict"] == "better", name
+        assert numbers["wins"] > 0.9 and numbers["images"] == 24, name
+    for name, comparison in bad.comparisons.items():
+        numbers = comparison.numbers()
+        assert numbers["p_value"] < 0.01 and numbers["advantage_mean"] < 0 and numbers["verdict"] == "worse", name
+    assert good.numbers()["verdict"] == "beats random maps on every measure"
+    assert bad.numbers()["verdict"] == "is worse than random maps on every measure"
+    # The long-standing keys are still there, with the meaning they had (one random map, seed 0, K steps).
+    legacy = deletion_insertion(CheckerRegion(), images, random_maps(truthful, seed=0), targets, steps=8)
+    assert good.numbers()["random_deletion_auc"] == pytest.approx(float(legacy.deletion_auc.mean()))
+    assert good.numbers()["random_insertion_auc"] == pytest.approx(float(legacy.insertion_auc.mean()))
+
+
+def test_paired_test_by_hand() -> None:
+    # Advantages (lower is better): random mean - map = [1, 2, 3, -0.5]; scipy's exact two-sided test on those.
+    comparison = PairedComparison(
+        np.array([0.0, 0.0, 0.0, 1.0]), np.array([[1.0, 2.0, 3.0, 0.0], [1.0, 2.0, 3.0, 1.0]]), False
+    )
+    np.testing.assert_allclose(comparison.advantage, [1, 2, 3, -0.5])
+    numbers = comparison.numbers()
+    assert numbers["wins"] == 0.75 and numbers["advantage_mean"] == pytest.approx(1.375)
+    assert numbers["p_value"] == pytest.approx(wilcoxon([1, 2, 3, -0.5]).pvalue)
+    assert numbers["verdict"] == "unclear"  # four images cannot reach p < 0.01
+    tie = PairedComparison(np.ones(5), np.ones((2, 5)), True)
+    assert tie.p_value == 1.0 and tie.verdict == "unclear"
+
+
+def test_normalised_areas_by_hand_and_invariant_to_an_affine_change_of_the_probabilities() -> None:
+    fractions = torch.tensor([0.0, 0.5, 1.0])
+    # Deletion from 0.9 to a baseline of 0.1: scaled 1, 0.5, 0 -> area 0.5. Insertion 0.3 -> 0.7: 0, 0.75, 1.
+    assert normalised_area(torch.tensor([[0.9, 0.5, 0.1]]), fractions, start_is_intact=True).item() == 0.5
+    assert normalised_area(torch.tensor([[0.3, 0.6, 0.7]]), fractions, start_is_intact=False).item() == (
+        pytest.approx(0.625)
+    )
+    curves = torch.rand(6, 9, generator=torch.Generator().manual_seed(3))
+    steps = torch.linspace(0, 1, 9)
+    for start_is_intact in (True, False):
+        plain = normalised_area(curves, steps, start_is_intact)
+        for scale, shift in ((0.2, 0.75), (3.0, -1.0), (-0.5, 0.6)):
+            moved = normalised_area(scale * curves + shift, steps, start_is_intact)
+            torch.testing.assert_close(moved, plain, rtol=1e-4, atol=1e-5)
+    flat = normalised_area(torch.full((1, 9), 0.4), steps, start_is_intact=True)
+    assert torch.isnan(flat).all()  # no range to scale by
+
+
+def test_the_report_warns_when_the_baseline_leaves_the_prediction_unchanged() -> None:
+    images, truthful = checker_images(count=8)
+    targets = torch.zeros(8, dtype=torch.long)
+    # Insertion from zeros: the 16 px blur is too light to remove the checkerboard.
+    settings = FaithfulnessSettings(2, 4, paired_images=5, road_fractions=(0.5,), insertion_start=0 * images)
+    # A bias of 20 saturates the class: deleting, blurring or imputing any pixel leaves its probability at 1.
+    saturated = faithfulness(CheckerRegion(bias=20.0), images, truthful, targets, steps=4, settings=settings)
+    reading = faithfulness(CheckerRegion(), images, truthful, targets, steps=4, settings=settings)
+    assert saturated.median_dynamic_range["deletion"] < 1e-6 and reading.median_dynamic_range["deletion"] > 0.1
+    assert (saturated.images, saturated.numbers()["paired_images"]) == (8, 5)  # the paired test on 5 of the 8
+    warned = render_markdown(report_with({"gradcam": saturated.numbers()}))
+    assert "these curves measure the baseline, not the maps" in warned
+    assert "these curves measure the baseline" not in render_markdown(report_with({"gradcam": reading.numbers()}))
+
+
+def report_with(faithfulness_numbers: dict) -> dict:
+    """The smallest report render_markdown takes, with one model's faithfulness numbers."""
+    cost = {
+        "parameters": 10,
+        "size_on_disk_mib": 0.5,
+        "latency_ms_batch_1": 1.0,
+        "latency_ms_batch_1_quartiles": [0.9, 1.1],
+        "latency_ms_batch_64": 0.5,
+        "latency_ms_batch_64_quartiles": [0.4, 0.6],
+        "throughput_images_per_s": 2000.0,
+    }
+    classification = {"accuracy": 0.5, "auc": 0.5, "f1": 0.5, "ece": 0.1, "per_class": {}}
+    model = {"classification": classification, "cost": cost, "faithfulness": faithfulness_numbers, "randomization": {}}
+    return {
+        **dict.fromkeys(["dataset", "split", "images", "explained_images", "device", "dtype", "command"], "x"),
+        "reference": "model",
+        "labels": [],
+        "steps": 4,
+        "top_percent": 10,
+        "figures": {},
+        "models": {"model": model},
+    }
+
+
+def test_road_benchmark_imputes_the_same_masks_as_pytorch_grad_cam_to_1e_3() -> None:
+    pytest.importorskip("pytorch_grad_cam")
+    fractions = (0.25, 0.75)
+    maps = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    masks = road_masks(maps, fractions)  # per fraction: MoRF then LeRF, image by image
+    assert masks.flatten(1).sum(1).tolist() == [64] * 6 + [192] * 6
+    assert torch.equal(masks[0], maps[0] >= maps[0].flatten().sort(descending=True).values[63])  # the top quarter
+    timing = benchmark_road(image_size=16, images=2, fractions=fractions, use_cpu=True)
+    assert timing.masks == 2 * 2 * 2 and timing.ours_seconds > 0 and timing.reference_seconds > 0
+    assert timing.max_difference < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"road_fractions": "0.5,1.2"}, "road_fractions is '0.5,1.2'"),
+        ({"road_fractions": "half"}, "road_fractions is 'half'"),
+        ({"random_maps": 0}, "random_maps is 0"),
+        ({"random_steps": 1}, "random_steps is 1"),
+        ({"paired_images": 0}, "paired_images is 0"),
+    ],
+)
+def test_bad_faithfulness_settings_are_one_sentence(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EvaluateArguments(models=["teacher"], **values)
+
+
+def test_evaluate_arguments_give_the_road_fractions_as_numbers() -> None:
+    assert EvaluateArguments(models=["teacher"], road_fractions="0.1, 0.9").road_fraction_values() == (0.1, 0.9)

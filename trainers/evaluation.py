@@ -103,8 +103,20 @@ class EvaluateArguments:
     split: str = field(default="test", metadata={"help": "Split to evaluate: train, validation or test."})
     out: str = field(default="report", metadata={"help": "Folder for index.md, metrics.json and the figures."})
     methods: str = field(default="gradcam", metadata={"help": "Comma-separated explanation methods to score."})
-    steps: int = field(default=20, metadata={"help": "K, the steps of the deletion and insertion curves (>= 2)."})
+    steps: int = field(default=10, metadata={"help": "K, the steps of the deletion and insertion curves (>= 2)."})
     explain_images: int = field(default=256, metadata={"help": "Images of the split used for explanation numbers."})
+    random_maps: int = field(
+        default=8, metadata={"help": "R, random maps per image that each method's maps are tested against (>= 1)."}
+    )
+    random_steps: int = field(
+        default=5, metadata={"help": "Curve steps for the paired test against random maps (>= 2); fewer than K."}
+    )
+    paired_images: int = field(
+        default=128, metadata={"help": "Explained images that the paired test and ROAD use (evenly spread)."}
+    )
+    road_fractions: str = field(
+        default="0.2,0.5,0.8", metadata={"help": "Comma-separated shares of pixels ROAD removes, each in (0, 1)."}
+    )
     sample_images: int = field(default=4, metadata={"help": "Images shown with each model's probabilities."})
     top_fraction: float = field(default=0.1, metadata={"help": "Share of top pixels compared by the overlap (IoU)."})
     batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
@@ -131,13 +143,32 @@ class EvaluateArguments:
             raise ConfigError("Give the models to compare: --models teacher_folder student_folder ...")
         if self.steps < 2:
             raise ConfigError(f"steps is {self.steps}; deletion and insertion curves need K >= 2.")
+        if self.random_steps < 2:
+            raise ConfigError(f"random_steps is {self.random_steps}; the random maps' curves need at least 2 steps.")
         if self.split not in ("train", "validation", "test"):
             raise ConfigError(f"split is '{self.split}'; the dataset has train, validation and test splits.")
         if not 0.0 < self.top_fraction <= 1.0:
             raise ConfigError(f"top_fraction is {self.top_fraction}; it must lie in (0, 1].")
-        for name in ("explain_images", "batch_size", "latency_repeats"):
+        self.road_fraction_values()  # refused here, before any model is loaded
+        for name in ("explain_images", "batch_size", "latency_repeats", "random_maps", "paired_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} is {getattr(self, name)}; it must be at least 1.")
+
+    def road_fraction_values(self) -> tuple[float, ...]:
+        """`road_fractions` as numbers.
+
+        Raises:
+            ConfigError: one is not a number or not strictly between 0 and 1.
+        """
+        try:
+            values = tuple(float(text) for text in self.road_fractions.split(",") if text.strip())
+        except ValueError:
+            values = ()
+        if not values or not all(0 < value < 1 for value in values):
+            raise ConfigError(
+                f"road_fractions is '{self.road_fractions}'; give shares of pixels in (0, 1), e.g. 0.2,0.5,0.8."
+            )
+        return values
 
 
 @dataclass

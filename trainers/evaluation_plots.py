@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from pipelines.io import atomic_save_figure
 from trainers.evaluation import Calibration, calibration_of, roc_curves
@@ -111,27 +112,55 @@ def plot_accuracy_latency(points: dict[str, dict[str, float]], path: str | Path)
     atomic_save_figure(figure, path)
 
 
+def _band(axis: object, fractions: np.ndarray, curves: np.ndarray | None, colour: str) -> None:
+    """The range (min to max) of the R random maps' mean curves, shaded."""
+    if curves is not None and len(curves):
+        axis.fill_between(fractions, curves.min(axis=0), curves.max(axis=0), color=colour, alpha=0.2, linewidth=0)
+
+
 def plot_faithfulness(curves: dict[str, object], method: str, path: str | Path) -> None:
-    """Mean deletion and insertion curves per model, each with its random-map baseline dashed."""
-    figure, (deletion, insertion) = _panels(2, 5, 3.8)
-    for index, (model, result) in enumerate(curves.items()):
-        colour = f"C{index}"
-        deletion.plot(
-            result.fractions, result.deletion_curve, color=colour, label=f"{model} ({result.deletion_auc:.3f})"
+    """One row per model: deletion (most and least relevant first), insertion and ROAD, each as the maps' mean
+    curve over images with a band spanning the R random maps' mean curves (a curve outside its band beats, or
+    loses to, every random map on average)."""
+    rows = len(curves)
+    figure = Figure(figsize=(13, 3.1 * rows + 0.7), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(rows, 3))
+    for row, (model, result) in enumerate(curves.items()):
+        deletion, insertion, road = axes[row]
+        spread = result.median_dynamic_range
+        deletion.plot(result.fractions, result.deletion_curve, color="C0", label="MoRF (most relevant first)")
+        deletion.plot(result.fractions, result.lerf_deletion_curve, color="C1", label="LeRF (least relevant first)")
+        _band(deletion, result.random_fractions, result.random_curves["deletion"], "C0")
+        _band(deletion, result.random_fractions, result.random_curves["lerf_deletion"], "C1")
+        insertion.plot(result.fractions, result.insertion_curve, color="C2", label="insertion")
+        _band(insertion, result.random_fractions, result.random_curves["insertion"], "C2")
+        road.plot(result.road_fractions, result.road_curves["morf"], "o-", color="C0", label="MoRF")
+        road.plot(result.road_fractions, result.road_curves["lerf"], "o-", color="C1", label="LeRF")
+        _band(road, result.road_fractions, result.random_road_curves["morf"], "C0")
+        _band(road, result.road_fractions, result.random_road_curves["lerf"], "C1")
+        deletion.set(
+            title=f"{model}: deletion (range {spread['deletion']:.3f})",
+            xlabel="fraction of pixels deleted",
+            ylabel="class probability",
         )
-        deletion.plot(result.fractions, result.random_deletion_curve, "--", color=colour, alpha=0.6)
-        insertion.plot(
-            result.fractions, result.insertion_curve, color=colour, label=f"{model} ({result.insertion_auc:.3f})"
-        )
-        insertion.plot(result.fractions, result.random_insertion_curve, "--", color=colour, alpha=0.6)
-    deletion.set(
-        title=f"Deletion, {method} (lower is better)", xlabel="fraction of pixels removed", ylabel="class probability"
-    )
-    insertion.set(title=f"Insertion, {method} (higher is better)", xlabel="fraction of pixels revealed")
-    for axis in (deletion, insertion):
-        axis.set_ylim(0, 1.02)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, title="area; dashed: random maps", title_fontsize=7)
+        insertion.set(title=f"{model}: insertion (range {spread['insertion']:.3f})", xlabel="fraction revealed")
+        road.set(title=f"{model}: ROAD (noisy linear imputation)", xlabel="fraction removed")
+        for axis in (deletion, insertion, road):
+            axis.grid(alpha=0.3)
+            axis.margins(y=0.1)  # the probabilities often span little: let the axis follow them, not 0-1
+    handles = [
+        *axes[0, 0].get_legend_handles_labels()[0],
+        *axes[0, 1].get_legend_handles_labels()[0],
+        Patch(color="grey", alpha=0.3),
+    ]
+    labels = [
+        "MoRF: most relevant first",
+        "LeRF: least relevant first",
+        "insertion",
+        f"band: range of the {len(next(iter(curves.values())).random_curves['deletion'])} random maps' means",
+    ]
+    figure.suptitle(f"Faithfulness of {method}: mean curves over images; range: median |intact - baseline| probability")
+    figure.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=9)
     atomic_save_figure(figure, path)
 
 

@@ -49,6 +49,104 @@ def _cost_cells(cost: dict[str, Any]) -> list[str]:
     ]
 
 
+MEASURE_TEXT = {
+    "deletion": "deletion, most relevant first (normalised area, lower is better)",
+    "insertion": "insertion (normalised area, higher is better)",
+    "lerf_minus_morf": "deletion LeRF - MoRF (normalised areas, higher is better)",
+    "road_morf": "ROAD, most relevant first (mean probability, lower is better)",
+    "road_lerf": "ROAD, least relevant first (mean probability, higher is better)",
+    "road_lerf_minus_morf": "ROAD LeRF - MoRF (higher is better)",
+}
+# Below this median dynamic range a curve moves too little for its area to say anything about the map.
+SMALL_RANGE = 0.1
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.0%}"
+
+
+def _p_text(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2g}"
+
+
+def _faithfulness_rows(models: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(model, method, numbers) for each method's faithfulness numbers that hold the paired test (reports
+    written before it do not)."""
+    return [
+        (name, method, numbers)
+        for name, model in models.items()
+        for method, numbers in model["faithfulness"].items()
+        if "against_random" in numbers
+    ]
+
+
+def _against_random(models: dict[str, Any]) -> list[str]:
+    """The baselines, the dynamic-range table and its warnings, the paired test against random maps and its
+    verdicts in words."""
+    rows = _faithfulness_rows(models)
+    if not rows:
+        return []
+    first = rows[0][2]
+    baselines = first["baselines"]
+    lines = [
+        "",
+        f"Baselines: deletion: {baselines['deletion']}; insertion: {baselines['insertion']}; ROAD: "
+        f"{baselines['road']}. Dynamic range: the intact image's probability minus the baseline's, per image; "
+        "each curve is normalised by it (1 at the intact image, 0 at the baseline).",
+        "",
+    ]
+    lines += _table(
+        ["model", "method", "median dynamic range, deletion", "median dynamic range, insertion"],
+        [
+            [name, method, *(_f4(numbers["median_dynamic_range"][curve]) for curve in ("deletion", "insertion"))]
+            for name, method, numbers in rows
+        ],
+    )
+    for name, method, numbers in rows:
+        small = [
+            f"{curve} {spread:.3f}" for curve, spread in numbers["median_dynamic_range"].items() if spread < SMALL_RANGE
+        ]
+        if small:
+            lines += [
+                "",
+                f"**Warning** ({name}, {method}): median dynamic range below {SMALL_RANGE} ({', '.join(small)}): "
+                "these curves measure the baseline, not the maps.",
+            ]
+    fractions = ", ".join(f"{fraction:g}" for fraction in first["road_fractions"])
+    lines += [
+        "",
+        f"Against random maps, on {first['paired_images']} of the explained images: each image's map against the "
+        f"mean of {first['random_maps']} uniform random maps of the same image, curves on {first['random_steps']} "
+        f"steps, ROAD at removal fractions {fractions}. Advantage: "
+        "the map's value minus the random maps' mean, signed so that positive means the map is better; wins: the "
+        "share of images where it is; p: two-sided Wilcoxon signed-rank test over the images (better or worse at "
+        "p < 0.01, else unclear).",
+        "",
+    ]
+    lines += _table(
+        ["model", "method", "measure", "map", "random maps", "advantage", "wins", "p", "verdict"],
+        [
+            [
+                name,
+                method,
+                MEASURE_TEXT.get(measure, measure),
+                *(_f4(result[key]) for key in ("map", "random", "advantage_mean", "wins", "p_value")),
+                result["verdict"],
+            ]
+            for name, method, numbers in rows
+            for measure, result in numbers["against_random"].items()
+        ],
+    )
+    lines += [""]
+    for name, method, numbers in rows:
+        headline = numbers["against_random"]["road_lerf_minus_morf"]
+        lines.append(
+            f"- **{name}**: {method} {numbers['verdict']} (ROAD LeRF - MoRF: the map wins on "
+            f"{_percent(headline['wins'])} of {headline['images']} images, p = {_p_text(headline['p_value'])})."
+        )
+    return lines
+
+
 def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
     """index.md's text from the report dictionary (also what metrics.json holds), so the two cannot disagree."""
     models = report["models"]
@@ -105,6 +203,7 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
             for method, numbers in model["faithfulness"].items()
         ],
     )
+    lines += _against_random(models)
     lines += [
         "",
         "Sanity check (model-parameter randomisation): mean rank correlation between each model's maps and the maps "
