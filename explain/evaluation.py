@@ -102,6 +102,7 @@ class PairedComparison:
             "map": mean(self.map_values),
             "random": mean(self.random_values.mean(axis=0)),
             "advantage_mean": mean(self.advantage),
+            "advantage_median": float(np.median(self.advantage[finite])) if finite.any() else float("nan"),
             "wins": mean(self.advantage > 0),
             "p_value": self.p_value,
             "images": int(finite.sum()),

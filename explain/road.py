@@ -14,7 +14,9 @@ carry one weight) and positive definite whenever some pixel is kept (every conne
 touches a kept one), so conjugate gradients solve it. The reference (pytorch-grad-cam's `NoisyLinearImputer`,
 from the authors' code) builds the matrix per image on the CPU and calls a sparse direct solver; here every image,
 channel and removal fraction of a batch is solved at once on the device, the matrix never formed: applying it is
-one depthwise 3x3 convolution.
+one depthwise 3x3 convolution. On one CPU thread that was 2.25x faster than the reference at 64 px
+(`scripts/benchmark.py faithfulness`): conjugate gradients need about 3 x 64 iterations for a large smooth removed
+region, where a direct solve of a 4,096-unknown system is cheap; the batched solve is made for the GPU.
 """
 
 from __future__ import annotations

@@ -119,18 +119,18 @@ def _against_random(models: dict[str, Any]) -> list[str]:
         f"mean of {first['random_maps']} uniform random maps of the same image, curves on {first['random_steps']} "
         f"steps, ROAD at removal fractions {fractions}. Advantage: "
         "the map's value minus the random maps' mean, signed so that positive means the map is better; wins: the "
-        "share of images where it is; p: two-sided Wilcoxon signed-rank test over the images (better or worse at "
-        "p < 0.01, else unclear).",
+        "share of images where it is; map and random maps: means over images; p: two-sided Wilcoxon signed-rank test "
+        "of the advantages (better or worse at p < 0.01, by the median's sign, else unclear).",
         "",
     ]
     lines += _table(
-        ["model", "method", "measure", "map", "random maps", "advantage", "wins", "p", "verdict"],
+        ["model", "method", "measure", "map", "random maps", "median advantage", "wins", "p", "verdict"],
         [
             [
                 name,
                 method,
                 MEASURE_TEXT.get(measure, measure),
-                *(_f4(result[key]) for key in ("map", "random", "advantage_mean", "wins", "p_value")),
+                *(_f4(result[key]) for key in ("map", "random", "advantage_median", "wins", "p_value")),
                 result["verdict"],
             ]
             for name, method, numbers in rows
