@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from pipelines.errors import ConfigError, DataError, UserFacingError  # noqa: E4
 MAX_MODELS = 4  # model columns are laid out when the page is built; four fit side by side on a laptop screen
 DISPLAY_SIZE = (224, 224)  # every overlay at one size, whatever each model's input resolution
 AGREEMENT_METHOD = "gradcam"
-PREDICTED = "predicted by the first model"
+PREDICTED = "predicted (first model)"
 VIEWS = ("all images", "misclassified by any model", "models disagree", "lowest map agreement first")
 
 
@@ -368,6 +369,25 @@ class AppArguments:
             raise ConfigError(f"precision is '{self.precision}'; use one of {', '.join(PRECISIONS)}.")
         if self.max_images < 1 or self.top_k < 1:
             raise ConfigError("max_images and top_k must be at least 1.")
+
+
+SPACE_ARGS = "EXPLORER_ARGS"
+
+
+def command_line(argv: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """The arguments to parse: `argv`, or, run without any (as a Hugging Face Space runs its app file), the
+    command line in the `SPACE_ARGS` variable, served on GRADIO_SERVER_NAME (Spaces set it to 0.0.0.0).
+
+    Raises:
+        ConfigError: neither arguments nor the variable.
+    """
+    if argv:
+        return list(argv)
+    if not environ.get(SPACE_ARGS, "").strip():
+        raise ConfigError(
+            f"No models given: run with --models A B ... and a dataset, or set {SPACE_ARGS} to that command line."
+        )
+    return [*shlex.split(environ[SPACE_ARGS]), "--host", environ.get("GRADIO_SERVER_NAME", "0.0.0.0")]
 
 
 def start_session(args: AppArguments, data_args: DataArguments) -> Session:

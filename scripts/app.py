@@ -14,16 +14,13 @@ host from GRADIO_SERVER_NAME, which Spaces set to 0.0.0.0.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from dataclasses import fields
 
 from transformers import HfArgumentParser
 
-from explain.app import AppArguments, build_app, launch_options, start_session
+from explain.app import AppArguments, build_app, command_line, launch_options, start_session
 from pipelines import DataArguments, run_cli
-
-SPACE_ARGS = "EXPLORER_ARGS"
 
 
 def parse_arguments(argv: list[str]) -> tuple[AppArguments, DataArguments]:
@@ -33,10 +30,7 @@ def parse_arguments(argv: list[str]) -> tuple[AppArguments, DataArguments]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv and os.environ.get(SPACE_ARGS):
-        argv = shlex.split(os.environ[SPACE_ARGS])
-        argv += ["--host", os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0")]
+    argv = command_line(sys.argv[1:] if argv is None else argv, os.environ)
     args, data_args = parse_arguments(argv)
     session = start_session(args, data_args)
     build_app(session).launch(**launch_options(args.host, args.port))

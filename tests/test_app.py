@@ -27,6 +27,7 @@ from explain.app import (  # noqa: E402
     Session,
     build_app,
     chosen_image,
+    command_line,
     gallery_order,
     launch_options,
     load_explainers,
@@ -186,6 +187,17 @@ def test_the_script_refuses_bad_models_before_serving(models: dict[str, str]) ->
         script.main(["--models", models["resnet"], models["three_labels"], *data])
 
 
+def test_a_space_reads_its_command_line_from_a_variable() -> None:
+    given = ["--models", "a", "--dataset_name", "breastmnist"]
+    assert command_line(given, {"EXPLORER_ARGS": "--models b"}) == given  # arguments win
+    space = {"EXPLORER_ARGS": "--models user/teacher user/student --dataset_name pneumoniamnist"}
+    expected = ["--models", "user/teacher", "user/student", "--dataset_name", "pneumoniamnist", "--host", "0.0.0.0"]
+    assert command_line([], space) == expected
+    assert command_line([], {**space, "GRADIO_SERVER_NAME": "10.0.0.2"})[-1] == "10.0.0.2"
+    with pytest.raises(ConfigError, match="set EXPLORER_ARGS"):
+        command_line([], {})
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -225,8 +237,10 @@ def test_the_served_page_answers_a_client_and_survives_bad_input(
     broken.write_text("not an image")
     result = client.predict(None, handle_file(str(broken)), "gradcam", PREDICTED, 0.5, api_name="/explain")
     assert result[-1] == "**Error:** The uploaded file scan.png cannot be decoded as an image."
-    result = client.predict(models["three_labels"], api_name="/load_models")
-    assert "has labels ['a', 'b', 'c']" in result[-1]
+    result = client.predict(f"{models['resnet']}\n{models['three_labels']}", api_name="/load_models")
+    assert "three has labels ['a', 'b', 'c'] but resnet has" in result[-1]
+    result = client.predict(models["text_model"], api_name="/load_models")
+    assert "cannot load as an image classifier" in result[-1]
     # Still serving, with the models it had.
     result = client.predict(0, None, "layercam", LABELS[1], 0.3, api_name="/explain")
     assert result[-1] == "" and Path(result[4]).is_file()
