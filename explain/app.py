@@ -80,6 +80,7 @@ class ImageView:
     probabilities: list[dict[str, float]]
     overlays: list[np.ndarray]
     agreement: str
+    blank: list[bool] = field(default_factory=list)  # maps with no evidence at all (Grad-CAM's all-zero map)
 
 
 @dataclass
@@ -290,10 +291,16 @@ def view_image(explorer: Explorer, image: torch.Tensor, method: str, class_name:
     target = torch.tensor([target_index(explorer, image, class_name)])
     maps = [explainer.explain(method, image[None], target).maps for explainer in explorer.explainers]
     heading = method + (" (class-agnostic: the same map for every class)" if class_agnostic(method) else "")
+    titles = [explainer.title for explainer in explorer.explainers]
+    blank = [bool(blank_maps(model_maps)[0]) for model_maps in maps]
+    agreement = agreement_markdown(titles, maps, heading)
+    if any(blank):  # an all-zero map looks like a cold one: say it holds no evidence for the class at all
+        agreement += "\n\nNo evidence for this class (blank map): " + ", ".join(t for t, b in zip(titles, blank) if b)
     return ImageView(
         [top_probabilities(explainer, image, explorer.top_k) for explainer in explorer.explainers],
         [overlay(image, model_maps, opacity) for model_maps in maps],
-        agreement_markdown([explainer.title for explainer in explorer.explainers], maps, heading),
+        agreement,
+        blank,
     )
 
 
