@@ -247,6 +247,18 @@ def test_the_served_page_answers_a_client_and_survives_bad_input(
     result = client.predict(0, None, "layercam", LABELS[1], 0.3, api_name="/explain")
     assert result[-1] == "" and Path(result[4]).is_file()
 
+    original = [explainer.name for explainer in session.explorer.explainers]
+    try:  # the student first: it becomes the reference the gallery and the agreement table compare with
+        result = client.predict(f"{models['vit']}\n{models['resnet']}", api_name="/load_models")
+        assert result[-1] == "Loaded vit, resnet." and [e.title for e in session.explorer.explainers] == [
+            "vit",
+            "resnet",
+        ]
+        result = client.predict(0, None, "gradcam", PREDICTED, 0.5, api_name="/explain")
+        assert "rank correlation with vit" in result[-2]
+    finally:
+        session.load(original)
+
 
 def _chromium_driver():
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
