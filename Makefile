@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e ".[dev,bench]"
+	$(PYTHON) -m pip install --quiet -e ".[dev,bench,app]"
 	touch $@
 
 # --quiet: a failed run ends with the script's own one-sentence error, not accelerate's CalledProcessError traceback.

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -256,3 +257,21 @@ def misclassified_figure(
     labels = [f"true: {true}\npred: {predicted}" for true, predicted in zip(true_labels, predicted_labels)]
     row_names = list(names) if names is not None else [""] * len(images)
     return panel_grid(images, panels, row_names, {"input": labels}, title, edges)
+
+
+def blend_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """The image with a map in [0, 1] laid over it in the figures' colour map, as one RGB array (for a web page,
+    where a matplotlib figure per image would be slow and blurry).
+
+    Args:
+        image: uint8 (H, W, C) with C = 1 or 3.
+        heatmap: (H, W) in [0, 1].
+        alpha: Opacity of the map, in [0, 1].
+
+    Returns:
+        uint8 (H, W, 3).
+    """
+    colours = colormaps[CMAP](np.clip(heatmap, 0.0, 1.0))[..., :3]  # (H, W, 3) in [0, 1]
+    base = np.broadcast_to(image[..., :3], image.shape[:2] + (3,)).astype(np.float64) / 255.0
+    blended = (1.0 - alpha) * base + alpha * colours
+    return np.round(blended * 255.0).clip(0, 255).astype(np.uint8)

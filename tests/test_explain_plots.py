@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from medmnist import INFO
@@ -12,6 +13,7 @@ from test_explain_support import one_thread  # noqa: F401
 
 from explain.plots import (
     CAPTION_CHARS,
+    blend_overlay,
     display_images,
     draw_overlay,
     edge_mask,
@@ -139,3 +141,13 @@ def test_long_class_names_are_wrapped_to_fit_their_cell() -> None:
     assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:]))
     boxes = [grid.axes[row * 3].yaxis.label.get_window_extent(_drawn(grid)) for row in range(3)]
     assert all(lower.y1 < upper.y0 for upper, lower in zip(boxes, boxes[1:]))
+
+
+def test_blend_overlay_mixes_the_image_and_the_colour_map_by_opacity() -> None:
+    grey = np.full((2, 3, 1), 200, dtype=np.uint8)
+    heatmap = np.array([[0.0, 0.5, 1.0], [1.0, 0.5, 0.0]])
+    colours = colormaps["jet"](heatmap)[..., :3] * 255.0
+    assert np.array_equal(blend_overlay(grey, heatmap, 0.0), np.full((2, 3, 3), 200, dtype=np.uint8))
+    assert np.array_equal(blend_overlay(grey, heatmap, 1.0), np.round(colours).astype(np.uint8))
+    halfway = blend_overlay(grey, heatmap, 0.25).astype(float)
+    assert np.abs(halfway - (0.75 * 200 + 0.25 * colours)).max() <= 0.5

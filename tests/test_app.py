@@ -1,0 +1,311 @@
+"""The explorer (explain/app.py): its functions on tiny random models, the served page driven by gradio_client,
+and the page in a headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gradio", reason="the explorer needs the app extra: pip install -e '.[app]'")
+
+from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from transformers import BertConfig  # noqa: E402
+
+from explain.agreement import blank_maps, rank_correlation, top_fraction_iou  # noqa: E402
+from explain.app import (  # noqa: E402
+    PREDICTED,
+    VIEWS,
+    AppArguments,
+    ImageSummary,
+    Session,
+    build_app,
+    chosen_image,
+    command_line,
+    gallery_order,
+    launch_options,
+    load_explainers,
+    overlay,
+    read_upload,
+    start_session,
+    top_probabilities,
+    view_image,
+)
+from explain.plots import display_images  # noqa: E402
+from pipelines import DataArguments  # noqa: E402
+from pipelines.errors import ConfigError, DataError  # noqa: E402
+from pipelines.models import build_classifier  # noqa: E402
+
+LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
+
+
+def _save_model(folder: Path, model_config: dict, labels: list[str] = LABELS) -> str:
+    model, processor = build_classifier(model_config, labels, image_processor_config=PROCESSOR_32)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("app")
+    torch.manual_seed(0)
+    # Test labels drawn apart from the images' brightness, so that random models misclassify some of them.
+    test_labels = np.random.default_rng(1).integers(0, 2, (16, 1)).astype(np.uint8)
+    make_medmnist_npz(root / "data" / "breastmnist.npz", counts=(8, 4, 16), test_labels=test_labels)
+    multi_label, processor = build_classifier(
+        TINY_RESNET, LABELS, multi_label=True, image_processor_config=PROCESSOR_32
+    )
+    multi_label.save_pretrained(root / "multi")
+    processor.save_pretrained(root / "multi")
+    text_model = root / "bert"
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(
+        text_model
+    )
+    (text_model / "model.safetensors").write_bytes(b"")
+    return {
+        "data": str(root / "data"),
+        "resnet": _save_model(root / "resnet", TINY_RESNET),
+        "vit": _save_model(root / "vit", TINY_VIT),
+        "three_labels": _save_model(root / "three", TINY_RESNET, ["a", "b", "c"]),
+        "text_model": str(text_model),
+        "multi_label": str(root / "multi"),
+    }
+
+
+def _data(models: dict[str, str]) -> DataArguments:
+    return DataArguments(dataset_name="breastmnist", data_dir=models["data"], verify_md5=False)
+
+
+@pytest.fixture(scope="module")
+def session(models: dict[str, str]) -> Session:
+    args = AppArguments(models=[models["resnet"], models["vit"]], max_images=12, device="cpu")
+    return start_session(args, _data(models))
+
+
+def test_views_filter_and_sort_the_gallery() -> None:
+    summaries = [
+        ImageSummary(0, 0, [0, 0], 0.9),  # right, agreed
+        ImageSummary(1, 1, [0, 0], 0.2),  # both wrong
+        ImageSummary(2, 0, [0, 1], float("nan")),  # the student wrong, a blank map
+        ImageSummary(3, 1, [1, 1], -0.5),
+    ]
+    assert gallery_order(summaries, VIEWS[0]) == [0, 1, 2, 3]
+    assert gallery_order(summaries, "misclassified by any model") == [1, 2]
+    assert gallery_order(summaries, "models disagree") == [2]
+    assert gallery_order(summaries, "lowest map agreement first") == [3, 1, 0, 2]
+    with pytest.raises(ConfigError, match="Unknown view 'best'"):
+        gallery_order(summaries, "best")
+
+
+def test_summaries_hold_each_models_prediction_and_the_lowest_agreement(session: Session) -> None:
+    explorer = session.explorer
+    assert len(explorer.summaries) == 12
+    teacher, student = explorer.explainers
+    predicted = [explainer.predict_batch(explorer.images).argmax(dim=1) for explainer in (teacher, student)]
+    assert [s.predicted for s in explorer.summaries] == torch.stack(predicted, dim=1).tolist()
+    assert [s.true for s in explorer.summaries] == explorer.labels.tolist()
+    assert any(s.misclassified for s in explorer.summaries)  # random models on labels unrelated to the images
+    for row, summary in enumerate(explorer.summaries):
+        image, target = explorer.images[row : row + 1], predicted[0][row : row + 1]
+        maps = [explainer.explain("gradcam", image, target).maps for explainer in (teacher, student)]
+        if bool(blank_maps(maps[0]) | blank_maps(maps[1])):  # no ranking: left out of the order's figures
+            assert np.isnan(summary.agreement)
+        else:
+            assert summary.agreement == pytest.approx(float(rank_correlation(*maps)[0]), abs=1e-4)  # batch of 12 vs 1
+    assert not all(np.isnan(summary.agreement) for summary in explorer.summaries)
+
+
+def test_top_probabilities_are_the_largest_softmax_values_in_order(session: Session) -> None:
+    explainer, image = session.explorer.explainers[0], session.explorer.images[0]
+    expected = explainer.predict_batch(image[None]).softmax(dim=1)[0]
+    top = top_probabilities(explainer, image, k=5)  # more than the two classes: both, no error
+    assert list(top) == [LABELS[int(i)] for i in expected.argsort(descending=True)]
+    assert list(top.values()) == pytest.approx(sorted(expected.tolist(), reverse=True), abs=1e-4)
+    assert list(top_probabilities(explainer, image, k=1)) == [LABELS[int(expected.argmax())]]
+
+
+def test_opacity_blends_the_image_and_the_colour_map(session: Session) -> None:
+    image = session.explorer.images[0]
+    heatmap = torch.linspace(0, 1, 4 * 4).reshape(1, 4, 4)
+    shown = display_images([image], (224, 224))[0]
+    assert overlay(image, heatmap, 0.0).shape == (224, 224, 3)
+    assert np.array_equal(overlay(image, heatmap, 0.0), np.repeat(shown, 3, axis=2))
+    corner = np.round(colormaps["jet"](0.0)[:3] * np.array(255.0)).astype(np.uint8)
+    assert np.array_equal(overlay(image, heatmap, 1.0)[0, 0], corner)  # the map's lowest value, fully opaque
+
+
+def test_the_chosen_class_method_and_agreement_of_one_image(session: Session) -> None:
+    explorer = session.explorer
+    image = explorer.images[2]
+    teacher, student = explorer.explainers
+    views = {name: view_image(explorer, image, "gradcam", name, 1.0) for name in LABELS}
+    assert not np.array_equal(views[LABELS[0]].overlays[0], views[LABELS[1]].overlays[0])
+    first_class = LABELS[int(teacher.predict_batch(image[None]).argmax())]
+    predicted = view_image(explorer, image, "gradcam", PREDICTED, 1.0)
+    assert np.array_equal(predicted.overlays[1], views[first_class].overlays[1])  # one class for every model
+    target = torch.tensor([LABELS.index(first_class)])
+    maps = [explainer.explain("gradcam", image[None], target).maps for explainer in (teacher, student)]
+    row = next(line for line in predicted.agreement.splitlines() if line.startswith("| vit |"))
+    if "n/a" not in row:  # a blank map has no rank correlation
+        assert f"{float(rank_correlation(*maps)[0]):.3f} | {float(top_fraction_iou(*maps)[0]):.3f}" in row
+    assert predicted.agreement.count("\n| vit |") == 1
+    assert predicted.blank == [bool(blank_maps(model_maps)[0]) for model_maps in maps]
+    assert ("No evidence for this class (blank map)" in predicted.agreement) == any(predicted.blank)
+    assert "class-agnostic" in view_image(explorer, image, "eigencam", PREDICTED, 0.5).agreement
+    with pytest.raises(ConfigError, match="not offered"):
+        view_image(explorer, image, "guided_backprop", PREDICTED, 0.5)
+    with pytest.raises(ConfigError, match="Unknown class 'benign'"):
+        view_image(explorer, image, "gradcam", "benign", 0.5)
+
+
+def test_bad_models_are_refused_with_one_sentence(models: dict[str, str], session: Session) -> None:
+    cpu = torch.device("cpu")
+    with pytest.raises(DataError, match="'bert' model, which transformers cannot load as an image classifier"):
+        load_explainers([models["resnet"], models["text_model"]], cpu, torch.float32)
+    with pytest.raises(ConfigError, match=r"three has labels \['a', 'b', 'c'\] but resnet has"):
+        load_explainers([models["resnet"], models["three_labels"]], cpu, torch.float32)
+    with pytest.raises(ConfigError, match="multi is a multi-label model"):
+        load_explainers([models["multi_label"]], cpu, torch.float32)
+    current = session.explorer
+    with pytest.raises(DataError, match="does not exist"):
+        session.load([str(Path(models["resnet"]).parent / "nowhere")])
+    assert session.explorer is current  # the page keeps the models it had
+
+
+def test_an_image_that_cannot_be_decoded_or_a_bad_index(session: Session, tmp_path: Path) -> None:
+    broken = tmp_path / "scan.png"
+    broken.write_text("not an image")
+    with pytest.raises(DataError, match="The uploaded file scan.png cannot be decoded as an image."):
+        read_upload(str(broken), 3)
+    with pytest.raises(ConfigError, match="not in the split; use 0 to 11"):
+        chosen_image(session.explorer, 12, None)
+    with pytest.raises(ConfigError, match="No image chosen"):
+        chosen_image(session.explorer, None, None)
+
+
+def test_the_script_refuses_bad_models_before_serving(models: dict[str, str]) -> None:
+    script = load_script("app")
+    data = ["--dataset_name", "breastmnist", "--data_dir", models["data"], "--verify_md5", "false"]
+    with pytest.raises(ConfigError, match="same labels"):
+        script.main(["--models", models["resnet"], models["three_labels"], *data])
+
+
+def test_a_space_reads_its_command_line_from_a_variable() -> None:
+    given = ["--models", "a", "--dataset_name", "breastmnist"]
+    assert command_line(given, {"EXPLORER_ARGS": "--models b"}) == given  # arguments win
+    space = {"EXPLORER_ARGS": "--models user/teacher user/student --dataset_name pneumoniamnist"}
+    expected = ["--models", "user/teacher", "user/student", "--dataset_name", "pneumoniamnist", "--host", "0.0.0.0"]
+    assert command_line([], space) == expected
+    assert command_line([], {**space, "GRADIO_SERVER_NAME": "10.0.0.2"})[-1] == "10.0.0.2"
+    with pytest.raises(ConfigError, match="set EXPLORER_ARGS"):
+        command_line([], {})
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(session: Session):
+    """The page served on 127.0.0.1 in a thread of this process; yields its URL."""
+    app = build_app(session)
+    port = _free_port()
+    app.launch(prevent_thread_lock=True, quiet=True, **launch_options("127.0.0.1", port))
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def test_the_served_page_answers_a_client_and_survives_bad_input(
+    server: str, session: Session, models: dict[str, str], tmp_path: Path
+) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    items, note = client.predict("misclassified by any model", api_name="/gallery")
+    expected = gallery_order(session.explorer.summaries, "misclassified by any model")
+    assert [item["caption"].split()[0] for item in items] == [f"#{index}" for index in expected]
+    assert note.startswith(f"{len(expected)} of 12 images")
+
+    result = client.predict(expected[0], None, "gradcam", PREDICTED, 0.5, api_name="/explain")
+    image = session.explorer.images[expected[0]]
+    for label, explainer in zip(result[:2], session.explorer.explainers):
+        top = top_probabilities(explainer, image, 3)
+        assert {c["label"]: c["confidence"] for c in label["confidences"]} == pytest.approx(top, abs=1e-4)
+    assert not result[2] and result[6] is None  # two models: two of the four columns filled
+    assert Path(result[4]).is_file() and Path(result[5]).is_file() and result[-1] == ""
+
+    broken = tmp_path / "scan.png"
+    broken.write_text("not an image")
+    result = client.predict(None, handle_file(str(broken)), "gradcam", PREDICTED, 0.5, api_name="/explain")
+    assert result[-1] == "**Error:** The uploaded file scan.png cannot be decoded as an image."
+    result = client.predict(f"{models['resnet']}\n{models['three_labels']}", api_name="/load_models")
+    assert "three has labels ['a', 'b', 'c'] but resnet has" in result[-1]
+    result = client.predict(models["text_model"], api_name="/load_models")
+    assert "cannot load as an image classifier" in result[-1]
+    # Still serving, with the models it had.
+    result = client.predict(0, None, "layercam", LABELS[1], 0.3, api_name="/explain")
+    assert result[-1] == "" and Path(result[4]).is_file()
+
+    original = [explainer.name for explainer in session.explorer.explainers]
+    try:  # the student first: it becomes the reference the gallery and the agreement table compare with
+        result = client.predict(f"{models['vit']}\n{models['resnet']}", api_name="/load_models")
+        assert result[-1] == "Loaded vit, resnet." and [e.title for e in session.explorer.explainers] == [
+            "vit",
+            "resnet",
+        ]
+        result = client.predict(0, None, "gradcam", PREDICTED, 0.5, api_name="/explain")
+        assert "rank correlation with vit" in result[-2]
+    finally:
+        session.load(original)
+
+
+def _chromium_driver():
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("no headless browser: install Debian's chromium and chromium-driver (.ci/run does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_a_browser_picks_an_image_and_sees_the_overlay(server: str, tmp_path: Path) -> None:
+    pytest.importorskip("selenium", reason="the browser test needs selenium (the app extra)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = _chromium_driver()
+    try:
+        browser.get(server)
+        wait = WebDriverWait(browser, 30)
+        thumbnail = wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "#gallery .thumbnail-item")))
+        thumbnail.click()
+        wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, "#overlay-0 img")))
+        wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, "#overlay-1 img")))
+        wait.until(lambda page: "rank correlation" in page.find_element(By.ID, "agreement").text)
+        screenshot = tmp_path / "explorer.png"
+        assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+        fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        outside = [url for url in fetched if not url.startswith(server.rstrip("/")) and not url.startswith("data:")]
+        assert fetched and outside == []  # nothing (font, script, analytics) from outside
+    finally:
+        browser.quit()
+
+
+def test_the_page_names_nothing_to_fetch_from_outside(server: str) -> None:
+    page = urllib.request.urlopen(server, timeout=10).read().decode()
+    assert "fonts.googleapis" not in page and "cdn.jsdelivr" not in page
