@@ -137,11 +137,13 @@ class Faithfulness:
     random_deletion_curve: np.ndarray
     random_insertion_curve: np.ndarray
     images: int
-    lerf_deletion_curve: np.ndarray  # (K + 1,)
     deletion_range: np.ndarray  # (N,) the intact image's probability minus the deletion baseline's
     insertion_range: np.ndarray  # (N,) the same for insertion's start
     comparisons: dict[str, PairedComparison]
     random_fractions: np.ndarray  # (K' + 1,) the random maps' steps
+    paired_curves: dict[
+        str, np.ndarray
+    ]  # deletion / insertion / lerf_deletion -> (K' + 1,) the maps' means, same images
     random_curves: dict[str, np.ndarray]  # deletion / insertion / lerf_deletion -> (R, K' + 1), means over images
     road_fractions: np.ndarray  # (F,)
     road_curves: dict[str, np.ndarray]  # morf / lerf -> (F,) the maps' means over images
@@ -225,10 +227,11 @@ def faithfulness(
 ) -> Faithfulness:
     """Faithfulness of `maps` (N, H, W) explaining `targets` (N,) on `pixel_values` (N, C, H, W).
 
-    Deletion (most and least relevant first) and insertion with K = `steps` for the maps, deletion and insertion
-    for one uniform random map per image (the report's long-standing random row, seed `seed`), then the paired
-    test: the maps and `settings.random_maps` more random maps per image (seeds `seed + 1`, ...) on
-    `settings.random_steps` steps and on ROAD at `settings.road_fractions`.
+    Deletion and insertion with K = `steps` for the maps and for one uniform random map per image (the report's
+    long-standing random row, seed `seed`); then the paired test on `settings.paired_images` of the images (all
+    when None or N or more): the maps and `settings.random_maps` more random maps per image (seeds `seed + 1`,
+    ...), deletion most and least relevant first and insertion on `settings.random_steps` steps, and ROAD at
+    `settings.road_fractions`.
     """
     settings = settings or FaithfulnessSettings()
     multi_label = getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification"
@@ -236,12 +239,13 @@ def faithfulness(
     options = {**shared, "deletion_value": settings.deletion_value, "insertion_start": settings.insertion_start}
     coarse = {**options, "steps": settings.random_steps, "lerf": True}
     road = {**shared, "fractions": settings.road_fractions, "noise": settings.road_noise, "seed": seed}
-    curves = deletion_insertion(model, pixel_values, maps, targets, steps, lerf=True, **options)
+    curves = deletion_insertion(model, pixel_values, maps, targets, steps, **options)
     baseline = deletion_insertion(model, pixel_values, random_maps(maps, seed), targets, steps, **options)
     pixel_values, maps, targets, start = _paired_subset(pixel_values, maps, targets, settings)
     coarse["insertion_start"] = start
     map_road = road_curves(model, pixel_values, maps, targets, **road)
-    measured = paired_measures(deletion_insertion(model, pixel_values, maps, targets, **coarse), map_road)
+    map_coarse = deletion_insertion(model, pixel_values, maps, targets, **coarse)
+    measured = paired_measures(map_coarse, map_road)
     random_curves, random_road = [], []
     for index in range(settings.random_maps):
         chance = random_maps(maps, seed + 1 + index)
@@ -264,11 +268,11 @@ def faithfulness(
         random_deletion_curve=baseline.deletion.mean(0).numpy(),
         random_insertion_curve=baseline.insertion.mean(0).numpy(),
         images=int(curves.deletion.shape[0]),
-        lerf_deletion_curve=curves.lerf_deletion.mean(0).numpy(),
         deletion_range=curves.deletion_range.numpy(),
         insertion_range=curves.insertion_range.numpy(),
         comparisons=comparisons,
         random_fractions=random_curves[0].fractions.numpy(),
+        paired_curves={name: mean_curves([map_coarse], name)[0] for name in ("deletion", "insertion", "lerf_deletion")},
         random_curves={name: mean_curves(random_curves, name) for name in ("deletion", "insertion", "lerf_deletion")},
         road_fractions=map_road.fractions.numpy(),
         road_curves={"morf": map_road.morf.mean(0).numpy(), "lerf": map_road.lerf.mean(0).numpy()},

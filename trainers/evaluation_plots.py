@@ -120,19 +120,21 @@ def _band(axis: object, fractions: np.ndarray, curves: np.ndarray | None, colour
 
 def plot_faithfulness(curves: dict[str, object], method: str, path: str | Path) -> None:
     """One row per model: deletion (most and least relevant first), insertion and ROAD, each as the maps' mean
-    curve over images with a band spanning the R random maps' mean curves (a curve outside its band beats, or
-    loses to, every random map on average)."""
+    curve over the paired test's images and steps, with a band spanning the R random maps' mean curves on the same
+    images (a curve outside its band beats, or loses to, every random map on average)."""
     rows = len(curves)
     figure = Figure(figsize=(13, 3.1 * rows + 0.7), layout="constrained")
     axes = np.atleast_2d(figure.subplots(rows, 3))
     for row, (model, result) in enumerate(curves.items()):
         deletion, insertion, road = axes[row]
         spread = result.median_dynamic_range
-        deletion.plot(result.fractions, result.deletion_curve, color="C0", label="MoRF (most relevant first)")
-        deletion.plot(result.fractions, result.lerf_deletion_curve, color="C1", label="LeRF (least relevant first)")
+        # The maps' curves on the paired test's images and steps, so that each lies on the same footing as its band.
+        steps, mine = result.random_fractions, result.paired_curves
+        deletion.plot(steps, mine["deletion"], "o-", color="C0", label="MoRF (most relevant first)")
+        deletion.plot(steps, mine["lerf_deletion"], "o-", color="C1", label="LeRF (least relevant first)")
         _band(deletion, result.random_fractions, result.random_curves["deletion"], "C0")
         _band(deletion, result.random_fractions, result.random_curves["lerf_deletion"], "C1")
-        insertion.plot(result.fractions, result.insertion_curve, color="C2", label="insertion")
+        insertion.plot(steps, mine["insertion"], "o-", color="C2", label="insertion")
         _band(insertion, result.random_fractions, result.random_curves["insertion"], "C2")
         road.plot(result.road_fractions, result.road_curves["morf"], "o-", color="C0", label="MoRF")
         road.plot(result.road_fractions, result.road_curves["lerf"], "o-", color="C1", label="LeRF")
