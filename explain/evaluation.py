@@ -29,7 +29,9 @@ class FaithfulnessSettings:
     road_fractions: tuple[float, ...] = (0.2, 0.5, 0.8)
     road_noise: float = 0.01
     deletion_value: float = 0.0
-    insertion_start: torch.Tensor | None = None  # (N, C, H, W); None: a blurred copy of the inputs (RISE)
+    # (N, C, H, W) images; "blurred" or None: a blurred copy of the inputs (RISE); "removed": every pixel removed
+    # (set to `deletion_value`, where deletion ends), for images that a blur does not change (28 px upsampled).
+    insertion_start: torch.Tensor | str | None = None
 
     def __post_init__(self) -> None:
         if self.random_maps < 1:
@@ -40,10 +42,24 @@ class FaithfulnessSettings:
             raise ConfigError(f"random_steps is {self.random_steps}; the random maps' curves need at least 2 steps.")
         if not self.road_fractions or not all(0 < fraction < 1 for fraction in self.road_fractions):
             raise ConfigError(f"ROAD fractions {self.road_fractions} must each lie strictly between 0 and 1.")
+        if isinstance(self.insertion_start, str) and self.insertion_start not in ("blurred", "removed"):
+            raise ConfigError(f"insertion_start is '{self.insertion_start}'; use 'blurred', 'removed' or images.")
+
+    def start_images(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
+        """What insertion starts from for these inputs; None for the blurred copy `deletion_insertion` makes."""
+        if isinstance(self.insertion_start, torch.Tensor):
+            return self.insertion_start
+        if self.insertion_start == "removed":
+            return torch.full_like(pixel_values, self.deletion_value)
+        return None
 
     def baselines(self) -> dict[str, str]:
         """Each curve's baseline in words, for the report."""
-        start = "the given start images" if self.insertion_start is not None else "a Gaussian blur (RISE)"
+        start = {
+            None: "a Gaussian blur (RISE)",
+            "blurred": "a Gaussian blur (RISE)",
+            "removed": f"the image with every pixel removed (set to {self.deletion_value:g}, where deletion ends)",
+        }.get(self.insertion_start, "the given start images")
         return {
             "deletion": f"deleted pixels set to {self.deletion_value:g} in the model's input space",
             "insertion": f"starts from {start}",
@@ -155,6 +171,22 @@ class Faithfulness:
         """Images in the paired test."""
         return len(next(iter(self.comparisons.values())).map_values)
 
+    def random_draws(self) -> dict[str, dict[str, object]]:
+        """Deletion and insertion areas on the paired images and steps: the maps' mean area, and each random draw's
+        mean area with their spread (sd and range over the R draws), which is how far two random draws differ."""
+        area = lambda curve: float(np.trapezoid(curve, self.random_fractions))  # noqa: E731
+        draws = {}
+        for name in ("deletion", "insertion"):
+            values = [area(curve) for curve in self.random_curves[name]]
+            draws[name] = {
+                "map": area(self.paired_curves[name]),
+                "draws": values,
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
+                "min": min(values),
+                "max": max(values),
+            }
+        return draws
+
     @property
     def median_dynamic_range(self) -> dict[str, float]:
         return {
@@ -176,6 +208,7 @@ class Faithfulness:
             "paired_images": self.paired_count,
             "road_fractions": [float(fraction) for fraction in self.road_fractions],
             "against_random": {name: comparison.numbers() for name, comparison in self.comparisons.items()},
+            "random_draws": self.random_draws(),
             "verdict": overall_verdict([comparison.verdict for comparison in self.comparisons.values()]),
         }
 
@@ -188,13 +221,22 @@ def explain_maps(
     return explanation.maps, explanation.target
 
 
+# An image whose probability moves less than this between the intact image and the baseline is left out of the
+# normalised measures (NaN): dividing by a range of 0.001 multiplies the noise a thousandfold, and such images
+# decided the signed-rank test on their own (PneumoniaMNIST's quickstart teacher: deletion areas of +-1,200).
+MIN_RANGE = 0.05
+
+
 def paired_measures(curves: FaithfulnessCurves, road: RoadCurves) -> dict[str, np.ndarray]:
-    """The paired test's measures (`MEASURES`) of one set of maps: name -> (N,) per image."""
+    """The paired test's measures (`MEASURES`) of one set of maps: name -> (N,) per image, NaN where a normalised
+    measure has too little range to scale by (`MIN_RANGE`)."""
+    wide = curves.deletion_range.abs() >= MIN_RANGE
     lerf, morf = curves.normalised_lerf_deletion_auc, curves.normalised_deletion_auc
+    nan = torch.tensor(float("nan"))
     values = {
-        "deletion": morf,
-        "insertion": curves.normalised_insertion_auc,
-        "lerf_minus_morf": lerf - morf,
+        "deletion": torch.where(wide, morf, nan),
+        "insertion": torch.where(curves.insertion_range.abs() >= MIN_RANGE, curves.normalised_insertion_auc, nan),
+        "lerf_minus_morf": torch.where(wide, lerf - morf, nan),
         "road_morf": road.morf_mean,
         "road_lerf": road.lerf_mean,
         "road_lerf_minus_morf": road.lerf_mean - road.morf_mean,
@@ -203,14 +245,18 @@ def paired_measures(curves: FaithfulnessCurves, road: RoadCurves) -> dict[str, n
 
 
 def _paired_subset(
-    pixel_values: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, settings: FaithfulnessSettings
+    pixel_values: torch.Tensor,
+    maps: torch.Tensor,
+    targets: torch.Tensor,
+    start: torch.Tensor | None,
+    settings: FaithfulnessSettings,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The images of the paired test: `settings.paired_images` of them, evenly spread over the N given."""
     count = pixel_values.shape[0]
     if settings.paired_images is None or settings.paired_images >= count:
-        return pixel_values, maps, targets, settings.insertion_start
+        return pixel_values, maps, targets, start
     index = torch.linspace(0, count - 1, settings.paired_images).round().long()
-    start = None if settings.insertion_start is None else settings.insertion_start[index.to(pixel_values.device)]
+    start = None if start is None else start[index.to(start.device)]
     return (*(values[index.to(values.device)] for values in (pixel_values, maps, targets)), start)
 
 
@@ -236,12 +282,13 @@ def faithfulness(
     settings = settings or FaithfulnessSettings()
     multi_label = getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification"
     shared = {"batch_size": batch_size, "multi_label": multi_label, "dtype": dtype}
-    options = {**shared, "deletion_value": settings.deletion_value, "insertion_start": settings.insertion_start}
+    start = settings.start_images(pixel_values)
+    options = {**shared, "deletion_value": settings.deletion_value, "insertion_start": start}
     coarse = {**options, "steps": settings.random_steps, "lerf": True}
     road = {**shared, "fractions": settings.road_fractions, "noise": settings.road_noise, "seed": seed}
     curves = deletion_insertion(model, pixel_values, maps, targets, steps, **options)
     baseline = deletion_insertion(model, pixel_values, random_maps(maps, seed), targets, steps, **options)
-    pixel_values, maps, targets, start = _paired_subset(pixel_values, maps, targets, settings)
+    pixel_values, maps, targets, start = _paired_subset(pixel_values, maps, targets, start, settings)
     coarse["insertion_start"] = start
     map_road = road_curves(model, pixel_values, maps, targets, **road)
     map_coarse = deletion_insertion(model, pixel_values, maps, targets, **coarse)

@@ -60,7 +60,7 @@ class FaithfulnessCurves:
 
     @property
     def insertion_range(self) -> torch.Tensor:
-        """(N,) the intact image's probability minus insertion's start (the blurred image)."""
+        """(N,) the intact image's probability minus insertion's start (a blurred image unless another is given)."""
         return dynamic_range(self.insertion, start_is_intact=False)
 
     @property

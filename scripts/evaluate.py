@@ -129,7 +129,11 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
     figures["Predicted probabilities for sample images"] = "probabilities.png"
     reference_class = torch.from_numpy(logits[names[0]][chosen].argmax(axis=1))  # in the shared label order
     settings = FaithfulnessSettings(
-        args.random_maps, args.random_steps, args.paired_images, road_fractions=args.road_fraction_values()
+        args.random_maps,
+        args.random_steps,
+        args.paired_images,
+        road_fractions=args.road_fraction_values(),
+        insertion_start=args.insertion_start,
     )
     for method in methods:
         scores = score_explanations(

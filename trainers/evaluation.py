@@ -93,6 +93,9 @@ def classification_summary(
     }
 
 
+INSERTION_STARTS = ("blurred", "removed")
+
+
 @dataclass
 class EvaluateArguments:
     """What scripts/evaluate.py compares and how (the dataset spec comes from `DataArguments`)."""
@@ -116,6 +119,13 @@ class EvaluateArguments:
     )
     road_fractions: str = field(
         default="0.2,0.5,0.8", metadata={"help": "Comma-separated shares of pixels ROAD removes, each in (0, 1)."}
+    )
+    insertion_start: str = field(
+        default="blurred",
+        metadata={
+            "help": "What insertion starts from: 'blurred' (a Gaussian blur, RISE) or 'removed' (every pixel removed, "
+            "deletion's end). Pick 'removed' where a blur leaves the prediction unchanged (small or upsampled images)."
+        },
     )
     sample_images: int = field(default=4, metadata={"help": "Images shown with each model's probabilities."})
     top_fraction: float = field(default=0.1, metadata={"help": "Share of top pixels compared by the overlap (IoU)."})
@@ -150,6 +160,8 @@ class EvaluateArguments:
         if not 0.0 < self.top_fraction <= 1.0:
             raise ConfigError(f"top_fraction is {self.top_fraction}; it must lie in (0, 1].")
         self.road_fraction_values()  # refused here, before any model is loaded
+        if self.insertion_start not in INSERTION_STARTS:
+            raise ConfigError(f"insertion_start is '{self.insertion_start}'; use one of {', '.join(INSERTION_STARTS)}.")
         for name in ("explain_images", "batch_size", "latency_repeats", "random_maps", "paired_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} is {getattr(self, name)}; it must be at least 1.")

@@ -112,6 +112,30 @@ def _against_random(models: dict[str, Any]) -> list[str]:
                 f"**Warning** ({name}, {method}): median dynamic range below {SMALL_RANGE} ({', '.join(small)}): "
                 "these curves measure the baseline, not the maps.",
             ]
+    if all("random_draws" in numbers for _, _, numbers in rows):
+        lines += [
+            "",
+            f"Deletion and insertion areas on the paired images ({first['random_steps']} steps): the maps' against "
+            f"each of the {first['random_maps']} random draws (mean, and the range and sd over the draws: how far two "
+            "random draws differ).",
+            "",
+        ]
+        lines += _table(
+            ["model", "method", "curve", "map", "random draws: mean", "random draws: min–max", "random draws: sd"],
+            [
+                [
+                    name,
+                    method,
+                    curve,
+                    _f4(draw["map"]),
+                    _f4(sum(draw["draws"]) / len(draw["draws"])),
+                    f"{_f4(draw['min'])}–{_f4(draw['max'])}",
+                    _f4(draw["sd"]),
+                ]
+                for name, method, numbers in rows
+                for curve, draw in numbers["random_draws"].items()
+            ],
+        )
     fractions = ", ".join(f"{fraction:g}" for fraction in first["road_fractions"])
     lines += [
         "",

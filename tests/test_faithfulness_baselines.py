@@ -1,0 +1,79 @@
+"""Insertion from the removed image, images too flat to normalise, and the random draws' spread in the report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_faithfulness_road import CheckerRegion, checker_images, report_with
+
+from explain.evaluation import MIN_RANGE, FaithfulnessSettings, faithfulness, paired_measures
+from explain.faithfulness import deletion_insertion
+from explain.road import road_curves
+from pipelines import ConfigError
+from trainers.evaluation import EvaluateArguments
+from trainers.evaluation_report import render_markdown
+
+
+def test_insertion_from_the_removed_image_starts_where_deletion_ends() -> None:
+    images, truthful = checker_images(count=6)
+    targets = torch.zeros(6, dtype=torch.long)
+    settings = FaithfulnessSettings(2, 4, road_fractions=(0.5,), insertion_start="removed", deletion_value=0.0)
+    result = faithfulness(CheckerRegion(), images, truthful, targets, steps=4, settings=settings)
+    by_hand = deletion_insertion(CheckerRegion(), images, truthful, targets, steps=4, insertion_start=0 * images)
+    np.testing.assert_allclose(result.insertion_curve, by_hand.insertion.mean(0).numpy(), rtol=1e-6)
+    # Its first point is the fully deleted image: the last point of deletion.
+    assert result.insertion_curve[0] == pytest.approx(result.deletion_curve[-1])
+    assert result.insertion_curve[-1] == pytest.approx(result.deletion_curve[0])
+    assert "every pixel removed" in result.numbers()["baselines"]["insertion"]
+    blurred = faithfulness(CheckerRegion(), images, truthful, targets, steps=4, settings=FaithfulnessSettings(2, 4))
+    assert blurred.insertion_curve[0] != pytest.approx(result.insertion_curve[0])  # the default start is the blur
+
+
+def test_an_unknown_insertion_start_is_one_sentence() -> None:
+    with pytest.raises(ConfigError, match="insertion_start is 'grey'; use 'blurred', 'removed' or images"):
+        FaithfulnessSettings(insertion_start="grey")
+    with pytest.raises(ConfigError, match="insertion_start is 'grey'; use one of blurred, removed"):
+        EvaluateArguments(models=["a"], insertion_start="grey")
+
+
+def test_images_whose_probability_barely_moves_are_left_out_of_the_normalised_measures() -> None:
+    images, truthful = checker_images(count=8)
+    targets = torch.zeros(8, dtype=torch.long)
+    # Half of the images carry a weak pattern: deleting it moves their probability by less than MIN_RANGE.
+    images[4:] *= 0.01
+    curves = deletion_insertion(CheckerRegion(), images, truthful, targets, steps=4, lerf=True)
+    road = road_curves(CheckerRegion(), images, truthful, targets, fractions=(0.5,))
+    flat = curves.deletion_range.abs() < MIN_RANGE
+    assert flat[4:].all() and not flat[:4].any()
+    measures = paired_measures(curves, road)
+    for name in ("deletion", "lerf_minus_morf"):
+        assert np.isnan(measures[name][4:]).all() and np.isfinite(measures[name][:4]).all(), name
+    assert np.isfinite(measures["road_lerf_minus_morf"]).all()  # ROAD is not normalised: every image counts
+    # A blur leaves these 16 px images' prediction unchanged: no image has an insertion range to normalise by, and
+    # the paired test says so instead of deciding on noise divided by 0.004.
+    assert (curves.insertion_range.abs() < MIN_RANGE).all() and np.isnan(measures["insertion"]).all()
+    result = faithfulness(CheckerRegion(), images, truthful, targets, steps=4, settings=FaithfulnessSettings(2, 4))
+    insertion = result.numbers()["against_random"]["insertion"]
+    assert insertion["images"] == 0 and insertion["verdict"] == "unclear"
+
+
+def test_the_report_shows_how_far_random_draws_differ() -> None:
+    images, truthful = checker_images(count=12)
+    targets = torch.zeros(12, dtype=torch.long)
+    result = faithfulness(CheckerRegion(), images, truthful, targets, steps=4, settings=FaithfulnessSettings(4, 4))
+    draws = result.numbers()["random_draws"]
+    for curve in ("deletion", "insertion"):
+        by_hand = [float(np.trapezoid(mean, result.random_fractions)) for mean in result.random_curves[curve]]
+        assert draws[curve]["draws"] == pytest.approx(by_hand)
+        assert draws[curve]["sd"] == pytest.approx(np.std(by_hand, ddof=1))
+        assert (draws[curve]["min"], draws[curve]["max"]) == (min(by_hand), max(by_hand))
+        assert draws[curve]["map"] == pytest.approx(
+            float(np.trapezoid(result.paired_curves[curve], result.random_fractions))
+        )
+    # The map of the deciding region is further from the random draws than they are from each other.
+    assert draws["deletion"]["map"] < draws["deletion"]["min"] - 2 * draws["deletion"]["sd"]
+    markdown = render_markdown(report_with({"gradcam": result.numbers()}))
+    deletion = draws["deletion"]
+    assert f"| model | gradcam | deletion | {deletion['map']:.4f} |" in markdown
+    assert f"{deletion['min']:.4f}–{deletion['max']:.4f} | {deletion['sd']:.4f} |" in markdown
