@@ -14,7 +14,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -519,15 +519,22 @@ class DistillationTrainer(ImageClassificationTrainer):
     @contextmanager
     def student_capture(self) -> Iterator[Captured | None]:
         """While training with the explanation term: record the student's target-layer output, attached to its
-        parameters, during the forward pass that gives its loss. Attention runs in PyTorch's math kernel there:
-        the fused SDPA kernels' backward passes cannot be differentiated again, which ``create_graph`` needs."""
+        parameters, during the forward pass that gives its loss.
+
+        From the target layer on, attention runs in PyTorch's math kernel: the fused SDPA kernels' backward passes
+        cannot be differentiated again, which ``create_graph`` needs for everything between that layer and the
+        logits. The layers before it keep the fused kernels (their backward is only ever taken once).
+        """
         if self.explanation is None or not self.model.training:
             yield None
             return
-        with (
-            capture_output(self.explanation.student_layer.module, differentiable=False) as captured,
-            sdpa_kernel(SDPBackend.MATH),
-        ):
+        layer = self.explanation.student_layer.module
+        with ExitStack() as stack, capture_output(layer, differentiable=False) as captured:
+
+            def math_attention_from_here(*_: Any) -> None:  # returns None: the layer's output stays as it is
+                stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+
+            stack.callback(layer.register_forward_hook(math_attention_from_here).remove)
             yield captured
 
     def compute_loss(
