@@ -69,9 +69,11 @@ def run_distill(args: argparse.Namespace) -> None:
         args.steps,
         args.warmup,
         args.cpu,
+        args.student_image_size,
     )
+    sizes = f"{args.image_size} px" + (f" (student {args.student_image_size} px)" if args.student_image_size else "")
     print(
-        f"\nTime per training step, teacher {args.teacher} -> student {args.student} at {args.image_size} px, "
+        f"\nTime per training step, teacher {args.teacher} -> student {args.student} at {sizes}, "
         f"batch {args.batch_size}, {rows[0].steps} timed steps, on {device_name(args.cpu)}"
     )
     print("| step | ms per step | over the student's plain step |\n|---|---|---|")
@@ -174,6 +176,7 @@ def main() -> None:
     distill.add_argument("--teacher", choices=sorted(MODEL_PRESETS), default="vit-base")
     distill.add_argument("--student", choices=sorted(MODEL_PRESETS), default="deit-tiny")
     add_shared_options(distill)
+    distill.add_argument("--student-image-size", type=at_least(1), default=None, help="the student's input size")
     distill.set_defaults(run=run_distill)
     explain = commands.add_parser("explain", help="Grad-CAM maps/s: this project vs Captum vs pytorch-grad-cam")
     explain.add_argument("--model", choices=sorted(GRADCAM_PRESETS), default="vit-base")

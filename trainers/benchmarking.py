@@ -59,6 +59,21 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "depths": [1, 1, 1, 1],
         "layer_type": "basic",
     },
+    # The quickstart's models (configs/quickstart.yaml at 64 px, configs/quickstart_distill.yaml at 28 px).
+    "quickstart-teacher": {
+        "model_type": "resnet",
+        "embedding_size": 32,
+        "hidden_sizes": [64, 128, 256],
+        "depths": [1, 1, 1],
+        "layer_type": "basic",
+    },
+    "quickstart-student": {
+        "model_type": "resnet",
+        "embedding_size": 16,
+        "hidden_sizes": [32, 64],
+        "depths": [1, 1],
+        "layer_type": "basic",
+    },
 }
 NUM_LABELS = 9  # PathMNIST's classes
 
@@ -294,14 +309,18 @@ def benchmark_distillation(
     steps: int = 30,
     warmup: int = 5,
     use_cpu: bool = False,
+    student_image_size: int | None = None,
 ) -> list[ThroughputRow]:
     """Seconds per training step of the student alone, distilled with cached teacher logits, distilled with the
     teacher run on every batch, and both distillations again with the explanation term (issue 13: the student's
     differentiable Grad-CAM matched to the teacher's, whose maps are cached or computed on every batch); same data,
-    no augmentation (the cache needs none), same precision."""
+    no augmentation (the cache needs none), same precision. The teacher reads `image_size` px; the student
+    `student_image_size` px when given (the quickstart's student reads the native 28 px), else the same."""
     if warmup >= steps:
         raise ValueError(f"warmup ({warmup}) must be smaller than steps ({steps}).")
-    processor = ViTImageProcessor(size={"height": image_size, "width": image_size})
+    teacher_processor = ViTImageProcessor(size={"height": image_size, "width": image_size})
+    student_size = student_image_size or image_size
+    processor = ViTImageProcessor(size={"height": student_size, "width": student_size})
     dataset = uint8_dataset(*synthetic_images(batch_size * steps, source_size))
     bf16 = use_bf16(use_cpu)
     teacher = build_model(teacher_preset, image_size, seed=1)
@@ -323,9 +342,9 @@ def benchmark_distillation(
         ),
     ):
         if trainer_class is DistillationTrainer:
-            extra = {"teacher": teacher, **extra}
+            extra = {"teacher": teacher, "teacher_processor": teacher_processor, **extra}
         trainer = trainer_class(
-            model=build_model(student_preset, image_size),
+            model=build_model(student_preset, student_size),
             args=_training_args(
                 batch_size, steps, use_cpu, bf16=bf16, per_device_eval_batch_size=batch_size, **gpu_loader(use_cpu)
             ),
