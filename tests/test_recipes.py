@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -57,8 +58,6 @@ def sample_images(run: Rehearsed, count: int = 2) -> torch.Tensor:
         files = sorted((Path(values["data_dir"]) / "test").glob("*.jpg"))[:count]
         images = np.stack([np.asarray(PILImage.open(path).convert("RGB")) for path in files])
     else:
-        import datasets
-
         column = values.get("image_column", "image")
         parquet = sorted(Path(run.hf_home, "dataset-repos", values["dataset_name"]).rglob("test-*.parquet"))[0]
         rows = datasets.Dataset.from_parquet(str(parquet))[:count][column]
@@ -135,7 +134,7 @@ def check_pipeline_matches_reload(folder: Path, model, images: torch.Tensor, lab
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.stem)
-def test_recipe_rehearsal(recipe: Path, rehearsals, tmp_path: Path) -> None:
+def test_recipe_rehearsal(recipe: Path, rehearsals, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = sha256(recipe)
     run = rehearsals.get(recipe)
     assert sha256(recipe) == before, "the rehearsal changed the recipe file"
@@ -152,7 +151,11 @@ def test_recipe_rehearsal(recipe: Path, rehearsals, tmp_path: Path) -> None:
         assert [row["role"] for row in results["rows"]][:2] == ["teacher", "student (distilled)"]
         assert (made["student"] / "README.md").is_file()
 
-    # explain and evaluate read local folders only: run in this process, as their own tests do (no second import).
+    # explain and evaluate run in this process, as their own tests do (no second import of the libraries); a Hub
+    # dataset is found where the scripts above found it, in the stand-in home's datasets cache.
+    monkeypatch.setattr(
+        datasets.config, "HF_DATASETS_CACHE", type(datasets.config.HF_DATASETS_CACHE)(run.hf_home / "datasets")
+    )
     first, *others = made.values()
     compare = ["--compare_with", str(others[0])] if others else []
     out = tmp_path / "explain"
