@@ -89,12 +89,15 @@ def test_distill_command_prints_the_explanation_terms_ratio_from_its_own_rows(
     seconds = [1.0, 1.2, 1.5, 1.74, 2.55]
     paths = ["alone", "cached", "every batch", "term, cached", "term, every batch"]
     rows = [ThroughputRow(path, 2 / time, time, 2) for path, time in zip(paths, seconds)]
-    monkeypatch.setattr(benchmark, "benchmark_distillation", lambda *args: rows)
-    arguments = ["teacher", "student", 32, 28, 2, 3, 1, True]
+    received = []
+    monkeypatch.setattr(benchmark, "benchmark_distillation", lambda *args: received.append(args) or rows)
+    arguments = ["teacher", "student", 32, 28, 2, 3, 1, True, 16]
     names = ["teacher", "student", "image_size", "source_size", "batch_size", "steps", "warmup", "cpu"]
-    benchmark.run_distill(argparse.Namespace(**dict(zip(names, arguments))))
+    benchmark.run_distill(argparse.Namespace(**dict(zip([*names, "student_image_size"], arguments))))
     printed = capsys.readouterr().out
     assert "term over the plain distillation step: 1.45x with the teacher's logits and maps cached, 1.70x" in printed
+    assert received == [tuple(arguments)]  # the student's own input size reaches the benchmark
+    assert "at 32 px (student 16 px)" in printed
 
 
 def test_faithfulness_times_curves_against_twice_k_forward_passes(monkeypatch: pytest.MonkeyPatch) -> None:
