@@ -181,6 +181,7 @@ class Faithfulness:
             draws[name] = {
                 "map": area(self.paired_curves[name]),
                 "draws": values,
+                "mean": float(np.mean(values)),
                 "sd": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
                 "min": min(values),
                 "max": max(values),

@@ -67,6 +67,7 @@ def test_the_report_shows_how_far_random_draws_differ() -> None:
         by_hand = [float(np.trapezoid(mean, result.random_fractions)) for mean in result.random_curves[curve]]
         assert draws[curve]["draws"] == pytest.approx(by_hand)
         assert draws[curve]["sd"] == pytest.approx(np.std(by_hand, ddof=1))
+        assert draws[curve]["mean"] == pytest.approx(np.mean(by_hand))
         assert (draws[curve]["min"], draws[curve]["max"]) == (min(by_hand), max(by_hand))
         assert draws[curve]["map"] == pytest.approx(
             float(np.trapezoid(result.paired_curves[curve], result.random_fractions))

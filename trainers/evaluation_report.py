@@ -128,7 +128,7 @@ def _against_random(models: dict[str, Any]) -> list[str]:
                     method,
                     curve,
                     _f4(draw["map"]),
-                    _f4(sum(draw["draws"]) / len(draw["draws"])),
+                    _f4(draw["mean"]),
                     f"{_f4(draw['min'])}–{_f4(draw['max'])}",
                     _f4(draw["sd"]),
                 ]
