@@ -118,6 +118,14 @@ def blurred(pixel_values: torch.Tensor) -> torch.Tensor:
     return TF.gaussian_blur(pixel_values, [kernel, kernel], [sigma, sigma])
 
 
+def check_maps_fit(maps: torch.Tensor, pixel_values: torch.Tensor) -> None:
+    """Refuse maps (N, H, W) that are not one per input image (N, C, H, W) at the inputs' resolution."""
+    if maps.shape[0] != pixel_values.shape[0] or maps.shape[-2:] != pixel_values.shape[-2:]:
+        raise ConfigError(
+            f"maps {tuple(maps.shape)} do not match the inputs {tuple(pixel_values.shape)}; upsample them first."
+        )
+
+
 def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
     """(N, H, W) maps -> (N, H * W) rank of each pixel, 0 for the most important (ties: first pixel first)."""
     order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
@@ -162,10 +170,7 @@ def deletion_insertion(
     """
     if steps < 2:
         raise ConfigError(f"steps is {steps}; deletion and insertion curves need at least 2 steps.")
-    if maps.shape[0] != pixel_values.shape[0] or maps.shape[-2:] != pixel_values.shape[-2:]:
-        raise ConfigError(
-            f"maps {tuple(maps.shape)} do not match the inputs {tuple(pixel_values.shape)}; upsample them first."
-        )
+    check_maps_fit(maps, pixel_values)
     count, channels, height, width = pixel_values.shape
     device = pixel_values.device
     ranks = pixel_ranks(maps.to(device))  # (N, H * W)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explain.faithfulness import class_probability, pixel_ranks
+from explain.faithfulness import check_maps_fit, class_probability, pixel_ranks
 from pipelines.errors import ConfigError
 
 # Rong et al.'s neighbour weights, as a 3x3 kernel centred on the pixel being filled.
@@ -198,10 +198,7 @@ def road_curves(
     """
     if not fractions or not all(0 < fraction < 1 for fraction in fractions):
         raise ConfigError(f"ROAD fractions {fractions} must each lie strictly between 0 and 1.")
-    if maps.shape[0] != pixel_values.shape[0] or maps.shape[-2:] != pixel_values.shape[-2:]:
-        raise ConfigError(
-            f"maps {tuple(maps.shape)} do not match the inputs {tuple(pixel_values.shape)}; upsample them first."
-        )
+    check_maps_fit(maps, pixel_values)
     count, _, height, width = pixel_values.shape
     device = pixel_values.device
     ranks = pixel_ranks(maps.to(device)).view(count, height, width)  # 0: the most relevant pixel
