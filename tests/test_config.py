@@ -185,6 +185,21 @@ def test_report_to_no_in_a_file_turns_reporting_off(tmp_path: Path) -> None:
     assert parse_config(DATACLASSES, [str(path)])[2].report_to == []
 
 
+def test_strategies_spelt_no_in_a_file_mean_no(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"})
+    # YAML 1.1 reads the bare word as false: "False is not a valid IntervalStrategy" before.
+    path.write_text(path.read_text() + "eval_strategy: no\nsave_strategy: no\nlogging_strategy: no\noutput_dir: x\n")
+    args = parse_config(DATACLASSES, [str(path)])[2]
+    assert (args.eval_strategy, args.save_strategy) == (IntervalStrategy.NO, SaveStrategy.NO)
+    assert args.logging_strategy == IntervalStrategy.NO
+    # A bool field stays a bool, and a strategy spelt `yes` is still refused by transformers.
+    path.write_text(path.read_text() + "bf16: no\n")
+    assert parse_config(DATACLASSES, [str(path)])[2].bf16 is False
+    path.write_text(path.read_text().replace("eval_strategy: no", "eval_strategy: yes"))
+    with pytest.raises(ConfigError, match="eval_strategy|True is not a valid"):
+        parse_config(DATACLASSES, [str(path)])
+
+
 @pytest.mark.parametrize(
     "spelling",
     [["--class_names", "A", "B", "C"], ["--class_names", "[A, B, C]"], ["--class_names=[A, B, C]"]],

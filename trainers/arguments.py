@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import os
 import shlex
 import sys
@@ -150,7 +151,7 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     hints = field_types(dataclass_types)
     overrides = negated_flags(parse_overrides(argv[1:], hints), hints)
     values.update(overrides)
-    values = reporting_off_spelt_no(values)
+    values = off_spelt_no(values, hints)
     unknown = [key for key in values if key not in hints]
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(hints), n=1)
@@ -254,12 +255,33 @@ def _yaml_value(text: str, key: str) -> Any:
         raise ConfigError(f"--{key} {text}: not a value YAML can read ({str(error).splitlines()[0]}).") from None
 
 
-def reporting_off_spelt_no(values: dict[str, Any]) -> dict[str, Any]:
-    """``report_to: no`` (the spelling of the strategy fields, read by YAML as false) means ``none``: transformers
-    accepts only 'none' and ended in a ValueError traceback."""
-    if values.get("report_to") in ("no", False):
-        return {**values, "report_to": "none"}
-    return values
+def off_spelt_no(values: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
+    """A bare ``no`` in a YAML file, which YAML 1.1 reads as false, as the word the field means.
+
+    Strategy fields (``eval_strategy: no``, ``save_strategy: no``, ``logging_strategy: no``: enums with a 'no' member)
+    take 'no': transformers got False and ended in "False is not a valid IntervalStrategy". ``report_to: no`` means
+    'none', the only spelling transformers accepts to turn reporting off.
+    """
+    spelt: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is False and key == "report_to":
+            value = "none"
+        elif value is False and _has_no_member(hints.get(key)):
+            value = "no"
+        elif key == "report_to" and value == "no":
+            value = "none"
+        spelt[key] = value
+    return spelt
+
+
+def _has_no_member(hint: Any) -> bool:
+    """Whether a field's type includes a str-valued enum with a 'no' member (IntervalStrategy, SaveStrategy)."""
+    base = _strip_optional(hint)
+    members = typing.get_args(base) if typing.get_origin(base) in (typing.Union, types.UnionType) else (base,)
+    return any(
+        isinstance(member, type) and issubclass(member, enum.Enum) and "no" in {item.value for item in member}
+        for member in members
+    )
 
 
 def negated_flags(overrides: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
