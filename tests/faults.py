@@ -32,7 +32,7 @@ SCRIPTS = ROOT / "scripts"
 
 
 def load_script(name: str) -> ModuleType:
-    """scripts/<name>.py as a module, without putting scripts/ on sys.path (scripts/evaluate.py would shadow `evaluate`)."""
+    """scripts/<name>.py as a module (scripts/ is no package, and stays off sys.path)."""
     spec = importlib.util.spec_from_file_location(f"faults_script_{name}", SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

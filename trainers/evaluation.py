@@ -98,7 +98,7 @@ INSERTION_STARTS = ("blurred", "removed")
 
 @dataclass
 class EvaluateArguments:
-    """What scripts/evaluate.py compares and how (the dataset spec comes from `DataArguments`)."""
+    """What scripts/report.py compares and how (the dataset spec comes from `DataArguments`)."""
 
     models: list[str] = field(
         default_factory=list, metadata={"help": "Folders or Hub ids; the first is the reference (e.g. the teacher)."}
