@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,12 @@ from torch import nn
 from transformers import HfArgumentParser
 
 from explain.base import Explanation
+from explain.maps_dataset import MapsJob, process_state, push_maps, save_maps
 from explain.plots import display_images, misclassified_figure, overlay_figure, panel_grid, resize_maps
 from explain.registry import class_agnostic
 from explain.workflow import (
     Explainer,
+    check_methods_fit,
     check_same_labels,
     chosen_methods,
     compute_dtype,
@@ -60,7 +62,10 @@ class ExplainArguments:
     images: list[str] | None = field(
         default=None, metadata={"help": "Image files to explain instead of a dataset split."}
     )
-    split: str = field(default="test", metadata={"help": "Dataset split to explain: train, validation or test."})
+    split: str = field(
+        default="test",
+        metadata={"help": "Dataset split to explain: train, validation or test (with --save_maps, a comma list)."},
+    )
     methods: str = field(
         default="all",
         metadata={"help": "Comma-separated methods (gradcam,guided_gradcam,...), or 'all' for every one that fits."},
@@ -98,10 +103,31 @@ class ExplainArguments:
     discard_ratio: float = field(
         default=0.0, metadata={"help": "Attention rollout: share of the lowest attention weights dropped per layer."}
     )
+    save_maps: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of figures, write every map of the split(s) (each method, --model and --compare_with) "
+            "into this folder as a datasets.Dataset; a killed run resumes with the same arguments."
+        },
+    )
+    shard_size: int = field(default=1024, metadata={"help": "--save_maps: images per Arrow shard."})
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "--save_maps: publish the finished dataset as this Hub dataset repo."}
+    )
+    hub_private: bool = field(default=True, metadata={"help": "--push_to_hub: make the dataset repo private."})
 
     def __post_init__(self) -> None:
-        if self.split not in SPLITS:
+        unknown = [split for split in self.splits if split not in SPLITS]
+        if unknown or not self.splits:
             raise ConfigError(f"split is '{self.split}'; use one of {', '.join(SPLITS)}.")
+        if len(self.splits) > 1 and not self.save_maps:
+            raise ConfigError(f"split is '{self.split}'; the figures show one split (several need --save_maps).")
+        if self.save_maps and self.images:
+            raise ConfigError("--save_maps explains dataset splits; it cannot be used with --images.")
+        if self.push_to_hub and not self.save_maps:
+            raise ConfigError("--push_to_hub publishes a maps dataset; give --save_maps DIR with it.")
+        if self.shard_size < 1:
+            raise ConfigError(f"shard_size is {self.shard_size}; it must be at least 1.")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision is '{self.precision}'; use one of {', '.join(PRECISIONS)}.")
         if self.n < 1:
@@ -111,10 +137,14 @@ class ExplainArguments:
         if self.misclassified and self.images:
             raise ConfigError("--misclassified needs a labelled dataset split; it cannot be used with --images.")
 
+    @property
+    def splits(self) -> list[str]:
+        return [split.strip() for split in self.split.split(",") if split.strip()]
+
 
 def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ExplainArguments, DataArguments | None]:
     """Parse the command line into `ExplainArguments` and, unless ``--images`` is given, `DataArguments`."""
-    parser = HfArgumentParser([ExplainArguments, DataArguments])
+    parser = HfArgumentParser([ExplainArguments, DataArguments], prog="python -m explain")
     namespace = parser.parse_args(argv)
     values = vars(namespace)
     explain_args = ExplainArguments(**{f.name: values[f.name] for f in fields(ExplainArguments)})
@@ -559,9 +589,66 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         The index written to ``index.json``.
     """
     explain_args, data_args = parse_arguments(argv)
+    if explain_args.save_maps:
+        return save_maps_of_splits(explain_args, data_args)
     with run_folder_lock(explain_args.out):  # one writer per output folder
         index = run_explain(explain_args, data_args)
     for entry in index["files"]:
         print(f"{entry['file']}: {entry['shows']}")
     print(f"index: {explain_args.out}/index.json")
     return index
+
+
+def save_maps_of_splits(args: ExplainArguments, data_args: DataArguments) -> dict[str, Any]:
+    """`--save_maps DIR`: every image of the chosen split(s), explained by every chosen method of every model, as a
+    maps dataset in DIR (see `explain.maps_dataset`); each process of an `accelerate launch` run writes its shards.
+
+    Returns:
+        The run's summary: folder, rows, images, processes, seconds, maps/s and the share of time spent writing.
+    """
+    check_output_folder(args.save_maps)
+    state = process_state(cpu=args.device == "cpu")
+    # One process: the device asked for. Launched: the one accelerate gave this process.
+    device = pick_device(args.device) if state.num_processes == 1 else state.device
+    options = {"target_layer": args.target_layer, "batch_size": args.batch_size}
+    options |= {"head_fusion": args.head_fusion, "discard_ratio": args.discard_ratio}
+    loading = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
+    dtype = compute_dtype(args.precision, device)
+    paths = [args.model, *([args.compare_with] if args.compare_with else [])]
+    explainers = [Explainer(path, device, dtype, **loading, **options) for path in paths[:1]]
+    # The second model finds its own target layer: a layer name given for the first rarely exists in both.
+    explainers += [Explainer(path, device, dtype, **loading, **{**options, "target_layer": None}) for path in paths[1:]]
+    for other in explainers[1:]:
+        check_same_labels(explainers[0], other)
+    titles = [explainer.title for explainer in explainers]
+    names = titles if len(set(titles)) == len(titles) else paths
+    methods = chosen_methods(args.methods, explainers[0].model)
+    check_methods_fit(methods, {name: explainer.model for name, explainer in zip(names, explainers)})
+    splits, collator, _, _ = load_splits(data_args, args.splits, explainers[0].model)
+    job = MapsJob(
+        models=dict(zip(names, paths)),
+        methods=methods,
+        splits=args.splits,
+        target_class=args.target_class,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        options={key: options[key] for key in ("target_layer", "head_fusion", "discard_ratio")},
+        data=asdict(data_args),
+    )
+    with run_folder_lock(args.save_maps):  # one run per maps folder (the main process holds it for all)
+        timing = save_maps(args.save_maps, job, dict(zip(names, explainers)), splits, collator, state)
+    summary = {
+        "folder": args.save_maps,
+        "processes": state.num_processes,
+        **timing.__dict__,
+        "maps_per_second": timing.rows / timing.seconds if timing.seconds else None,
+        "write_share": timing.write_seconds / timing.seconds if timing.seconds else None,
+    }
+    if state.is_main_process:
+        rate = f"{summary['maps_per_second']:.1f} maps/s" if timing.rows else "nothing left to compute"
+        share = f", writing {summary['write_share']:.1%} of the time" if timing.rows else ""
+        print(f"maps: {timing.rows} rows for {timing.images} images in {args.save_maps} ({rate}{share})")
+        if args.push_to_hub:
+            print(f"pushed: {push_maps(args.save_maps, args.push_to_hub, args.hub_private)}")
+    return summary

@@ -89,4 +89,5 @@ def test_python_m_explain_help_names_the_maps_options() -> None:
         [sys.executable, "-m", "explain", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "--model" in result.stdout and "--compare_with" in result.stdout
+    assert result.stdout.startswith("usage: python -m explain ")
+    assert all(option in result.stdout for option in ("--model", "--compare_with", "--save_maps", "--push_to_hub"))
