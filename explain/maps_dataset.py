@@ -393,11 +393,11 @@ def finish_folder(folder: Path, shards: list[Shard], timing: RunTiming, processe
     missing = [shard.file for shard in shards if not (folder / shard.file).is_file()]
     if missing:  # a process stopped without raising: never mark an incomplete dataset complete
         raise ConfigError(f"{folder} lacks {len(missing)} shard(s) ({missing[0]}, ...); run again to finish it.")
+    if (folder / STATE).is_file():
+        return  # complete before this run, which computed nothing: the timing of the run that did stays
     manifest = json.loads((folder / MANIFEST).read_text())
     manifest["last_run"] = {"processes": processes, **timing.__dict__}
     atomic_write_json(folder / MANIFEST, manifest)
-    if (folder / STATE).is_file():
-        return  # already complete: a rerun had nothing to do
     datasets.DatasetInfo(
         description="Attribution maps, one row per (image, model, method, target); see maps_manifest.json.",
         features=MAPS_FEATURES,
