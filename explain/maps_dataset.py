@@ -37,11 +37,11 @@ from accelerate.utils import gather_object, parse_flag_from_env
 from datasets import Features, List, Value
 from tqdm.auto import tqdm
 
-from explain.base import AttributionMethod
+from explain.base import AttributionMethod, scale_to_unit, upsample
 from explain.registry import make_method
 from explain.workflow import Explainer, predicted_multi_hot
 from pipelines.collate import ImageCollator
-from pipelines.errors import ConfigError, OfflineError, is_offline
+from pipelines.errors import ConfigError, DataError, OfflineError, is_offline
 from pipelines.io import atomic_write_json
 
 MANIFEST = "maps_manifest.json"
@@ -442,3 +442,55 @@ def push_maps(folder: str | Path, repo_id: str, private: bool = True) -> str:
             f"Could not push the maps to {repo_id} ({type(error).__name__}: {reason}); {advice}."
         ) from None
     return repo_id
+
+
+def read_maps(
+    folder: str | Path, split: str, model_path: str, method: str, indices: Sequence[int], size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One model's maps of one method for images of a split, from a finished maps dataset, at the input size.
+
+    The rows' canonical order (split, image, model, method) gives each row's position, so only the rows asked for
+    are read (memory-mapped), never the whole dataset.
+
+    Args:
+        folder: The dataset (`save_maps`), made with one target per image (each model's predicted class or one
+            fixed class).
+        split: The split's name.
+        model_path: The model as the dataset's job names it (its folder or Hub id).
+        method: A method name of the job.
+        indices: Rows of the split.
+        size: (H, W) the model's input size: the maps are upsampled and min-max scaled as the method would.
+
+    Returns:
+        float32 maps (N, H, W) in [0, 1] and int64 targets (N,).
+
+    Raises:
+        DataError: not a finished maps dataset, or one without this split, model or method.
+    """
+    folder = Path(folder)
+    if not is_complete(folder):
+        raise DataError(f"{folder} is not a finished maps dataset (python -m explain --save_maps {folder} ...).")
+    job = json.loads((folder / MANIFEST).read_text())["job"]
+    names = {path: name for name, path in job["models"].items()}
+    for what, value, known in (
+        ("split", split, job["splits"]),
+        ("model", model_path, list(names)),
+        ("method", method, job["methods"]),
+    ):
+        if value not in known:
+            raise DataError(f"The maps dataset {folder} has no {what} {value}; it holds {', '.join(known)}.")
+    per_image = len(job["models"]) * len(job["methods"])
+    shards = json.loads((folder / MANIFEST).read_text())["shards"]
+    offset = sum(
+        shard["stop"] - shard["start"]
+        for shard in shards
+        if job["splits"].index(shard["split"]) < job["splits"].index(split)
+    )
+    within = list(job["models"]).index(names[model_path]) * len(job["methods"]) + job["methods"].index(method)
+    positions = [(offset + int(index)) * per_image + within for index in indices]
+    rows = datasets.load_from_disk(str(folder)).select(positions)
+    keys = list(zip(rows["split"], rows["index"], rows["model"], rows["method"]))
+    if keys != [(split, int(index), names[model_path], method) for index in indices]:  # one target per image
+        raise DataError(f"The maps dataset {folder} does not hold one map per image, model and method.")
+    maps = torch.stack([torch.tensor(np.asarray(grid, dtype=np.float32)) for grid in rows["map"]])
+    return scale_to_unit(upsample(maps, size)), torch.tensor(rows["target"], dtype=torch.long)

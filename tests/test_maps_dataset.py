@@ -14,11 +14,11 @@ import faults
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, ROOT, TINY_RESNET, TINY_VIT, make_medmnist_npz
+from conftest import PROCESSOR_32, ROOT, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz
 
 import explain.cli
 from explain.maps_dataset import MANIFEST, MAPS_FEATURES, STATE, plan_shards
-from pipelines.errors import ConfigError, OfflineError
+from pipelines.errors import ConfigError, DataError, OfflineError
 from pipelines.models import build_classifier
 
 LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
@@ -211,3 +211,24 @@ def test_memory_stays_flat_from_500_to_5000_images(setup: dict, tmp_path: Path) 
         assert len(datasets.load_from_disk(str(tmp_path / f"maps{images}"))) == images
     print(f"peak RSS: {peaks}")
     assert peaks[5000] - peaks[500] < 200, peaks
+
+
+def test_the_report_reads_its_maps_from_a_maps_dataset(setup: dict, tmp_path: Path) -> None:
+    report = load_script("report").main
+    models = [str(setup["root"] / "resnet"), str(setup["root"] / "vit")]
+    common = [
+        *("--models", *models, "--dataset_name", "breastmnist", "--data_dir", str(setup["root"] / "data")),
+        *("--verify_md5", "false", "--split", "test", "--methods", "gradcam", "--explain_images", "12"),
+        *("--steps", "3", "--latency_repeats", "1", "--sample_images", "2", "--device", "cpu", "--paired_images", "6"),
+    ]
+    computed = report([*common, "--out", str(tmp_path / "computed")])
+    read = report([*common, "--maps", str(setup["reference"]), "--out", str(tmp_path / "read")])
+    for name in ("resnet", "vit"):
+        ours, theirs = (
+            read["models"][name]["faithfulness"]["gradcam"],
+            computed["models"][name]["faithfulness"]["gradcam"],
+        )
+        for key in ("deletion_auc", "insertion_auc", "random_deletion_auc"):
+            assert ours[key] == pytest.approx(theirs[key], abs=0.01), (name, key)  # the stored maps are float16
+    with pytest.raises(DataError, match="has no method hirescam; it holds gradcam, layercam"):
+        report([*common, "--methods", "hirescam", "--maps", str(setup["reference"]), "--out", str(tmp_path / "x")])

@@ -20,6 +20,7 @@ from transformers import HfArgumentParser
 
 from explain.cli import pick_device
 from explain.evaluation import FaithfulnessSettings, score_explanations
+from explain.maps_dataset import read_maps
 from explain.registry import canonical_name
 from explain.workflow import Explainer, check_methods_fit, compute_dtype
 from pipelines import DataArguments, ImageCollator, load_image_dataset
@@ -82,7 +83,8 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
     collator = ImageCollator(data.num_labels, data.multi_label, data_args.image_mode)
     split = data.dataset[args.split]
     keep, labels = space.keep(collator.labels([{"label": label} for label in split["label"]]).numpy(), data.multi_label)
-    split = split.select(np.flatnonzero(keep))
+    kept = np.flatnonzero(keep)  # the split's own row numbers, which a maps dataset knows the images by
+    split = split.select(kept)
     out = Path(args.out)
 
     # Classification and cost, on the whole split.
@@ -139,9 +141,16 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
         insertion_start=args.insertion_start,
     )
     for method in methods:
+        inputs = {n: e.pixel_values(images) for n, e in explainers.items()}
+        given = None
+        if args.maps:  # computed once, by python -m explain --save_maps
+            given = {
+                n: read_maps(args.maps, args.split, path, method, kept[chosen], tuple(inputs[n].shape[-2:]))
+                for n, path in zip(names, args.models)
+            }
         scores = score_explanations(
             {n: e.model for n, e in explainers.items()},
-            {n: e.pixel_values(images) for n, e in explainers.items()},
+            inputs,
             method,
             {n: torch.tensor(space.columns[i])[reference_class] for i, n in enumerate(names)},
             {n: torch.from_numpy(predicted_classes(v[chosen], data.multi_label)) for n, v in logits.items()},
@@ -151,6 +160,7 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
             args.seed,
             dtype,
             settings,
+            given,
         )
         for name, numbers in scores.numbers.items():
             for key, value in numbers.items():
