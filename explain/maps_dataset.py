@@ -161,7 +161,8 @@ def save_maps(
         progress: Show a progress bar (images/s) on the main process.
 
     Returns:
-        The timing of the whole run, summed over processes (seconds: the slowest process's).
+        The run's timing: images and rows summed over processes, seconds of the slowest process, and
+        write_seconds of the mean process (so that write_seconds / seconds is the share a process spent writing).
 
     Raises:
         ConfigError: `folder` holds maps made with other arguments.
@@ -172,7 +173,7 @@ def save_maps(
     if state.is_main_process:
         prepare_folder(folder, job, shards)
     state.wait_for_everyone()
-    check_manifest(folder, job)  # every process: a refusal on the main one must not leave the others waiting
+    check_manifest(folder, job, shards)  # every process: a refusal on the main one must not leave others waiting
     pending = [shard for shard in shards if not (folder / shard.file).is_file()]
     state.wait_for_everyone()  # every process has listed the missing shards before any is written
     mine = pending[state.process_index :: state.num_processes]
@@ -211,7 +212,7 @@ def prepare_folder(folder: Path, job: MapsJob, shards: list[Shard]) -> None:
     """Write the manifest of a new dataset, or check that of one being resumed; drop half-written shards."""
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / MANIFEST).is_file():
-        check_manifest(folder, job)
+        check_manifest(folder, job, shards)
     else:
         manifest = {"format": FORMAT_VERSION, "job": job.as_dict(), "shards": [shard.__dict__ for shard in shards]}
         atomic_write_json(folder / MANIFEST, manifest)
@@ -219,10 +220,11 @@ def prepare_folder(folder: Path, job: MapsJob, shards: list[Shard]) -> None:
         partial.unlink()
 
 
-def check_manifest(folder: Path, job: MapsJob) -> None:
-    """Refuse to add to a dataset made with other arguments, naming the first that differs."""
+def check_manifest(folder: Path, job: MapsJob, shards: list[Shard]) -> None:
+    """Refuse to add to a dataset made with other arguments (naming the first that differs) or other splits."""
     try:
-        recorded = json.loads((folder / MANIFEST).read_text())["job"]
+        manifest = json.loads((folder / MANIFEST).read_text())
+        recorded, planned = manifest["job"], manifest["shards"]
     except (OSError, ValueError, KeyError):
         raise ConfigError(
             f"{folder / MANIFEST} is missing or unreadable, so the maps in {folder} cannot be resumed; give another "
@@ -235,6 +237,10 @@ def check_manifest(folder: Path, job: MapsJob) -> None:
                 f"{folder} holds maps made with {key} = {recorded.get(key)!r}, not {wanted[key]!r}; run again with "
                 "the same arguments to resume it, or give another --save_maps folder."
             )
+    if planned != [shard.__dict__ for shard in shards]:
+        raise ConfigError(
+            f"{folder} holds maps of splits of other sizes than this dataset's; give another --save_maps folder."
+        )
 
 
 def method_at_grid(method: str, explainer: Explainer) -> AttributionMethod:

@@ -17,7 +17,15 @@ import torch
 from conftest import PROCESSOR_32, ROOT, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz
 
 import explain.cli
-from explain.maps_dataset import MANIFEST, MAPS_FEATURES, STATE, plan_shards
+from explain.maps_dataset import (
+    MANIFEST,
+    MAPS_FEATURES,
+    STATE,
+    MapsJob,
+    check_manifest,
+    plan_shards,
+    prepare_folder,
+)
 from pipelines.errors import ConfigError, DataError, OfflineError
 from pipelines.models import build_classifier
 
@@ -162,6 +170,14 @@ def test_resuming_with_other_arguments_is_one_sentence(setup: dict, tmp_path: Pa
     ):
         explain.cli.main([*setup["arguments"], "--methods", "gradcam", "--save_maps", str(setup["reference"])])
     assert len(datasets.load_from_disk(str(setup["reference"]))) == (COUNTS[1] + COUNTS[2]) * 4
+
+
+def test_resuming_over_splits_of_other_sizes_is_one_sentence(tmp_path: Path) -> None:
+    job = MapsJob(models={"m": "m"}, methods=["gradcam"], splits=["test"], shard_size=SHARD)
+    prepare_folder(tmp_path, job, plan_shards({"test": 37}, SHARD))
+    check_manifest(tmp_path, job, plan_shards({"test": 37}, SHARD))  # the same: accepted
+    with pytest.raises(ConfigError, match="holds maps of splits of other sizes than this dataset's"):
+        check_manifest(tmp_path, job, plan_shards({"test": 40}, SHARD))
 
 
 def test_the_hub_push_offline_is_one_sentence_and_keeps_the_folder(setup: dict) -> None:
