@@ -37,7 +37,7 @@ from accelerate.utils import gather_object, parse_flag_from_env
 from datasets import Features, List, Value
 from tqdm.auto import tqdm
 
-from explain.base import AttributionMethod, scale_to_unit, upsample
+from explain.base import AttributionMethod, Explanation, scale_to_unit, upsample
 from explain.registry import make_method
 from explain.workflow import Explainer, predicted_multi_hot
 from pipelines.collate import ImageCollator
@@ -266,12 +266,7 @@ def write_shard(
     with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
         for start in range(shard.start, shard.stop, job.batch_size):
             stop = min(start + job.batch_size, shard.stop)
-            batch = collator(examples(split, start, stop))
-            blocks = [
-                explain_block(explainers[name], methods[(name, method)], batch, job.target_class)
-                for name in job.models
-                for method in job.methods
-            ]
+            blocks = explain_batch(collator(examples(split, start, stop)), job, explainers, methods)
             began = time.perf_counter()
             table = rows_table(shard.split, np.arange(start, stop), list(job.models), job.methods, blocks)
             writer.write_table(table)
@@ -316,19 +311,39 @@ class Block:
     label: list[np.ndarray]
 
 
-def explain_block(
-    explainer: Explainer, method: AttributionMethod, batch: dict[str, Any], target_class: int | None
-) -> Block:
-    images, labels = batch["pixel_values"], batch["labels"]
-    explanation = method(explainer.pixel_values(images), target_class).cpu()
+def explain_batch(
+    batch: dict[str, Any],
+    job: MapsJob,
+    explainers: dict[str, Explainer],
+    methods: dict[tuple[str, str], AttributionMethod],
+) -> list[Block]:
+    """One `Block` per (model, method), model-major, for a collated batch."""
+    labels = class_lists(batch["labels"])
+    blocks = []
+    for name in job.models:
+        explainer = explainers[name]
+        pixel_values = explainer.pixel_values(batch["pixel_values"])
+        predicted = predicted_classes(explainer, batch["pixel_values"])  # once per model, not per method
+        for method in job.methods:
+            explanation = methods[(name, method)](pixel_values, job.target_class).cpu()
+            blocks.append(block_of(explanation, predicted, labels))
+    return blocks
+
+
+def predicted_classes(explainer: Explainer, images: torch.Tensor | list[torch.Tensor]) -> list[np.ndarray]:
+    """Each image's predicted class (multi-label: every label with logit > 0)."""
     logits = explainer.predict_batch(images)
+    return class_lists(predicted_multi_hot(logits) if explainer.multi_label else logits.argmax(dim=1))
+
+
+def block_of(explanation: Explanation, predicted: list[np.ndarray], labels: list[np.ndarray]) -> Block:
     return Block(
         maps=explanation.maps.to(torch.float16).numpy(),
         image=explanation.image_index.numpy(),
         target=explanation.target.to(torch.int32).numpy(),
         score=explanation.score.numpy(),
-        predicted=class_lists(predicted_multi_hot(logits) if explainer.multi_label else logits.argmax(dim=1)),
-        label=class_lists(labels),
+        predicted=predicted,
+        label=labels,
     )
 
 
