@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml
 	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml --explanation_weight 0 --train_baseline false \
 		--output_dir $(QUICKSTART)/student-plain-distillation
-	$(PYTHON) scripts/evaluate.py --dataset_name pneumoniamnist --split test --out report --latency_repeats 100 --insertion_start removed \
+	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --out report --latency_repeats 100 --insertion_start removed \
 		--models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/student-plain-distillation \
 		$(QUICKSTART)/student-no-teacher --model_card $(QUICKSTART)/student
 

@@ -24,19 +24,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from explain.agreement import blank_maps, rank_correlation, top_fraction_iou  # noqa: E402
+from explain.cli import PRECISIONS, SPLITS, load_image_files, load_split, pick_device, take  # noqa: E402
 from explain.plots import blend_overlay, display_images, resize_maps  # noqa: E402
 from explain.registry import canonical_name, class_agnostic, methods_for  # noqa: E402
-from explain.workflow import (  # noqa: E402
-    PRECISIONS,
-    SPLITS,
-    Explainer,
-    check_methods_fit,
-    compute_dtype,
-    load_image_files,
-    load_split,
-    pick_device,
-    take,
-)
+from explain.workflow import Explainer, check_methods_fit, compute_dtype  # noqa: E402
 from pipelines.arguments import DataArguments  # noqa: E402
 from pipelines.errors import ConfigError, DataError, UserFacingError  # noqa: E402
 
@@ -147,7 +138,7 @@ def check_label_sets(explainers: Sequence[Explainer]) -> None:
 
 
 def check_dataset_labels(explainers: Sequence[Explainer], label_names: Sequence[str]) -> None:
-    """Refuse a dataset with another number of classes than the models (as `scripts/explain.py` does).
+    """Refuse a dataset with another number of classes than the models (as `python -m explain` does).
 
     Raises:
         DataError: naming both counts.

@@ -29,7 +29,8 @@ class Explanation:
     """Maps for N (image, class) pairs: N = B by default, B * L when every label is explained.
 
     Attributes:
-        maps: float32 (N, H, W) in [0, 1] at the input resolution; 1 marks each map's strongest evidence.
+        maps: float32 (N, H, W) in [0, 1] at the input resolution (at the method's own grid (N, h, w) when the
+            method's `upsample` is False); 1 marks each map's strongest evidence.
         target: int64 (N,), the class each map explains.
         score: float32 (N,), the model's probability for that class (softmax, or sigmoid for multi-label).
         image_index: int64 (N,), the input image each map belongs to.
@@ -190,6 +191,8 @@ class AttributionMethod:
         self.batch_size = batch_size
         self.dtype = dtype
         self.graphs = GraphedBatches(model) if cuda_graphs and self.graphable else None
+        # False keeps maps at the method's own grid (a CAM's layer grid), as the maps dataset stores them.
+        self.upsample = True
 
     @classmethod
     def unsupported_reason(cls, model: nn.Module) -> str | None:
@@ -257,7 +260,8 @@ class AttributionMethod:
         batch, _, height, width = pixel_values.shape
         result = self.attribute(pixel_values, targets)
         per_image = result.targets.shape[1]
-        maps = scale_to_unit(upsample(result.raw.detach().flatten(0, 1), (height, width)))  # (B * K, H, W)
+        size = (height, width) if self.upsample else tuple(result.raw.shape[-2:])
+        maps = scale_to_unit(upsample(result.raw.detach().flatten(0, 1), size))  # (B * K, H, W) or (B * K, h, w)
         attributions = None if result.attributions is None else result.attributions.detach().flatten(0, 1).float()
         return Explanation(
             maps=maps,

@@ -442,6 +442,7 @@ def score_explanations(
     seed: int = 0,
     dtype: torch.dtype | None = None,
     settings: FaithfulnessSettings | None = None,
+    given_maps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> ExplanationScores:
     """Faithfulness and the randomisation check of each model's maps for its own predictions, and agreement of
     each model's maps with the first model's (the reference) for the class the reference predicts.
@@ -453,13 +454,19 @@ def score_explanations(
         reference_targets: Name -> (N,) the reference's predicted class, as that model's output index.
         predictions: Name -> (N,) or (N, L) the model's predictions in a shared label order.
         settings: Random maps, their steps and ROAD's fractions for `faithfulness`.
+        given_maps: Name -> (maps (N, H, W), targets (N,)) of each model for its own predictions, computed once
+            elsewhere (a maps dataset, `explain.maps_dataset.read_maps`); None: computed here. The agreement's maps
+            at the reference's class are computed either way.
     """
     options = {"dtype": dtype, "batch_size": batch_size}
     numbers, curves, distributions = {}, {}, {}
     reference, reference_maps = next(iter(models)), None
     for name, model in models.items():
         inputs = pixel_values[name]
-        maps, targets = explain_maps(model, method, inputs, None, **options)
+        if given_maps is not None:
+            maps, targets = (tensor.to(inputs.device) for tensor in given_maps[name])
+        else:
+            maps, targets = explain_maps(model, method, inputs, None, **options)
         curves[name] = faithfulness(model, inputs, maps, targets, steps, batch_size, seed, dtype, settings)
         numbers[name] = {
             "faithfulness": curves[name].numbers(),

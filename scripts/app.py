@@ -3,7 +3,7 @@
     python scripts/app.py --models runs/quickstart/teacher runs/quickstart/student \\
         --dataset_name pneumoniamnist --split test
 
-Serves on http://127.0.0.1:7860 (--host, --port). Dataset spec: the same fields as scripts/explain.py
+Serves on http://127.0.0.1:7860 (--host, --port). Dataset spec: the same fields as `python -m explain`
 (--dataset_source, --dataset_name, --data_dir, --medmnist_size, ...).
 
 On a Hugging Face Space (`app_file: scripts/app.py`), run without arguments: the command line is read from the

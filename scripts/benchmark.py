@@ -5,6 +5,7 @@
     python scripts/benchmark.py explain [--model vit-base] [--batch-size 64] [--batches 10] [--cpu]
     python scripts/benchmark.py faithfulness [--model vit-base] [--images 512] [--steps 20] [--cpu]
         [--road-images 4] [--road-image-size 64]
+    python scripts/benchmark.py maps [--model deit-tiny] [--image-size 224] [--images 512] [--cpu]
 
 Absolute times on shared machines are noisy; the ratios printed from one run are the figures to quote.
 """
@@ -13,13 +14,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 from collections.abc import Callable
-from pathlib import Path
-
-# scripts/evaluate.py would shadow the `evaluate` library (imported by trainers.metrics) while this folder is on
-# sys.path, as it is when a script here is run directly.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch
 
@@ -30,6 +25,7 @@ from explain.benchmarking import (
     benchmark_road,
     ratio_lines,
 )
+from explain.maps_benchmark import benchmark_maps
 from trainers.benchmarking import MODEL_PRESETS, benchmark_distillation, benchmark_training
 
 
@@ -153,6 +149,33 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def run_maps(args: argparse.Namespace) -> None:
+    rows = benchmark_maps(
+        args.model,
+        args.image_size,
+        args.source_size,
+        args.images,
+        args.batch_size,
+        args.shard_size,
+        args.methods,
+        args.cpu or not torch.cuda.is_available(),
+    )
+    print(
+        f"\nMaps dataset (python -m explain --save_maps), {args.model} (random weights) at {args.image_size} px from "
+        f"{args.source_size} px, {args.images} images x {args.methods}, batch {args.batch_size}, on {device_name(args.cpu)}"
+    )
+    print("| processes | threads each | maps/s | seconds | share of the time writing the dataset |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        threads = row.threads or "GPU"
+        print(
+            f"| {row.processes} | {threads} | {row.maps_per_second:,.1f} | {row.seconds:.2f} | {row.write_share:.2%} |"
+        )
+    if len(rows) > 1:
+        print(f"\n{rows[-1].processes} processes: {rows[-1].maps_per_second / rows[0].maps_per_second:.2f}x one's rate")
+    print(f"Writing: at most {max(row.write_share for row in rows):.2%} of a run (goal: <= 10%).")
+
+
 def add_shared_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--image-size", type=at_least(1), default=224, help="model input size")
     command.add_argument("--source-size", type=at_least(1), default=28, help="size of the stored uint8 images")
@@ -208,6 +231,16 @@ def main() -> None:
     faithfulness.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast on the CPU too")
     faithfulness.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
     faithfulness.set_defaults(run=run_faithfulness)
+    maps = commands.add_parser("maps", help="maps dataset rows/s on 1 and 2 processes, and the share spent writing")
+    maps.add_argument("--model", choices=sorted(GRADCAM_PRESETS), default="deit-tiny")
+    maps.add_argument("--image-size", type=at_least(1), default=224, help="model input size")
+    maps.add_argument("--source-size", type=int, choices=(28, 64, 128, 224), default=28, help="stored image size")
+    maps.add_argument("--images", type=at_least(1), default=512)
+    maps.add_argument("--batch-size", type=at_least(1), default=64)
+    maps.add_argument("--shard-size", type=at_least(1), default=1024)
+    maps.add_argument("--methods", default="gradcam", help="comma-separated, as python -m explain takes them")
+    maps.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
+    maps.set_defaults(run=run_maps)
     args = parser.parse_args()
     if args.command in ("train", "distill") and args.warmup >= args.steps:
         parser.error(f"--warmup ({args.warmup}) must be smaller than --steps ({args.steps}), or nothing is timed")

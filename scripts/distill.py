@@ -12,11 +12,6 @@ from __future__ import annotations
 
 import copy
 import sys
-from pathlib import Path
-
-# scripts/evaluate.py would shadow the `evaluate` library (imported by trainers.metrics) while this folder is on
-# sys.path, as it is when a script here is run directly.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
 from transformers import DeiTForImageClassificationWithTeacher, TrainingArguments, set_seed
 

@@ -23,8 +23,7 @@ SHARED_MEDMNIST = ROOT.parent / "shared" / "data" / "medmnist"
 
 
 def load_script(name: str):
-    """Import scripts/<name>.py as a module without putting scripts/ on sys.path (where scripts/evaluate.py would
-    shadow the `evaluate` library)."""
+    """Import scripts/<name>.py as a module (scripts/ is no package, and stays off sys.path)."""
     spec = importlib.util.spec_from_file_location(f"scripts_{name}", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -9,6 +9,8 @@ it runs scripts/<name>.py's `main` with faults set by environment variables:
   before any file is moved into place (marker ``final-save-rank<R>``).
 - ``FAULT_RESUME_WHEN=<path>``: a paused run goes on once that file exists (without it, it waits to be killed).
 - ``FAULT_NAN_AT_STEP=N`` (with ``FAULT_NAN_RANK=R``, default every rank): the training loss of step N is NaN.
+- ``FAULT_PAUSE_AT_MAPS_BATCH=N`` (``python tests/faults.py explain ...``, i.e. `python -m explain`): block before
+  the N-th batch of maps is written, the batches before it in their shard files.
 
 As a module it gives the tests the launching, waiting and killing.
 """
@@ -16,7 +18,9 @@ As a module it gives the tests the launching, waiting and killing.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
+import itertools
 import os
 import socket
 import subprocess
@@ -32,7 +36,7 @@ SCRIPTS = ROOT / "scripts"
 
 
 def load_script(name: str) -> ModuleType:
-    """scripts/<name>.py as a module, without putting scripts/ on sys.path (scripts/evaluate.py would shadow `evaluate`)."""
+    """scripts/<name>.py as a module (scripts/ is no package, and stays off sys.path)."""
     spec = importlib.util.spec_from_file_location(f"faults_script_{name}", SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -91,6 +95,20 @@ def _install_faults(script: ModuleType) -> None:
 
         trainers.checkpoints.move_into_place = move_into_place
 
+    maps_batch = int(os.environ.get("FAULT_PAUSE_AT_MAPS_BATCH", "0"))
+    if maps_batch:
+        import explain.maps_dataset
+
+        original_rows = explain.maps_dataset.rows_table
+        batches = itertools.count(1)
+
+        def rows_table(*args: Any, **kwargs: Any) -> Any:
+            if next(batches) == maps_batch:
+                _block("paused")
+            return original_rows(*args, **kwargs)
+
+        explain.maps_dataset.rows_table = rows_table
+
     nan_step = int(os.environ.get("FAULT_NAN_AT_STEP", "0"))
     nan_rank = os.environ.get("FAULT_NAN_RANK")
     if nan_step and (nan_rank is None or int(nan_rank) == _rank()):
@@ -116,7 +134,7 @@ def main() -> None:
     from pipelines.errors import run_cli
 
     name, argv = sys.argv[1], sys.argv[2:]
-    script = load_script(name)
+    script = importlib.import_module("explain.cli") if name == "explain" else load_script(name)
     _install_faults(script)
     run_cli(lambda: script.main(argv))
 

@@ -23,7 +23,7 @@ from standins import CIFAR10_CLASSES, SPLIT_COUNTS, cache_cifar10_like, standin_
 from pipelines.arguments import DataArguments
 from pipelines.medmnist_npz import medmnist_file_name, medmnist_info
 
-# Data fields that explain.py and evaluate.py take as the recipe's script does.
+# Data fields that `python -m explain` and scripts/report.py take as the recipe's script does.
 DATA_FIELDS = tuple(DataArguments.__dataclass_fields__)
 # Small enough that a ViT-B step at 224 px stays around a second on a 2-core CPU (see the budget).
 FAST_TRAINING = {
@@ -58,7 +58,7 @@ class Rehearsed:
     recipe: Path
     values: dict[str, Any]  # the recipe file's own content
     overrides: dict[str, Any]
-    data_cli: list[str]  # the data arguments for explain.py / evaluate.py
+    data_cli: list[str]  # the data arguments for python -m explain / report.py
     label_names: list[str]
     folders: dict[str, Path]  # role -> saved model folder: "model", or "student"/"baseline" (and "teacher")
     hf_home: Path  # the stand-in Hugging Face home it ran against

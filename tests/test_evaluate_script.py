@@ -1,4 +1,4 @@
-"""scripts/evaluate.py end to end on tiny models: the report's files, its numbers, bad input, the model card."""
+"""scripts/report.py (trainers.evaluation_run) end to end on tiny models: the report's files, its numbers, bad input, the model card."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pipelines.io import finite_or_null
 from pipelines.models import build_classifier
 from trainers.evaluation_report import fold_into_model_card
 
-main = load_script("evaluate").main
+main = load_script("report").main
 LABELS = ["malignant", "normal, benign"]
 
 

@@ -1,8 +1,7 @@
-"""scripts/explain.py end to end on tiny saved models and generated data: figures, index, bad input."""
+"""`python -m explain` (explain.cli) end to end on tiny saved models and generated data: figures, index, bad input."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -20,24 +19,13 @@ from medmnist import INFO
 from PIL import Image as PILImage
 from test_explain_support import one_thread  # noqa: F401
 
-import explain.workflow
+import explain.cli as script
 from explain.registry import METHODS
 from pipelines.errors import ConfigError, DataError, OfflineError, UserFacingError
 from pipelines.models import build_classifier, load_classifier
 from pipelines.preprocess import DevicePreprocess
 
 LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
-
-
-def _load_script():
-    # Loaded under another name: `import explain` must keep meaning the package.
-    spec = importlib.util.spec_from_file_location("explain_script", ROOT / "scripts" / "explain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-script = _load_script()
 
 
 def _save_model(folder: Path, model_config: dict, labels: list[str] = LABELS) -> str:
@@ -98,13 +86,13 @@ def test_dataset_run_writes_every_figure_and_the_index(setup: dict, tmp_path: Pa
 def figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
     """Each figure the run saves, by file name, to read its titles and texts."""
     saved: dict[str, Figure] = {}
-    save = explain.workflow.atomic_save_figure
+    save = script.atomic_save_figure
 
     def keep(figure: Figure, path: Path, **options: object) -> None:
         saved[Path(path).name] = figure
         save(figure, path, **options)
 
-    monkeypatch.setattr(explain.workflow, "atomic_save_figure", keep)
+    monkeypatch.setattr(script, "atomic_save_figure", keep)
     return saved
 
 
@@ -142,7 +130,7 @@ def test_a_chosen_class_is_explained_for_every_image(setup: dict, tmp_path: Path
 def test_n_limits_image_files_too(setup: dict, tmp_path: Path, figures: dict, caplog: pytest.LogCaptureFixture) -> None:
     paths = _write_images([tmp_path / f"image{number}.png" for number in range(10)])
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="explain.workflow"):
+    with caplog.at_level(logging.WARNING, logger="explain.cli"):
         index = script.main(
             ["--model", setup["resnet"], "--images", *paths, "--n", "3", "--methods", "gradcam", "--out", str(out)]
         )
@@ -167,7 +155,7 @@ def test_files_with_one_base_name_stay_apart(setup: dict, tmp_path: Path, figure
 
 
 def test_short_names_keep_inputs_apart_and_fit_under_a_panel() -> None:
-    from explain.workflow import short_names
+    from explain.cli import short_names
 
     assert short_names(["/data/a/x.png", "/data/b/x.png", "c.png"]) == ["a/x.png", "b/x.png", "c.png"]
     assert short_names(["test[0]", "test[12]"]) == ["test[0]", "test[12]"]
@@ -301,7 +289,7 @@ def test_nothing_misclassified_is_said_in_words_and_indexed_without_a_file(
     processor.save_pretrained(tmp_path / "model")
     data = ["--dataset_name", "breastmnist", "--data_dir", str(tmp_path / "data"), "--verify_md5", "false"]
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="explain.workflow"):
+    with caplog.at_level(logging.WARNING, logger="explain.cli"):
         index = script.main(
             ["--model", str(tmp_path / "model"), *data, "--methods", "gradcam", "--misclassified", "true"]
             + ["--out", str(out)]
@@ -390,7 +378,7 @@ def test_an_output_path_that_is_a_file_is_one_sentence(setup: dict, tmp_path: Pa
 def _run(*arguments: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "scripts/explain.py", *arguments],
+        [sys.executable, "-m", "explain", *arguments],
         cwd=ROOT,
         env=environment,
         capture_output=True,

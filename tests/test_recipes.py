@@ -19,6 +19,7 @@ from rehearsal import FAST_EVALUATE, FAST_EXPLAIN, Rehearsed, hub_checkpoints
 from standins import published_preprocessor
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
+import explain.cli
 from pipelines import DevicePreprocess
 from pipelines.medmnist_npz import medmnist_file_name
 
@@ -160,7 +161,7 @@ def test_recipe_rehearsal(recipe: Path, rehearsals, tmp_path: Path, monkeypatch:
     compare = ["--compare_with", str(others[0])] if others else []
     out = tmp_path / "explain"
     explain_args = ["--model", str(first), *compare, *run.data_cli, "--out", str(out), *FAST_EXPLAIN]
-    load_script("explain").main(explain_args)
+    explain.cli.main(explain_args)
     index = json.loads((out / "index.json").read_text())
     assert {"overlay.png", "methods.png"} <= {entry["file"] for entry in index["files"]}
     assert ("models.png" in {entry["file"] for entry in index["files"]}) == bool(others)
@@ -169,7 +170,7 @@ def test_recipe_rehearsal(recipe: Path, rehearsals, tmp_path: Path, monkeypatch:
     report = tmp_path / "report"
     evaluated = [run.folders["teacher"], *made.values()] if "teacher" in run.folders else list(made.values())
     evaluate_args = ["--models", *map(str, evaluated), *run.data_cli, "--out", str(report), *FAST_EVALUATE]
-    load_script("evaluate").main(evaluate_args)
+    load_script("report").main(evaluate_args)
     metrics = json.loads((report / "metrics.json").read_text())
     assert len(metrics["models"]) == len(evaluated)
     assert (report / "index.md").is_file()

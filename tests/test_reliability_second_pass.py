@@ -23,7 +23,8 @@ from PIL import Image as PILImage
 from transformers import TrainingArguments
 from transformers.image_utils import load_image
 
-from explain.workflow import load_image_files
+import explain.cli as explain_cli
+from explain.cli import load_image_files
 from pipelines import DataArguments, decode_check, load_image_dataset
 from pipelines.collate import to_chw_uint8
 from pipelines.errors import ConfigError, DataError, UserFacingError
@@ -333,7 +334,7 @@ def test_the_pickle_advice_works_in_explain_and_evaluate(tmp_path: Path) -> None
     with pytest.raises(DataError, match="--allow_pickle on the command line"):
         load_classifier(folder)
     save_jpeg(tmp_path / "photo.jpg", 90)
-    explain = load_script("explain").main
+    explain = explain_cli.main
     common = ["--model", folder, "--images", str(tmp_path / "photo.jpg"), "--methods", "gradcam", "--device", "cpu"]
     with pytest.raises(DataError, match="holds only pickled weights"):
         explain([*common, "--out", str(tmp_path / "refused")])
@@ -341,7 +342,7 @@ def test_the_pickle_advice_works_in_explain_and_evaluate(tmp_path: Path) -> None
     assert [entry["file"] for entry in index["files"]][:2] == ["overlay.png", "methods.png"]
 
     make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=(8, 4, 6))
-    evaluate = load_script("evaluate").main
+    evaluate = load_script("report").main
     report = evaluate(
         [
             *("--models", folder, "--dataset_name", "breastmnist", "--data_dir", str(tmp_path / "data")),

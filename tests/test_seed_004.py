@@ -17,6 +17,7 @@ from conftest import ROOT, load_script
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 
+import explain.cli as explain_cli
 from pipelines.models import load_classifier
 
 RECIPE = ROOT / "configs" / "resnet18_cifar10_onecycle.yaml"
@@ -82,14 +83,14 @@ def test_lr_find_then_one_cycle_fine_tune_then_misclassified_grad_cam_then_repor
     # 3. The misclassified test images, with their Grad-CAM on the last stage.
     explain_out = tmp_path / "explain"
     explain = ["--model", str(run), *data_options(data), "--methods", "gradcam", "--misclassified", "--n", "4"]
-    index = load_script("explain").main([*explain, "--device", "cpu", "--out", str(explain_out)])
+    index = explain_cli.main([*explain, "--device", "cpu", "--out", str(explain_out)])
     files = {entry["file"]: entry for entry in index["files"]}
     assert "misclassified.png" in files and (explain_out / "misclassified.png").is_file()
 
     # 4. The evaluation report, whose accuracy is the fine-tuning run's own test accuracy.
     out = tmp_path / "report"
     evaluate = ["--models", str(run), *data_options(data), "--out", str(out), "--explain_images", "6"]
-    evaluation = load_script("evaluate").main(
+    evaluation = load_script("report").main(
         [*evaluate, "--steps", "3", "--latency_repeats", "1", "--sample_images", "2", "--device", "cpu"]
     )
     assert (out / "index.md").is_file()

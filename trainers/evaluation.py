@@ -98,7 +98,7 @@ INSERTION_STARTS = ("blurred", "removed")
 
 @dataclass
 class EvaluateArguments:
-    """What scripts/evaluate.py compares and how (the dataset spec comes from `DataArguments`)."""
+    """What scripts/report.py compares and how (the dataset spec comes from `DataArguments`)."""
 
     models: list[str] = field(
         default_factory=list, metadata={"help": "Folders or Hub ids; the first is the reference (e.g. the teacher)."}
@@ -140,6 +140,13 @@ class EvaluateArguments:
         default=None, metadata={"help": "A model folder whose README.md (model card) gets the report's tables."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for picking images and for random baselines."})
+    maps: str | None = field(
+        default=None,
+        metadata={
+            "help": "A maps dataset of these models on this split (python -m explain --save_maps): faithfulness and "
+            "the randomisation check read each model's maps from it instead of computing them."
+        },
+    )
     allow_pickle: bool = field(
         default=False,
         metadata={

@@ -1,10 +1,10 @@
-"""Evaluate and compare models on one dataset split, with an explanation report card.
+"""The evaluation report, run: every model over one dataset split (classification, cost, calibration), then each
+explanation method's faithfulness, randomisation check and agreement with the first model on a seeded sample,
+written as report/index.md and report/metrics.json (and into a model card).
 
-    python scripts/evaluate.py --models runs/quickstart/teacher runs/quickstart/student \\
-        --dataset_name breastmnist --split test --out report
-
-The first model is the reference (the teacher): every other model's Grad-CAM maps are compared with its maps.
-Writes report/index.md (tables and figures), report/metrics.json (every number), and the PNGs.
+`scripts/report.py` is its command line; the measures of maps themselves live in `explain` (`explain.evaluation`
+is their entry point), the tables and figures in `trainers.evaluation_plots` and `trainers.evaluation_report`, the
+arguments and classification summaries in `trainers.evaluation`.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-# scripts/evaluate.py would shadow the `evaluate` library (imported by trainers.metrics) while this folder is on
-# sys.path, as it is when a script here is run directly.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
-
 import numpy as np
 import torch
 from transformers import HfArgumentParser
 
+from explain.cli import pick_device
 from explain.evaluation import FaithfulnessSettings, score_explanations
+from explain.maps_dataset import read_maps
 from explain.registry import canonical_name
-from explain.workflow import Explainer, check_methods_fit, compute_dtype, pick_device
-from pipelines import DataArguments, ImageCollator, load_image_dataset, run_cli
+from explain.workflow import Explainer, check_methods_fit, compute_dtype
+from pipelines import DataArguments, ImageCollator, load_image_dataset
 from pipelines.io import check_output_folder
 from pipelines.locks import run_folder_lock
 from pipelines.preprocess import processed_size
@@ -49,7 +47,13 @@ def display_names(paths: list[str]) -> list[str]:
     return names if len(set(names)) == len(names) else list(paths)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def evaluate(argv: list[str] | None = None) -> dict:
+    """Parse `argv` (default: the command line), check the output folders, and run the evaluation while this run
+    holds the report folder.
+
+    Returns:
+        The report, as written to metrics.json.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     args, data_args = parse_arguments(argv)
     # Mistakes that would otherwise surface only after the evaluation, or halfway through writing the report.
@@ -79,7 +83,8 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
     collator = ImageCollator(data.num_labels, data.multi_label, data_args.image_mode)
     split = data.dataset[args.split]
     keep, labels = space.keep(collator.labels([{"label": label} for label in split["label"]]).numpy(), data.multi_label)
-    split = split.select(np.flatnonzero(keep))
+    kept = np.flatnonzero(keep)  # the split's own row numbers, which a maps dataset knows the images by
+    split = split.select(kept)
     out = Path(args.out)
 
     # Classification and cost, on the whole split.
@@ -136,9 +141,16 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
         insertion_start=args.insertion_start,
     )
     for method in methods:
+        inputs = {n: e.pixel_values(images) for n, e in explainers.items()}
+        given = None
+        if args.maps:  # computed once, by python -m explain --save_maps
+            given = {
+                n: read_maps(args.maps, args.split, path, method, kept[chosen], tuple(inputs[n].shape[-2:]))
+                for n, path in zip(names, args.models)
+            }
         scores = score_explanations(
             {n: e.model for n, e in explainers.items()},
-            {n: e.pixel_values(images) for n, e in explainers.items()},
+            inputs,
             method,
             {n: torch.tensor(space.columns[i])[reference_class] for i, n in enumerate(names)},
             {n: torch.from_numpy(predicted_classes(v[chosen], data.multi_label)) for n, v in logits.items()},
@@ -148,6 +160,7 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
             args.seed,
             dtype,
             settings,
+            given,
         )
         for name, numbers in scores.numbers.items():
             for key, value in numbers.items():
@@ -159,7 +172,7 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
             figures[f"Agreement with {names[0]}: {method}"] = f"agreement_{method}.png"
 
     report = {
-        "command": "python scripts/evaluate.py " + shlex.join(argv),
+        "command": "python scripts/report.py " + shlex.join(argv),
         "dataset": data_args.dataset_name or data_args.data_dir,
         "split": args.split,
         "images": len(split),
@@ -188,7 +201,3 @@ def label_text(label: np.ndarray, names: list[str], multi_label: bool) -> str:
     if multi_label:
         return ", ".join(name for name, present in zip(names, label) if present) or "none"
     return names[int(label)]
-
-
-if __name__ == "__main__":
-    run_cli(main)
