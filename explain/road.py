@@ -13,10 +13,19 @@ weights from removed to kept pixels, v the kept values. The matrix is symmetric 
 carry one weight) and positive definite whenever some pixel is kept (every connected group of removed pixels then
 touches a kept one), so conjugate gradients solve it. The reference (pytorch-grad-cam's `NoisyLinearImputer`,
 from the authors' code) builds the matrix per image on the CPU and calls a sparse direct solver; here every image,
-channel and removal fraction of a batch is solved at once on the device, the matrix never formed: applying it is
-one depthwise 3x3 convolution. On one CPU thread that was 2.25x faster than the reference at 64 px
-(`scripts/benchmark.py faithfulness`): conjugate gradients need about 3 x 64 iterations for a large smooth removed
-region, where a direct solve of a 4,096-unknown system is cheap; the batched solve is made for the GPU.
+channel and removal fraction of a batch is solved at once on the device, the fine matrix never formed: applying it
+is one depthwise 3x3 convolution, in channels-last memory (8x faster on a CPU than the ordinary layout).
+
+Plain conjugate gradients need about as many iterations as the widest removed region is wide (3 x 64 on the
+benchmark's smooth 64 px masks). A multigrid V-cycle as preconditioner makes that count nearly independent of
+it: 4 iterations on those masks. Its coarse grids keep every other point, bilinear prolongation P onto removed
+pixels only (doubled on an even side's last row, so that constants reach the image's free border), and the
+Galerkin operator R A P with R = P^T, read off by 9 probes; 8 x 8 and smaller is solved by Cholesky. One Jacobi
+sweep before and one after each coarse correction keeps the V-cycle symmetric positive definite, as conjugate
+gradients require. On one CPU thread the batched solve ran 7.7x faster than the reference at 64 px
+(`scripts/benchmark.py faithfulness`, 72 masks, filled pixels within 7.3e-5 of its solution; plain conjugate
+gradients: 2.25x); a direct solve of a 4,096-unknown system is cheap on a CPU, and the batched solve is made for
+the GPU.
 """
 
 from __future__ import annotations
@@ -275,12 +284,14 @@ def linear_imputation(
     Args:
         pixel_values: (B, C, H, W) images, in the model's input space.
         removed: (B, H, W) or (B, 1, H, W) bool, True where a pixel is removed.
-        max_iterations: At most this many iterations; default 4 * max(H, W) (a safeguard: the hardest masks
-            measured took 12).
-        tolerance: Stop once the preconditioned residual (the V-cycle's estimate of the remaining error) is
-            below this on every filled pixel of every system; checked every iteration. 0 runs `max_iterations`
-            exactly. At 1e-4 the filled pixels were within 8e-5 of a float64 direct solve on the benchmark's
-            masks (5 iterations).
+        max_iterations: At most this many iterations; default 4 * max(H, W), a safeguard (the 64 px masks measured
+            took 3 to 5).
+        tolerance: Stop once the V-cycle's correction of the residual (its estimate of the remaining error) is
+            below this on every filled pixel of every system, checked every iteration, and add that correction.
+            0 runs `max_iterations` exactly. At 2e-4 the filled pixels of the benchmark's masks were within 7.3e-5
+            of pytorch-grad-cam's direct solve (4 iterations); pixels removed at random, within 5.1e-5. Every pixel
+            but one corner removed, the worst conditioned case: 9.4e-4, float32's limit there (plain conjugate
+            gradients: 1.3e-3).
 
     Returns:
         (B, C, H, W) the images with removed pixels filled. Images with every pixel removed have no kept value
@@ -315,6 +326,7 @@ def linear_imputation(
         residual.addcmul_(step, product, value=-1)
         estimate = preconditioner(residual)
         if tolerance > 0 and _largest_magnitude(estimate) < tolerance:
+            solution.add_(estimate)
             break
         updated = _per_system_dot(residual, estimate)
         direction = torch.addcmul(
