@@ -121,6 +121,20 @@ def _edge_scale(size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
     return scale
 
 
+def _fine_coefficients(removed: torch.Tensor) -> torch.Tensor:
+    """(M, 1, H, W) removed pixels -> (M, 9, H, W) the fine matrix as `_stencil_apply`'s coefficients: the
+    in-image neighbours' weight sum on the diagonal, minus the neighbour weights between removed pixels."""
+    height, width = removed.shape[-2:]
+    degree = _neighbour_sum(torch.ones_like(removed[:1]))
+    padded = F.pad(removed, (1, 1, 1, 1))
+    coefficients = []
+    for k in range(9):
+        dy, dx = divmod(k, 3)
+        neighbour = padded[..., dy : dy + height, dx : dx + width]
+        coefficients.append(degree * removed if k == 4 else -NEIGHBOUR_WEIGHTS[dy, dx] * removed * neighbour)
+    return torch.cat(coefficients, dim=1)
+
+
 def _stencil_apply(coefficients: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """A 3x3 stencil that varies from point to point: coefficients (9, 1, S, h, w), [k] the weight of neighbour
     offset divmod(k, 3) - 1; values (1, S, h, w)."""
@@ -213,10 +227,20 @@ class _Level:
         """(M, n, n) the inverse of this small level's matrix on its active points (zero rows and columns on the
         others), n = h * w, by Cholesky in float64."""
         active = self.fields["active"]
-        points = self.size[0] * self.size[1]
-        basis = torch.eye(points, dtype=active.dtype, device=active.device).view(1, points, *self.size)
-        columns = self.apply(_as_systems(basis * active)) * self.field("active", points)
-        matrix = columns.reshape(self.masks, points, points).double()
+        coefficients = self.fields.get("coefficients")
+        if coefficients is None:  # an image this small: the fine grid is the coarsest
+            coefficients = _fine_coefficients(active)
+        height, width = self.size
+        points = height * width
+        index = torch.arange(points, device=active.device).view(height, width)
+        matrix = torch.zeros(self.masks, points, points, dtype=torch.float64, device=active.device)
+        for k in range(9):  # row I, column I + offset: the stencil's coefficient k at I
+            dy, dx = divmod(k, 3)
+            rows = slice(max(0, 1 - dy), height - max(0, dy - 1))
+            columns = slice(max(0, 1 - dx), width - max(0, dx - 1))
+            shifted = index[rows.start + dy - 1 : rows.stop + dy - 1, columns.start + dx - 1 : columns.stop + dx - 1]
+            weights = coefficients[:, k, rows, columns].flatten(1).double()
+            matrix[:, index[rows, columns].flatten(), shifted.flatten()] = weights
         solved = active.reshape(self.masks, points).double()  # (M, n)
         # Inactive points have no equation: a 1 on the diagonal keeps the matrix positive definite.
         factor, failed = torch.linalg.cholesky_ex(matrix + torch.diag_embed(1 - solved))

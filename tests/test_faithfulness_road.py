@@ -91,6 +91,11 @@ def test_the_multigrid_preconditioned_solve_equals_a_direct_solve_on_hard_masks(
         assert np.abs(filled[index].double().numpy() - expected).max() < IMPUTATION_TOLERANCE
     assert torch.count_nonzero(filled[1]) == 0  # nothing kept, nothing to fill from (the documented zeros)
     assert torch.equal(filled[2], images[2])  # nothing removed
+    # An image of at most 64 pixels is its own coarsest grid, solved directly.
+    small = linear_imputation(images[:, :, :7, :9], removed[:, :7, :9])
+    for index in (0, 3):
+        expected = sparse_imputation(images[index, :, :7, :9].double().numpy(), removed[index, :7, :9].numpy())
+        assert np.abs(small[index].double().numpy() - expected).max() < IMPUTATION_TOLERANCE
     # The preconditioner's point: 6 iterations reach 1e-3 on the smooth region (plain conjugate gradients needed
     # about 3 x 45 on such masks).
     capped = linear_imputation(images[3:], removed[3:], max_iterations=6, tolerance=0)
