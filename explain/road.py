@@ -112,7 +112,8 @@ def _prolong(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _edge_scale(size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
     """(1, 1, h, w): 2 on an even side's last row and column, else 1. With it, prolongation carries a constant
     to a constant up to the image border, whose pixels lack outside neighbours (a free edge): without it
-    coarse grids cannot represent a removed region's nearly constant error there, and the V-cycle lost 4x."""
+    coarse grids cannot represent a removed region's nearly constant error there (13 iterations instead of 5 on
+    the benchmark's masks)."""
     scale = torch.ones(1, 1, *size, dtype=like.dtype, device=like.device)
     if size[0] % 2 == 0:
         scale[..., -1, :] *= 2
@@ -250,8 +251,13 @@ class _Level:
 
 
 class _Multigrid:
-    """A symmetric V-cycle, one damped-Jacobi sweep before and after each coarse correction: a symmetric
-    positive definite approximation of the inverse matrix, the preconditioner of conjugate gradients."""
+    """A symmetric V-cycle, one Jacobi sweep before and after each coarse correction: a symmetric positive
+    definite approximation of the inverse matrix, the preconditioner of conjugate gradients.
+
+    Args:
+        removed: (M, 1, H, W) bool, True where a pixel is removed; the hierarchy serves any number of channels
+            (systems) per mask.
+    """
 
     def __init__(self, removed: torch.Tensor) -> None:
         inside = removed.float()  # (M, 1, H, W)
