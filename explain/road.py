@@ -22,10 +22,10 @@ it: 4 iterations on those masks. Its coarse grids keep every other point, biline
 pixels only (doubled on an even side's last row, so that constants reach the image's free border), and the
 Galerkin operator R A P with R = P^T, read off by 9 probes; 8 x 8 and smaller is solved by Cholesky. One Jacobi
 sweep before and one after each coarse correction keeps the V-cycle symmetric positive definite, as conjugate
-gradients require. On one CPU thread the batched solve ran 7.7x faster than the reference at 64 px
-(`scripts/benchmark.py faithfulness`, 72 masks, filled pixels within 7.3e-5 of its solution; plain conjugate
-gradients: 2.25x); a direct solve of a 4,096-unknown system is cheap on a CPU, and the batched solve is made for
-the GPU.
+gradients require. On one CPU thread the batched solve ran 5.2-5.8x faster than the reference at 64 px, median
+5.7x of three runs on a shared 2-core machine (`scripts/benchmark.py faithfulness`, 72 masks, filled pixels within
+7.3e-5 of its solution; plain conjugate gradients: 2.25x). A direct solve of a 4,096-unknown system is cheap on a
+CPU, and the iterative solve is memory-bound there; the batched solve is made for the GPU.
 """
 
 from __future__ import annotations
