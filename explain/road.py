@@ -245,8 +245,11 @@ class _Level:
         solved = active.reshape(self.masks, points).double()  # (M, n)
         # Inactive points have no equation: a 1 on the diagonal keeps the matrix positive definite.
         factor, failed = torch.linalg.cholesky_ex(matrix + torch.diag_embed(1 - solved))
-        # Only an image with every pixel removed fails (a singular system, with a zero right-hand side): zeros.
-        inverse = torch.where(failed[:, None, None] == 0, torch.cholesky_inverse(factor), 0.0)
+        # Only an image with every pixel removed fails (a singular system, with a zero right-hand side): zeros,
+        # from an identity factor in its place (cholesky_inverse refuses a singular one).
+        succeeded = (failed == 0)[:, None, None]
+        factor = torch.where(succeeded, factor, torch.eye(points, dtype=factor.dtype, device=factor.device))
+        inverse = torch.where(succeeded, torch.cholesky_inverse(factor), 0.0)
         return (inverse * solved[:, :, None] * solved[:, None, :]).to(active.dtype)
 
 

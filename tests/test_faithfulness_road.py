@@ -96,6 +96,9 @@ def test_the_multigrid_preconditioned_solve_equals_a_direct_solve_on_hard_masks(
     for index in (0, 3):
         expected = sparse_imputation(images[index, :, :7, :9].double().numpy(), removed[index, :7, :9].numpy())
         assert np.abs(small[index].double().numpy() - expected).max() < IMPUTATION_TOLERANCE
+    assert torch.count_nonzero(small[1]) == 0
+    # A 1 x 7 strip with every pixel removed: an exactly singular coarsest matrix, still zeros, not an error.
+    assert torch.count_nonzero(linear_imputation(images[1:2, :, :1, :7], removed[1:2, :1, :7])) == 0
     # The preconditioner's point: 6 iterations reach 1e-3 on the smooth region (plain conjugate gradients needed
     # about 3 x 45 on such masks).
     capped = linear_imputation(images[3:], removed[3:], max_iterations=6, tolerance=0)
