@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.sparse import lil_matrix
 from scipy.sparse.linalg import spsolve
 from scipy.stats import wilcoxon
@@ -14,7 +15,7 @@ from torch import nn
 from explain.benchmarking import benchmark_road, road_masks
 from explain.evaluation import MEASURES, FaithfulnessSettings, PairedComparison, faithfulness
 from explain.faithfulness import deletion_insertion, normalised_area, random_maps
-from explain.road import linear_imputation, noisy_linear_imputation
+from explain.road import _as_systems, _Multigrid, linear_imputation, noisy_linear_imputation
 from pipelines.errors import ConfigError
 from trainers.evaluation import EvaluateArguments
 from trainers.evaluation_report import render_markdown
@@ -67,6 +68,61 @@ def test_imputation_equals_a_sparse_direct_solve_on_small_images() -> None:
     torch.testing.assert_close(linear_imputation(grey, removed), filled[:, :1].expand(-1, 3, -1, -1))
     # Kept pixels stay exactly what they were.
     assert torch.equal(filled.permute(1, 0, 2, 3)[:, ~removed], images.permute(1, 0, 2, 3)[:, ~removed])
+
+
+def hard_masks(height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """(4, H, W): isolated kept pixels in a removed sea, every pixel removed, none removed, and a large smooth
+    removed region along the image border (an upsampled 3 x 3 map's top 80%, the slow case for plain CG)."""
+    removed = torch.zeros(4, height, width, dtype=torch.bool)
+    removed[0] = torch.rand(height, width, generator=generator) < 0.97
+    removed[1] = True
+    smooth = F.interpolate(torch.rand(1, 1, 3, 3, generator=generator), size=(height, width), mode="bilinear")
+    removed[3] = smooth[0, 0] > smooth.quantile(0.2)
+    return removed
+
+
+def test_the_multigrid_preconditioned_solve_equals_a_direct_solve_on_hard_masks() -> None:
+    generator = torch.Generator().manual_seed(2)
+    images = torch.randn(4, 3, 45, 38, generator=generator)  # odd and even sides: 45 x 38 -> 23 x 19 -> ...
+    removed = hard_masks(45, 38, generator)
+    filled = linear_imputation(images, removed, tolerance=1e-5)
+    for index in (0, 3):
+        expected = sparse_imputation(images[index].double().numpy(), removed[index].numpy())
+        assert np.abs(filled[index].double().numpy() - expected).max() < IMPUTATION_TOLERANCE
+    assert torch.count_nonzero(filled[1]) == 0  # nothing kept, nothing to fill from (the documented zeros)
+    assert torch.equal(filled[2], images[2])  # nothing removed
+    # An image of at most 64 pixels is its own coarsest grid, solved directly.
+    small = linear_imputation(images[:, :, :7, :9], removed[:, :7, :9])
+    for index in (0, 3):
+        expected = sparse_imputation(images[index, :, :7, :9].double().numpy(), removed[index, :7, :9].numpy())
+        assert np.abs(small[index].double().numpy() - expected).max() < IMPUTATION_TOLERANCE
+    assert torch.count_nonzero(small[1]) == 0
+    # A 1 x 7 strip with every pixel removed: an exactly singular coarsest matrix, still zeros, not an error.
+    assert torch.count_nonzero(linear_imputation(images[1:2, :, :1, :7], removed[1:2, :1, :7])) == 0
+    # The preconditioner's point: 6 iterations reach 1e-3 on the smooth region (plain conjugate gradients needed
+    # about 3 x 45 on such masks).
+    capped = linear_imputation(images[3:], removed[3:], max_iterations=6, tolerance=0)
+    expected = sparse_imputation(images[3].double().numpy(), removed[3].numpy())
+    assert np.abs(capped[0].double().numpy() - expected).max() < 1e-3
+
+
+def test_the_v_cycle_is_a_symmetric_positive_definite_matrix() -> None:
+    # What conjugate gradients need of a preconditioner: written out column by column on small hard masks.
+    generator = torch.Generator().manual_seed(3)
+    height, width = 20, 17
+    removed = hard_masks(height, width, generator)[[0, 3]]
+    removed[1, 2:9, 0:6] = False  # a kept block on the border inside the removed region
+    pixels = height * width
+    preconditioner = _Multigrid(removed[:, None])
+    basis = torch.eye(pixels).view(1, pixels, height, width) * removed[:, None].float()  # (2, n, H, W)
+    columns = preconditioner(_as_systems(basis)).reshape(2, pixels, pixels)  # [m, j] = M_m e_j
+    for mask, matrix in zip(removed, columns):
+        unknowns = mask.flatten()
+        block = matrix[unknowns][:, unknowns].double()
+        assert (block - block.T).abs().max() < 1e-5 * block.abs().max()
+        eigenvalues = torch.linalg.eigvalsh((block + block.T) / 2)
+        assert eigenvalues.min() > 1e-3 * eigenvalues.max()
+        assert matrix[~unknowns].abs().max() == 0  # kept pixels get no correction
 
 
 def test_noise_lands_on_removed_pixels_only_with_the_asked_spread() -> None:
