@@ -59,9 +59,11 @@ class ShrinkArguments:
 
     model: str = field(metadata={"help": "A model folder or Hub id (an AutoModelForImageClassification checkpoint)."})
     method: str = field(
-        metadata={"help": "int8 (optimum-quanto weight-only int8) or prune (structured, torch-pruning)."}
+        metadata={
+            "help": "int8 (optimum-quanto int8 weights, optionally activations) or prune (structured, torch-pruning)."
+        }
     )
-    out: str = field(metadata={"help": "Folder for the shrunk copy (must be empty or absent)."})
+    out: str = field(metadata={"help": "Folder for the copy: absent, empty, or an earlier copy (replaced)."})
     ratio: float = field(
         default=0.5,
         metadata={"help": "prune: the fraction of channels, heads and MLP units removed from every layer, in (0, 1)."},
