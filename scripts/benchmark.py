@@ -152,7 +152,8 @@ def run_shrink(args: argparse.Namespace) -> None:
         rows = benchmark_shrinking(preset, size, args.ratio, args.repeats_batch_1, args.repeats_batch_64, args.warmup)
         print(
             f"\n{preset} (random weights) at {size} px, on {device_name(True)}; per-image latency, median "
-            f"(quartiles) of {args.repeats_batch_1} passes at batch 1 and {args.repeats_batch_64} at batch 64"
+            f"(quartiles) of {args.repeats_batch_1} passes at batch 1 and {args.repeats_batch_64} at batch 64, the copies "
+            "taking turns pass by pass"
         )
         print(
             "| copy | parameters | size (MiB) | size / fp32 | batch 1 (ms) | batch 64 (ms/image) | speed-up, batch 1 "

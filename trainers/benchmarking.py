@@ -416,6 +416,22 @@ def saved_size(name: str, model: PreTrainedModel) -> int:
         return size_on_disk(folder)
 
 
+def interleaved_timings(
+    models: dict[str, PreTrainedModel], shape: tuple[int, int, int], batch_size: int, repeats: int, warmup: int
+) -> dict[str, list[float]]:
+    """Seconds per forward pass of each model, the models taking turns pass by pass (after `warmup` rounds), so that
+    a change in the load of a shared machine falls on every model alike instead of on whichever ran then."""
+    cpu = torch.device("cpu")
+    for _ in range(warmup):
+        for model in models.values():
+            batch_timings(model, shape, batch_size, cpu, warmup=0, repeats=1)
+    timings = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            timings[name] += batch_timings(model, shape, batch_size, cpu, warmup=0, repeats=1)
+    return timings
+
+
 def benchmark_shrinking(
     preset: str = "vit-base",
     image_size: int = 224,
@@ -424,21 +440,19 @@ def benchmark_shrinking(
     repeats_batch_64: int = 3,
     warmup: int = 1,
 ) -> list[ShrinkRow]:
-    """Size and latency at batch 1 and 64 of each copy from `shrunk_copies`, on the CPU, one after the other."""
+    """Size and per-image latency at batch 1 and 64 of each copy from `shrunk_copies`, on the CPU, interleaved."""
     model = shrink_benchmark_model(preset, image_size)
     shape = (model.config.num_channels, image_size, image_size)
-    rows = []
-    for name, shrunk in shrunk_copies(model, image_size, ratio).items():
-        cpu = torch.device("cpu")
-        single = batch_timings(shrunk, shape, 1, cpu, warmup=warmup, repeats=repeats_batch_1)
-        large = batch_timings(shrunk, shape, 64, cpu, warmup=warmup, repeats=repeats_batch_64)
-        rows.append(
-            ShrinkRow(
-                name,
-                count_parameters(shrunk),
-                saved_size(name, shrunk),
-                *per_image_ms(single, 1),
-                *per_image_ms(large, 64),
-            )
+    copies = shrunk_copies(model, image_size, ratio)
+    single = interleaved_timings(copies, shape, 1, repeats_batch_1, warmup)
+    large = interleaved_timings(copies, shape, 64, repeats_batch_64, warmup)
+    return [
+        ShrinkRow(
+            name,
+            count_parameters(shrunk),
+            saved_size(name, shrunk),
+            *per_image_ms(single[name], 1),
+            *per_image_ms(large[name], 64),
         )
-    return rows
+        for name, shrunk in copies.items()
+    ]
