@@ -152,7 +152,8 @@ def test_shrunk_copies_go_through_the_report(root: Path) -> None:
     folders = [root / "vit", shrunk(root, "vit", "int8"), shrunk(root, "vit", "prune")]
     argv = ["--models", *map(str, folders), "--dataset_name", "breastmnist", "--data_dir", str(root / "data")]
     argv += ["--verify_md5", "false", "--out", str(root / "report"), "--explain_images", "6", "--steps", "3"]
-    argv += ["--latency_repeats", "2", "--device", "cpu", "--sample_images", "2", "--methods", "gradcam"]
+    argv += ["--latency_repeats", "1", "--device", "cpu", "--sample_images", "2", "--methods", "gradcam"]
+    argv += ["--random_maps", "2", "--road_fractions", "0.5"]
     report = evaluate(argv)
     models = report["models"]
     original, int8, pruned = (models[folder.name] for folder in folders)
