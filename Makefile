@@ -6,14 +6,14 @@ PYTHON := $(VENV)/bin/python
 MEDMNIST_ROOT ?= $(if $(wildcard ../shared/data/medmnist/*.npz),$(abspath ../shared/data/medmnist),)
 export MEDMNIST_ROOT
 
-.PHONY: demo test lint install
+.PHONY: demo shrink-demo test lint install
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e ".[dev,bench,app]"
+	$(PYTHON) -m pip install --quiet -e ".[dev,bench,app,shrink]"
 	touch $@
 
 # --quiet: a failed run ends with the script's own one-sentence error, not accelerate's CalledProcessError traceback.
@@ -35,6 +35,18 @@ demo: $(VENV)/.installed
 	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --out report --latency_repeats 100 --insertion_start removed \
 		--models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/student-plain-distillation \
 		$(QUICKSTART)/student-no-teacher --model_card $(QUICKSTART)/student
+
+# After `make demo`: int8 (weights; weights and activations) and 50%-pruned copies of the quickstart teacher, then the
+# evaluation report of original, distilled student, int8 and pruned side by side into report-shrink/.
+shrink-demo: $(VENV)/.installed
+	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --method int8 --out $(QUICKSTART)/teacher-int8
+	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --method int8 --int8_activations true \
+		--dataset_name pneumoniamnist --out $(QUICKSTART)/teacher-int8-w8a8
+	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --method prune --ratio 0.5 --out $(QUICKSTART)/teacher-pruned \
+		--recover_epochs 2 --dataset_name pneumoniamnist
+	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --out report-shrink --latency_repeats 20 \
+		--insertion_start removed --models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/teacher-int8 \
+		$(QUICKSTART)/teacher-int8-w8a8 $(QUICKSTART)/teacher-pruned
 
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from pipelines.errors import DataError, OfflineError, is_offline
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# Beside model.safetensors, marks an optimum-quanto int8 copy (written by trainers.shrinking; see load_quantized).
+QUANTIZATION_MAP = "quantization_map.json"
 
 
 def label_config(label_names: list[str], multi_label: bool) -> dict[str, Any]:
@@ -126,23 +129,22 @@ def load_classifier(
         allow_pickle: Accept pickled weights (loaded with ``weights_only=True``) when no safetensors exist.
         model_class: A specific head class (e.g. `DeiTForImageClassificationWithTeacher`); default: Auto's choice.
     """
-    check_local_weights(name_or_path, allow_pickle)
     labels = label_config(label_names, multi_label) if label_names is not None else {}
-    config = _from_hub(
-        AutoConfig.from_pretrained, name_or_path, "config", trust_remote_code=trust_remote_code, **labels
-    )
-    require_image_classifier(config, name_or_path)
+    config = load_config(name_or_path, allow_pickle, trust_remote_code, **labels)
     require_model_class(config, model_class, name_or_path)
-    model = _from_hub(
-        (model_class or AutoModelForImageClassification).from_pretrained,
-        name_or_path,
-        "weights",
-        config=config,
-        ignore_mismatched_sizes=ignore_mismatched_sizes,
-        trust_remote_code=trust_remote_code,
-        use_safetensors=None if allow_pickle else True,
-        **model_kwargs,
-    )
+    if (Path(name_or_path) / QUANTIZATION_MAP).is_file():
+        model = load_quantized(Path(name_or_path), config, model_class or default_model_class(config))
+    else:
+        model = _from_hub(
+            (model_class or AutoModelForImageClassification).from_pretrained,
+            name_or_path,
+            "weights",
+            config=config,
+            ignore_mismatched_sizes=ignore_mismatched_sizes,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            **model_kwargs,
+        )
     processor = _from_hub(
         AutoImageProcessor.from_pretrained,
         name_or_path,
@@ -151,6 +153,30 @@ def load_classifier(
         **(image_processor_overrides or {}),
     )
     return model, require_tensor_processor(processor, name_or_path)
+
+
+def load_config(
+    name_or_path: str, allow_pickle: bool = False, trust_remote_code: bool = False, **overrides: Any
+) -> PretrainedConfig:
+    """The config of an image classifier folder or Hub id, after checking that the folder holds usable weights."""
+    check_local_weights(name_or_path, allow_pickle)
+    config = _from_hub(
+        AutoConfig.from_pretrained, name_or_path, "config", trust_remote_code=trust_remote_code, **overrides
+    )
+    require_image_classifier(config, name_or_path)
+    return config
+
+
+def load_quantized(folder: Path, config: PretrainedConfig, model_class: type[PreTrainedModel]) -> PreTrainedModel:
+    """An optimum-quanto int8 copy written by `trainers.shrinking`: the float model built from `config`, then
+    ``requantize``d from the quantized state dict and its map (transformers cannot save or load quanto models)."""
+    from optimum.quanto import requantize
+    from safetensors.torch import load_file
+
+    model = model_class(config)
+    mapping = json.loads((folder / QUANTIZATION_MAP).read_text())
+    requantize(model, load_file(folder / "model.safetensors"), mapping)
+    return model.eval()
 
 
 def check_local_weights(name_or_path: str, allow_pickle: bool) -> None:

@@ -3,6 +3,7 @@
     python scripts/benchmark.py train [--model vit-base] [--batch-size 128] [--steps 30] [--cpu]
     python scripts/benchmark.py distill [--teacher vit-base] [--student deit-tiny] [--batch-size 128] [--cpu]
     python scripts/benchmark.py explain [--model vit-base] [--batch-size 64] [--batches 10] [--cpu]
+    python scripts/benchmark.py shrink [--models vit-base quickstart-teacher] [--ratio 0.5] [--repeats-batch-64 3]
     python scripts/benchmark.py faithfulness [--model vit-base] [--images 512] [--steps 20] [--cpu]
         [--road-images 4] [--road-image-size 64]
     python scripts/benchmark.py maps [--model deit-tiny] [--image-size 224] [--images 512] [--cpu]
@@ -26,7 +27,8 @@ from explain.benchmarking import (
     ratio_lines,
 )
 from explain.maps_benchmark import benchmark_maps
-from trainers.benchmarking import MODEL_PRESETS, benchmark_distillation, benchmark_training
+from trainers.benchmarking import MODEL_PRESETS, benchmark_distillation, benchmark_shrinking, benchmark_training
+from trainers.model_cost import latency_text
 
 
 def device_name(use_cpu: bool) -> str:
@@ -136,6 +138,34 @@ def run_faithfulness(args: argparse.Namespace) -> None:
     print(f"largest difference of imputed pixels: {road.max_difference:.2e} (goal <= 1e-3)")
 
 
+# The input size each model is used at: ViT-B/16 as published, the quickstart teacher as configs/quickstart.yaml.
+SHRINK_IMAGE_SIZES = {"vit-base": 224, "quickstart-teacher": 64}
+
+
+def run_shrink(args: argparse.Namespace) -> None:
+    for preset in args.models:
+        size = SHRINK_IMAGE_SIZES.get(preset, 224)
+        rows = benchmark_shrinking(preset, size, args.ratio, args.repeats_batch_1, args.repeats_batch_64, args.warmup)
+        print(
+            f"\n{preset} (random weights) at {size} px, on {device_name(True)}; per-image latency, median "
+            f"(quartiles) of {args.repeats_batch_1} passes at batch 1 and {args.repeats_batch_64} at batch 64, the copies "
+            "taking turns pass by pass"
+        )
+        print(
+            "| copy | parameters | size (MiB) | size / fp32 | batch 1 (ms) | batch 64 (ms/image) | speed-up, batch 1 "
+            "| speed-up, batch 64 |\n|---|---|---|---|---|---|---|---|"
+        )
+        fp32 = rows[0]
+        for row in rows:
+            print(
+                f"| {row.copy} | {row.parameters:,} | {row.size_bytes / 2**20:.2f} | "
+                f"{row.size_bytes / fp32.size_bytes:.2f}x | {latency_text(row.latency_batch_1, row.quartiles_batch_1, 2)} "
+                f"| {latency_text(row.latency_batch_64, row.quartiles_batch_64, 2)} | "
+                f"{fp32.latency_batch_1 / row.latency_batch_1:.2f}x | {fp32.latency_batch_64 / row.latency_batch_64:.2f}x |"
+            )
+    print("\nGoals (ViT-B/16): int8 <= 0.35x the size and >= 1.5x faster at batch 64; pruned 50% >= 1.5x faster.")
+
+
 def at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer no smaller than `minimum` (argparse then ends a bad value in one line)."""
 
@@ -241,6 +271,15 @@ def main() -> None:
     maps.add_argument("--methods", default="gradcam", help="comma-separated, as python -m explain takes them")
     maps.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
     maps.set_defaults(run=run_maps)
+    shrink = commands.add_parser("shrink", help="size and CPU latency of fp32, int8 and pruned copies")
+    shrink.add_argument(
+        "--models", nargs="+", choices=sorted(MODEL_PRESETS), default=["vit-base", "quickstart-teacher"]
+    )
+    shrink.add_argument("--ratio", type=float, default=0.5, help="pruning ratio")
+    shrink.add_argument("--repeats-batch-1", type=at_least(1), default=10)
+    shrink.add_argument("--repeats-batch-64", type=at_least(1), default=3)
+    shrink.add_argument("--warmup", type=at_least(0), default=1, help="passes before timing, per batch size")
+    shrink.set_defaults(run=run_shrink)
     args = parser.parse_args()
     if args.command in ("train", "distill") and args.warmup >= args.steps:
         parser.error(f"--warmup ({args.warmup}) must be smaller than --steps ({args.steps}), or nothing is timed")

@@ -10,10 +10,12 @@ device, which bounds what any Trainer-based path can reach on the machine.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,9 @@ import torch
 from datasets import Array3D, ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 from transformers import (
+    AutoConfig,
     AutoModelForImageClassification,
+    PreTrainedModel,
     ResNetConfig,
     Trainer,
     TrainerCallback,
@@ -37,7 +41,8 @@ from pipelines.preprocess import DevicePreprocess
 from trainers.distillation import DistillationTrainer, TeacherLogitsCollator
 from trainers.image_classification import ImageClassificationTrainer
 from trainers.losses import classification_loss
-from trainers.model_cost import synchronize
+from trainers.model_cost import batch_timings, count_parameters, per_image_ms, size_on_disk, synchronize
+from trainers.shrinking import prune_structured, quantize_int8, save_quantized
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "vit-base": {},  # ViTConfig's defaults are ViT-B/16 at 224 px
@@ -356,3 +361,98 @@ def benchmark_distillation(
         )
         rows.append(_time(trainer, StepTimer(warmup), batch_size, steps, warmup, label + (", bf16" if bf16 else "")))
     return rows
+
+
+# Shrinking: the same model in fp32, int8 (weights; weights and activations) and pruned, timed in one run.
+
+HUB_STANDINS = Path(__file__).resolve().parents[2] / "shared" / "hub-standins"
+# ViT-B/16 as published (its config from the stand-in folder when this checkout sits beside it).
+VIT_BASE_STANDIN = HUB_STANDINS / "google--vit-base-patch16-224"
+
+
+@dataclass
+class ShrinkRow:
+    """One copy's size and per-image latencies (ms; median and quartiles over the timed passes)."""
+
+    copy: str
+    parameters: int
+    size_bytes: int
+    latency_batch_1: float
+    quartiles_batch_1: list[float]
+    latency_batch_64: float
+    quartiles_batch_64: list[float]
+
+
+def shrink_benchmark_model(preset: str, image_size: int) -> PreTrainedModel:
+    """The preset with random weights; ``vit-base`` from the published ViT-B/16 config when it is at hand."""
+    if preset == "vit-base" and VIT_BASE_STANDIN.is_dir():
+        torch.manual_seed(0)
+        config = AutoConfig.from_pretrained(VIT_BASE_STANDIN, image_size=image_size)
+        return AutoModelForImageClassification.from_config(config).eval()
+    return build_model(preset, image_size).eval()
+
+
+def shrunk_copies(model: PreTrainedModel, image_size: int, ratio: float) -> dict[str, PreTrainedModel]:
+    """fp32, int8 weights, int8 weights and activations (calibrated on 16 random images), pruned at `ratio`."""
+    shape = (model.config.num_channels, image_size, image_size)
+    calibration = torch.randn(16, *shape, generator=torch.Generator().manual_seed(0))
+    return {
+        "fp32": model,
+        "int8 weights (quanto)": quantize_int8(copy.deepcopy(model))[0],
+        "int8 weights + activations (quanto)": quantize_int8(copy.deepcopy(model), calibration)[0],
+        f"pruned {ratio:.0%} (torch-pruning)": prune_structured(copy.deepcopy(model), ratio, shape)[0],
+    }
+
+
+def saved_size(name: str, model: PreTrainedModel) -> int:
+    """Bytes of the weight file as scripts/shrink.py writes it."""
+    with tempfile.TemporaryDirectory() as folder:
+        if name.startswith("int8"):
+            from optimum.quanto import quantization_map
+
+            save_quantized(model, Path(folder), quantization_map(model))
+        else:
+            model.save_pretrained(folder)
+        return size_on_disk(folder)
+
+
+def interleaved_timings(
+    models: dict[str, PreTrainedModel], shape: tuple[int, int, int], batch_size: int, repeats: int, warmup: int
+) -> dict[str, list[float]]:
+    """Seconds per forward pass of each model, the models taking turns pass by pass (after `warmup` rounds), so that
+    a change in the load of a shared machine falls on every model alike instead of on whichever ran then."""
+    cpu = torch.device("cpu")
+    for _ in range(warmup):
+        for model in models.values():
+            batch_timings(model, shape, batch_size, cpu, warmup=0, repeats=1)
+    timings = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            timings[name] += batch_timings(model, shape, batch_size, cpu, warmup=0, repeats=1)
+    return timings
+
+
+def benchmark_shrinking(
+    preset: str = "vit-base",
+    image_size: int = 224,
+    ratio: float = 0.5,
+    repeats_batch_1: int = 10,
+    repeats_batch_64: int = 3,
+    warmup: int = 1,
+) -> list[ShrinkRow]:
+    """Size and per-image latency at batch 1 and 64 of each copy from `shrunk_copies`, on the CPU, interleaved."""
+    model = shrink_benchmark_model(preset, image_size)
+    shape = (model.config.num_channels, image_size, image_size)
+    copies = shrunk_copies(model, image_size, ratio)
+    single = interleaved_timings(copies, shape, 1, repeats_batch_1, warmup)
+    large = interleaved_timings(copies, shape, 64, repeats_batch_64, warmup)
+    return [
+        ShrinkRow(
+            name,
+            count_parameters(shrunk),
+            saved_size(name, shrunk),
+            *per_image_ms(single[name], 1),
+            *per_image_ms(large[name], 64),
+        )
+        for name, shrunk in copies.items()
+    ]

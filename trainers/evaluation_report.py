@@ -171,6 +171,34 @@ def _against_random(models: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _shrunk_copies(models: dict[str, Any]) -> list[str]:
+    """What was done to each model made by scripts/shrink.py (its shrink.json), and how its maps are computed."""
+    rows = []
+    for name, model in models.items():
+        record = model.get("shrink")
+        if not record:
+            continue
+        details = record["details"]
+        if record["method"] == "int8":
+            what = (
+                f"{details['scheme']}; {len(details['quantized_modules'])} Linear/Conv2d layers, "
+                f"{_percent(details['quantized_weight_share'])} of the parameters"
+            )
+            maps = f"Grad-CAM runs: {details['gradients']}"
+        else:
+            recovery = record.get("recovery")
+            what = (
+                f"ratio {details['ratio']}: {details['parameters_removed_fraction']:.1%} fewer parameters; "
+                + ", ".join(f"{key} {value}" for key, value in details["config_changes"].items())
+                + (f"; recovery fine-tune {recovery['epochs']} epochs" if recovery else "; no recovery fine-tune")
+            )
+            maps = "a plain (smaller) model: every method runs as on the original"
+        rows.append([name, f"{record['method']} of `{record['source']}`", what, maps])
+    if not rows:
+        return []
+    return ["", "### Shrunk copies", "", *_table(["model", "made as", "what was done", "explanations"], rows)]
+
+
 def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
     """index.md's text from the report dictionary (also what metrics.json holds), so the two cannot disagree."""
     models = report["models"]
@@ -210,6 +238,7 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
         ],
         [[name, *_cost_cells(model["cost"])] for name, model in models.items()],
     )
+    lines += _shrunk_copies(models)
     lines += [
         "",
         "## Explanations",

@@ -33,6 +33,7 @@ from trainers.evaluation_report import check_model_card_folder, fold_into_model_
 from trainers.metrics import scores_from_logits
 from trainers.model_cost import measure_cost
 from trainers.reporting import predicted_classes
+from trainers.shrinking import read_shrink_record
 
 
 def parse_arguments(argv: list[str]) -> tuple[EvaluateArguments, DataArguments]:
@@ -99,7 +100,7 @@ def evaluate_models(args: EvaluateArguments, data_args: DataArguments, argv: lis
         cost = measure_cost(explainer.model, path, size, device, dtype, args.latency_repeats).as_dict()
         cost["size_on_disk_mib"] = round(cost["size_on_disk_bytes"] / 2**20, 2)
         summary = classification_summary(logits[name], labels, data.multi_label, space.names)
-        models[name] = {"path": path, "classification": summary, "cost": cost}
+        models[name] = {"path": path, "classification": summary, "cost": cost, "shrink": read_shrink_record(path)}
     figures = classification_figures(
         out,
         logits,

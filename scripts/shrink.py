@@ -1,0 +1,45 @@
+"""Shrink a trained classifier into a copy that loads again: int8 weights or structured pruning.
+
+    python scripts/shrink.py runs/quickstart/teacher --method int8 --out runs/quickstart/teacher-int8
+    python scripts/shrink.py runs/quickstart/teacher --method int8 --int8_activations true \
+        --dataset_name pneumoniamnist --out runs/quickstart/teacher-int8-w8a8
+    python scripts/shrink.py runs/quickstart/teacher --method prune --ratio 0.5 --out runs/quickstart/teacher-pruned \\
+        --recover_epochs 2 --dataset_name pneumoniamnist
+
+The copy (safetensors, config, image processor, shrink.json, README.md) goes through scripts/report.py and
+`python -m explain` like any other model. What each method does, and what it cannot do: trainers/shrinking.py.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import fields
+
+from transformers import HfArgumentParser
+
+from pipelines import DataArguments, run_cli
+from trainers.shrinking import ShrinkArguments, shrink
+
+
+def parse_arguments(argv: list[str]) -> tuple[ShrinkArguments, DataArguments | None]:
+    """The shrink arguments, and the data arguments when a recovery fine-tune or a calibration needs data."""
+    # The model comes first on the command line, without a flag, as in `shrink.py <model> --method ...`.
+    if argv and not argv[0].startswith("-"):
+        argv = ["--model", argv[0], *argv[1:]]
+    namespace = vars(HfArgumentParser([ShrinkArguments, DataArguments]).parse_args(argv))
+    pick = lambda cls: cls(**{f.name: namespace[f.name] for f in fields(cls)})  # noqa: E731
+    args = pick(ShrinkArguments)
+    return args, pick(DataArguments) if args.needs_data else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, data_args = parse_arguments(argv)
+    record = shrink(args, data_args, "python scripts/shrink.py " + shlex.join(argv))
+    print(f"{args.method} copy of {args.model} -> {args.out}")
+    return record
+
+
+if __name__ == "__main__":
+    run_cli(main)
