@@ -16,7 +16,7 @@ from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, load_script, make_medm
 from test_faithfulness_road import CheckerRegion, checker_images
 
 import explain.cli
-from explain.evaluation import FaithfulnessSettings, faithfulness_parts
+from explain.evaluation import FaithfulnessSettings, explain_maps, faithfulness_parts, maps_at_class
 from explain.faithfulness import random_maps
 from pipelines.models import build_classifier
 
@@ -147,15 +147,34 @@ def test_the_report_reads_its_maps_once_and_computes_only_the_rest(setup: dict, 
     for name in ("teacher", "student"):
         assert computed["models"][name]["maps"]["gradcam"] == {"maps_read": 0, "maps_computed": 2 * TEST_IMAGES}
         ours, theirs = read["models"][name], computed["models"][name]
+        # The stored maps are float16 at the layer's grid, upsampled again: measured within 7e-5 of the computed
+        # maps' numbers here; 1e-3 leaves room for other BLAS builds.
         for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"):
-            # The stored maps are float16 at the layer's grid, upsampled again.
             assert ours["faithfulness"]["gradcam"][key] == pytest.approx(
-                theirs["faithfulness"]["gradcam"][key], abs=0.01
+                theirs["faithfulness"]["gradcam"][key], abs=1e-3
             )
         assert ours["randomization"]["gradcam"]["rank_correlation_mean"] == pytest.approx(
-            theirs["randomization"]["gradcam"]["rank_correlation_mean"], abs=0.02
+            theirs["randomization"]["gradcam"]["rank_correlation_mean"], abs=1e-3
         )
     theirs = computed["models"]["student"]["agreement"]["gradcam"]
     assert agreed["prediction_agreement"] == theirs["prediction_agreement"]
-    assert agreed["rank_correlation_mean"] == pytest.approx(theirs["rank_correlation_mean"], abs=0.02)
-    assert agreed["top10_iou_mean"] == pytest.approx(theirs["top10_iou_mean"], abs=0.1)
+    assert agreed["rank_correlation_mean"] == pytest.approx(theirs["rank_correlation_mean"], abs=1e-3)
+    # A top-10% pixel of a 4 x 4 grid upsampled can change places with its neighbour (measured: 0.0017).
+    assert agreed["top10_iou_mean"] == pytest.approx(theirs["top10_iou_mean"], abs=0.05)
+
+
+def test_maps_at_another_class_than_the_given_ones_are_computed_only_where_needed() -> None:
+    torch.manual_seed(0)
+    model, _ = build_classifier(TINY_RESNET, LABELS, image_processor_config=PROCESSOR_28)
+    model.eval()
+    pixel_values = torch.randn(4, 3, 28, 28)
+    own, targets = explain_maps(model, "gradcam", pixel_values, None)
+    classes = targets.clone()
+    classes[[1, 3]] = 1 - classes[[1, 3]]  # the reference predicts another class for images 1 and 3
+    options = {"dtype": torch.float32, "batch_size": 4}
+    maps, computed = maps_at_class(model, "gradcam", pixel_values, classes, (own, targets), options)
+    assert computed == 2
+    expected, _ = explain_maps(model, "gradcam", pixel_values, classes)
+    torch.testing.assert_close(maps, expected)  # the given maps where the class is theirs, the method's elsewhere
+    assert torch.equal(maps[[0, 2]], own[[0, 2]])
+    assert maps_at_class(model, "gradcam", pixel_values, classes, None, options)[1] == 4  # nothing given
