@@ -16,7 +16,15 @@ from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, load_script, make_medm
 from test_faithfulness_road import CheckerRegion, checker_images
 
 import explain.cli
-from explain.evaluation import FaithfulnessSettings, explain_maps, faithfulness_parts, maps_at_class
+from explain.evaluation import (
+    Faithfulness,
+    FaithfulnessParts,
+    FaithfulnessSettings,
+    explain_maps,
+    faithfulness_parts,
+    maps_at_class,
+    paired_mask,
+)
 from explain.faithfulness import random_maps
 from pipelines.models import build_classifier
 
@@ -156,6 +164,9 @@ def test_the_report_reads_its_maps_once_and_computes_only_the_rest(setup: dict, 
         assert ours["randomization"]["gradcam"]["rank_correlation_mean"] == pytest.approx(
             theirs["randomization"]["gradcam"]["rank_correlation_mean"], abs=1e-3
         )
+    index = (tmp_path / "read" / "index.md").read_text()
+    assert f"teacher gradcam: {2 * TEST_IMAGES} read, 0 computed" in index
+    assert "Maps read from the maps dataset" not in (setup["root"] / "one" / "index.md").read_text()
     theirs = computed["models"]["student"]["agreement"]["gradcam"]
     assert agreed["prediction_agreement"] == theirs["prediction_agreement"]
     assert agreed["rank_correlation_mean"] == pytest.approx(theirs["rank_correlation_mean"], abs=1e-3)
@@ -178,3 +189,38 @@ def test_maps_at_another_class_than_the_given_ones_are_computed_only_where_neede
     torch.testing.assert_close(maps, expected)  # the given maps where the class is theirs, the method's elsewhere
     assert torch.equal(maps[[0, 2]], own[[0, 2]])
     assert maps_at_class(model, "gradcam", pixel_values, classes, None, options)[1] == 4  # nothing given
+
+
+def test_parts_of_chunks_aggregate_to_the_numbers_of_one_batch() -> None:
+    images, truthful = checker_images(count=6)
+    targets = torch.zeros(6, dtype=torch.long)
+    settings = FaithfulnessSettings(random_maps=2, random_steps=3, paired_images=2, road_fractions=(0.5,))
+    paired = paired_mask(6, settings.paired_images)  # images 0 and 5: the first chunk has one, the second one
+    whole = faithfulness_parts(CheckerRegion(), images, truthful, targets, 4, 64, 0, settings=settings, paired=paired)
+    chunks = [
+        faithfulness_parts(
+            CheckerRegion(),
+            images[part],
+            truthful[part],
+            targets[part],
+            4,
+            64,
+            0,
+            None,
+            settings,
+            range(6)[part],
+            paired[part],
+        )
+        for part in (slice(0, 2), slice(2, 4), slice(4, 6))  # the middle chunk has no paired image
+    ]
+    assert chunks[1].paired.deletion.shape == (0, 4)
+    joined = Faithfulness.from_parts(FaithfulnessParts.concatenate(chunks), settings).numbers()
+    expected = Faithfulness.from_parts(whole, settings).numbers()
+    assert joined["images"] == 6 and joined["paired_images"] == 2
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"):
+        assert joined[key] == pytest.approx(expected[key], abs=1e-6)
+    for name, numbers in expected["against_random"].items():
+        ours = dict(joined["against_random"][name])
+        assert ours.pop("verdict") == numbers["verdict"], name
+        # ROAD's conjugate gradients stop when every system of a batch is solved: close, not equal.
+        assert ours == pytest.approx({k: v for k, v in numbers.items() if k != "verdict"}, abs=1e-3, nan_ok=True)
