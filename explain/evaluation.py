@@ -1,5 +1,10 @@
 """Numbers about explanations, for the evaluation report: faithfulness, the randomisation check, and agreement
-between a reference model's maps (the teacher's) and another model's (a student's) on the same images."""
+between a reference model's maps (the teacher's) and another model's (a student's) on the same images.
+
+Each comes in two steps, so that a whole split can be scored in batches on many processes: a per-image part
+(`faithfulness_parts`, `randomization`, `agreement`; `explanation_parts` for every model at once), whose results
+for batches of images concatenate, and an aggregate (`Faithfulness.from_parts`, the `numbers` of `Randomization`
+and `Agreement`; `scores_from_parts`). `faithfulness` and `score_explanations` are the two steps on one batch."""
 
 from __future__ import annotations
 
