@@ -1,8 +1,14 @@
 """Numbers about explanations, for the evaluation report: faithfulness, the randomisation check, and agreement
-between a reference model's maps (the teacher's) and another model's (a student's) on the same images."""
+between a reference model's maps (the teacher's) and another model's (a student's) on the same images.
+
+Each comes in two steps, so that a whole split can be scored in batches on many processes: a per-image part
+(`faithfulness_parts`, `randomization`, `agreement`; `explanation_parts` for every model at once), whose results
+for batches of images concatenate, and an aggregate (`Faithfulness.from_parts`, the `numbers` of `Randomization`
+and `Agreement`; `scores_from_parts`). `faithfulness` and `score_explanations` are the two steps on one batch."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +17,7 @@ from scipy.stats import wilcoxon
 from torch import nn
 
 from explain.agreement import blank_maps, randomized_copy, rank_correlation, top_fraction_iou
-from explain.faithfulness import FaithfulnessCurves, deletion_insertion, random_maps
+from explain.faithfulness import FaithfulnessCurves, deletion_insertion, image_rows, random_maps
 from explain.registry import make_method
 from explain.road import RoadCurves, road_curves
 from pipelines.errors import ConfigError
@@ -166,6 +172,40 @@ class Faithfulness:
     random_road_curves: dict[str, np.ndarray]  # morf / lerf -> (R, F)
     settings: FaithfulnessSettings
 
+    @classmethod
+    def from_parts(cls, parts: FaithfulnessParts, settings: FaithfulnessSettings) -> Faithfulness:
+        """The means over images, mean curves and paired tests of per-image parts (`FaithfulnessParts.concatenate`
+        joins those of several batches first)."""
+        curves, baseline = parts.curves, parts.baseline
+        measured, random_measures = parts.measures()
+        comparisons = {
+            name: PairedComparison(measured[name], random_measures[name], higher) for name, higher in MEASURES.items()
+        }
+        mean_curves = lambda results, name: np.stack([getattr(r, name).mean(0).numpy() for r in results])  # noqa: E731
+        lerf_names = ("deletion", "insertion", "lerf_deletion")
+        return cls(
+            deletion_auc=float(curves.deletion_auc.mean()),
+            insertion_auc=float(curves.insertion_auc.mean()),
+            random_deletion_auc=float(baseline.deletion_auc.mean()),
+            random_insertion_auc=float(baseline.insertion_auc.mean()),
+            fractions=curves.fractions.numpy(),
+            deletion_curve=curves.deletion.mean(0).numpy(),
+            insertion_curve=curves.insertion.mean(0).numpy(),
+            random_deletion_curve=baseline.deletion.mean(0).numpy(),
+            random_insertion_curve=baseline.insertion.mean(0).numpy(),
+            images=parts.images,
+            deletion_range=curves.deletion_range.numpy(),
+            insertion_range=curves.insertion_range.numpy(),
+            comparisons=comparisons,
+            random_fractions=parts.paired.fractions.numpy(),
+            paired_curves={name: mean_curves([parts.paired], name)[0] for name in lerf_names},
+            random_curves={name: mean_curves(parts.random, name) for name in lerf_names},
+            road_fractions=parts.road.fractions.numpy(),
+            road_curves={"morf": parts.road.morf.mean(0).numpy(), "lerf": parts.road.lerf.mean(0).numpy()},
+            random_road_curves={name: mean_curves(parts.random_road, name) for name in ("morf", "lerf")},
+            settings=settings,
+        )
+
     @property
     def paired_count(self) -> int:
         """Images in the paired test."""
@@ -245,20 +285,119 @@ def paired_measures(curves: FaithfulnessCurves, road: RoadCurves) -> dict[str, n
     return {name: value.double().numpy() for name, value in values.items()}
 
 
-def _paired_subset(
+def paired_mask(count: int, paired_images: int | None) -> np.ndarray:
+    """(N,) bool: the images of the paired test, `paired_images` of the N evenly spread (all when None or N or
+    more). A distributed report picks them over every explained image before it cuts the images into chunks."""
+    if paired_images is None or paired_images >= count:
+        return np.ones(count, dtype=bool)
+    mask = np.zeros(count, dtype=bool)
+    mask[np.linspace(0, count - 1, paired_images).round().astype(np.int64)] = True
+    return mask
+
+
+@dataclass
+class FaithfulnessParts:
+    """Per-image faithfulness of N maps, before any mean or test: what `Faithfulness.from_parts` aggregates. The
+    parts of batches of images concatenate (`concatenate`), so a split can be scored batch by batch on any number
+    of processes and aggregated once.
+
+    Attributes:
+        curves: (N, K + 1) deletion and insertion of the maps.
+        baseline: (N, K + 1) the same for one uniform random map per image.
+        rows: (N,) the images' rows in their split (what the random maps and ROAD's noise are seeded by).
+        paired: (P, K' + 1) deletion (most and least relevant first) and insertion of the maps on the P images of
+            the paired test, K' = `random_steps`.
+        random: R curves like `paired`, of R more random maps per paired image.
+        road: (P, F) ROAD of the maps on the paired images.
+        random_road: R curves like `road`, of the same R random maps.
+    """
+
+    curves: FaithfulnessCurves
+    baseline: FaithfulnessCurves
+    rows: np.ndarray
+    paired: FaithfulnessCurves
+    random: list[FaithfulnessCurves]
+    road: RoadCurves
+    random_road: list[RoadCurves]
+
+    @property
+    def images(self) -> int:
+        return int(self.curves.deletion.shape[0])
+
+    def measures(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The paired test's measures (`MEASURES`) per paired image: the maps' (P,) and the random maps' (R, P)."""
+        maps = paired_measures(self.paired, self.road)
+        random = [paired_measures(curves, road) for curves, road in zip(self.random, self.random_road)]
+        return maps, {name: np.stack([values[name] for values in random]) for name in MEASURES}
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[FaithfulnessParts]) -> FaithfulnessParts:
+        """The parts of several batches of images, in order, as one."""
+        curves = lambda name: FaithfulnessCurves.concatenate([getattr(part, name) for part in parts])  # noqa: E731
+        draws = range(len(parts[0].random))
+        return cls(
+            curves=curves("curves"),
+            baseline=curves("baseline"),
+            rows=np.concatenate([part.rows for part in parts]),
+            paired=curves("paired"),
+            random=[FaithfulnessCurves.concatenate([part.random[draw] for part in parts]) for draw in draws],
+            road=RoadCurves.concatenate([part.road for part in parts]),
+            random_road=[RoadCurves.concatenate([part.random_road[draw] for part in parts]) for draw in draws],
+        )
+
+
+def faithfulness_parts(
+    model: nn.Module,
     pixel_values: torch.Tensor,
     maps: torch.Tensor,
     targets: torch.Tensor,
-    start: torch.Tensor | None,
-    settings: FaithfulnessSettings,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The images of the paired test: `settings.paired_images` of them, evenly spread over the N given."""
-    count = pixel_values.shape[0]
-    if settings.paired_images is None or settings.paired_images >= count:
-        return pixel_values, maps, targets, start
-    index = torch.linspace(0, count - 1, settings.paired_images).round().long()
-    start = None if start is None else start[index.to(start.device)]
-    return (*(values[index.to(values.device)] for values in (pixel_values, maps, targets)), start)
+    steps: int = 20,
+    batch_size: int = 64,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    settings: FaithfulnessSettings | None = None,
+    rows: Sequence[int] | None = None,
+    paired: np.ndarray | None = None,
+) -> FaithfulnessParts:
+    """The per-image part of `faithfulness`: curves of `maps` (N, H, W) explaining `targets` (N,) on
+    `pixel_values` (N, C, H, W), and of their random maps, with nothing averaged.
+
+    Args:
+        rows: (N,) the images' rows in their split: image i's random maps are seeded by (`seed` + d, rows[i]) for
+            draw d (0 the long-standing random row, 1 to R the paired test's) and its ROAD noise by (`seed`,
+            rows[i], ...), so an image's numbers do not depend on the batch or process it is scored in. None:
+            0, 1, ..., N - 1.
+        paired: (N,) bool, the images of the paired test and ROAD; None: `paired_mask(N, settings.paired_images)`.
+    """
+    settings = settings or FaithfulnessSettings()
+    rows = image_rows(pixel_values.shape[0], rows)
+    paired = paired_mask(len(rows), settings.paired_images) if paired is None else np.asarray(paired, dtype=bool)
+    multi_label = getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification"
+    shared = {"batch_size": batch_size, "multi_label": multi_label, "dtype": dtype}
+    start = settings.start_images(pixel_values)
+    options = {**shared, "deletion_value": settings.deletion_value, "insertion_start": start}
+    curves = deletion_insertion(model, pixel_values, maps, targets, steps, **options)
+    baseline = deletion_insertion(model, pixel_values, random_maps(maps, seed, rows), targets, steps, **options)
+    index = np.flatnonzero(paired)
+    chosen = lambda values: None if values is None else values[torch.from_numpy(index).to(values.device)]  # noqa: E731
+    pixel_values, maps, targets, start = (chosen(values) for values in (pixel_values, maps, targets, start))
+    paired_rows = [rows[i] for i in index]
+    coarse = {**options, "steps": settings.random_steps, "lerf": True, "insertion_start": start}
+    road = {**shared, "fractions": settings.road_fractions, "noise": settings.road_noise, "seed": seed}
+    random_curves, random_road = [], []
+    for draw in range(settings.random_maps):
+        chance = random_maps(maps, seed + 1 + draw, paired_rows)
+        random_curves.append(deletion_insertion(model, pixel_values, chance, targets, **coarse))
+        random_road.append(road_curves(model, pixel_values, chance, targets, **road, rows=paired_rows))
+    return FaithfulnessParts(
+        curves=curves,
+        baseline=baseline,
+        rows=np.asarray(rows, dtype=np.int64),
+        paired=deletion_insertion(model, pixel_values, maps, targets, **coarse),
+        random=random_curves,
+        road=road_curves(model, pixel_values, maps, targets, **road, rows=paired_rows),
+        random_road=random_road,
+    )
 
 
 def faithfulness(
@@ -278,55 +417,12 @@ def faithfulness(
     long-standing random row, seed `seed`); then the paired test on `settings.paired_images` of the images (all
     when None or N or more): the maps and `settings.random_maps` more random maps per image (seeds `seed + 1`,
     ...), deletion most and least relevant first and insertion on `settings.random_steps` steps, and ROAD at
-    `settings.road_fractions`.
+    `settings.road_fractions`. Random maps and ROAD's noise are drawn per image (`faithfulness_parts`, the images
+    taken as rows 0 to N - 1); this is `faithfulness_parts` then `Faithfulness.from_parts`.
     """
     settings = settings or FaithfulnessSettings()
-    multi_label = getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification"
-    shared = {"batch_size": batch_size, "multi_label": multi_label, "dtype": dtype}
-    start = settings.start_images(pixel_values)
-    options = {**shared, "deletion_value": settings.deletion_value, "insertion_start": start}
-    coarse = {**options, "steps": settings.random_steps, "lerf": True}
-    road = {**shared, "fractions": settings.road_fractions, "noise": settings.road_noise, "seed": seed}
-    curves = deletion_insertion(model, pixel_values, maps, targets, steps, **options)
-    baseline = deletion_insertion(model, pixel_values, random_maps(maps, seed), targets, steps, **options)
-    pixel_values, maps, targets, start = _paired_subset(pixel_values, maps, targets, start, settings)
-    coarse["insertion_start"] = start
-    map_road = road_curves(model, pixel_values, maps, targets, **road)
-    map_coarse = deletion_insertion(model, pixel_values, maps, targets, **coarse)
-    measured = paired_measures(map_coarse, map_road)
-    random_curves, random_road = [], []
-    for index in range(settings.random_maps):
-        chance = random_maps(maps, seed + 1 + index)
-        random_curves.append(deletion_insertion(model, pixel_values, chance, targets, **coarse))
-        random_road.append(road_curves(model, pixel_values, chance, targets, **road))
-    random_measures = [paired_measures(c, r) for c, r in zip(random_curves, random_road)]
-    comparisons = {
-        name: PairedComparison(measured[name], np.stack([values[name] for values in random_measures]), higher)
-        for name, higher in MEASURES.items()
-    }
-    mean_curves = lambda results, name: np.stack([getattr(r, name).mean(0).numpy() for r in results])  # noqa: E731
-    return Faithfulness(
-        deletion_auc=float(curves.deletion_auc.mean()),
-        insertion_auc=float(curves.insertion_auc.mean()),
-        random_deletion_auc=float(baseline.deletion_auc.mean()),
-        random_insertion_auc=float(baseline.insertion_auc.mean()),
-        fractions=curves.fractions.numpy(),
-        deletion_curve=curves.deletion.mean(0).numpy(),
-        insertion_curve=curves.insertion.mean(0).numpy(),
-        random_deletion_curve=baseline.deletion.mean(0).numpy(),
-        random_insertion_curve=baseline.insertion.mean(0).numpy(),
-        images=int(curves.deletion.shape[0]),
-        deletion_range=curves.deletion_range.numpy(),
-        insertion_range=curves.insertion_range.numpy(),
-        comparisons=comparisons,
-        random_fractions=random_curves[0].fractions.numpy(),
-        paired_curves={name: mean_curves([map_coarse], name)[0] for name in ("deletion", "insertion", "lerf_deletion")},
-        random_curves={name: mean_curves(random_curves, name) for name in ("deletion", "insertion", "lerf_deletion")},
-        road_fractions=map_road.fractions.numpy(),
-        road_curves={"morf": map_road.morf.mean(0).numpy(), "lerf": map_road.lerf.mean(0).numpy()},
-        random_road_curves={name: mean_curves(random_road, name) for name in ("morf", "lerf")},
-        settings=settings,
-    )
+    parts = faithfulness_parts(model, pixel_values, maps, targets, steps, batch_size, seed, dtype, settings)
+    return Faithfulness.from_parts(parts, settings)
 
 
 def mean_over(values: np.ndarray, keep: np.ndarray) -> float:
@@ -357,6 +453,12 @@ class Randomization:
             "images": int(len(self.rank_correlation)),
         }
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[Randomization]) -> Randomization:
+        """The checks of several batches of images, in order, as one."""
+        joined = lambda name: np.concatenate([getattr(part, name) for part in parts])  # noqa: E731
+        return cls(joined("rank_correlation"), joined("blank"), joined("reinitialised_blank"))
+
 
 def randomization(
     model: nn.Module,
@@ -365,11 +467,18 @@ def randomization(
     maps: torch.Tensor,
     targets: torch.Tensor,
     seed: int = 0,
+    reinitialised: nn.Module | None = None,
     **options: object,
 ) -> Randomization:
     """Compare `maps` of the trained model with the same method's maps of the same architecture with
-    re-initialised weights, for the same targets. Low correlation means the maps depend on what was learnt."""
-    reinitialised_maps, _ = explain_maps(randomized_copy(model, seed), method, pixel_values, targets, **options)
+    re-initialised weights, for the same targets. Low correlation means the maps depend on what was learnt.
+
+    Args:
+        reinitialised: `randomized_copy(model, seed)` made once by a caller that scores many batches; None: made
+            here.
+    """
+    reinitialised = randomized_copy(model, seed) if reinitialised is None else reinitialised
+    reinitialised_maps, _ = explain_maps(reinitialised, method, pixel_values, targets, **options)
     return Randomization(
         rank_correlation=rank_correlation(maps, reinitialised_maps).cpu().numpy(),
         blank=blank_maps(maps).cpu().numpy(),
@@ -403,6 +512,16 @@ class Agreement:
             "blank_reference_maps": int(self.reference_blank.sum()),
         }
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[Agreement]) -> Agreement:
+        """The agreement over several batches of images, in order, as one (`same_prediction` weighted by images)."""
+        joined = lambda name: np.concatenate([getattr(part, name) for part in parts])  # noqa: E731
+        counts = [len(part.top_iou) for part in parts]
+        same = float(np.average([part.same_prediction for part in parts], weights=counts)) if sum(counts) else 0.0
+        return cls(
+            joined("rank_correlation"), joined("top_iou"), same, joined("reference_blank"), joined("other_blank")
+        )
+
 
 def agreement(
     reference_maps: torch.Tensor,
@@ -430,6 +549,135 @@ class ExplanationScores:
     distributions: dict[str, dict[str, np.ndarray]]  # non-reference model -> agreement of each compared pair
 
 
+@dataclass
+class ModelParts:
+    """One model's per-image explanation measures for a batch of images, and how many of its maps were read from
+    a maps dataset or computed (its own class for faithfulness and the randomisation check, the reference's for
+    agreement; the re-initialised copy's maps are always computed and not counted)."""
+
+    faithfulness: FaithfulnessParts
+    randomization: Randomization
+    agreement: Agreement | None  # None for the reference
+    maps_read: int = 0
+    maps_computed: int = 0
+
+
+def explanation_parts(
+    models: dict[str, nn.Module],
+    pixel_values: dict[str, torch.Tensor],
+    method: str,
+    reference_targets: dict[str, torch.Tensor],
+    predictions: dict[str, torch.Tensor],
+    steps: int = 20,
+    top_fraction: float = 0.1,
+    batch_size: int = 64,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    settings: FaithfulnessSettings | None = None,
+    given_maps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    rows: Sequence[int] | None = None,
+    paired: np.ndarray | None = None,
+    reinitialised: dict[str, nn.Module] | None = None,
+) -> dict[str, ModelParts]:
+    """The per-image part of `score_explanations` for one batch of images: each model's `ModelParts`.
+
+    Args (beyond `score_explanations`'):
+        given_maps: As there; the agreement's maps at the reference's class are taken from them too wherever the
+            model's own target is that class, and computed for the other images only.
+        rows: (N,) the images' rows in their split, which seed each image's random maps and noise.
+        paired: (N,) bool, the images of the paired test (chosen over every explained image by the caller).
+        reinitialised: Name -> the model's `randomized_copy`, made once for many batches; None: made here.
+    """
+    options = {"dtype": dtype, "batch_size": batch_size}
+    parts, reference, reference_maps = {}, next(iter(models)), None
+    for name, model in models.items():
+        inputs = pixel_values[name]
+        if given_maps is not None:
+            maps, targets = (tensor.to(inputs.device) for tensor in given_maps[name])
+        else:
+            maps, targets = explain_maps(model, method, inputs, None, **options)
+        copy = None if reinitialised is None else reinitialised[name]
+        common_maps, computed = maps_at_class(
+            model, method, inputs, reference_targets[name], (maps, targets) if given_maps is not None else None, options
+        )
+        own_read = len(maps) if given_maps is not None else 0
+        parts[name] = ModelParts(
+            faithfulness=faithfulness_parts(
+                model, inputs, maps, targets, steps, batch_size, seed, dtype, settings, rows, paired
+            ),
+            randomization=randomization(model, method, inputs, maps, targets, seed, copy, **options),
+            agreement=None,
+            maps_read=own_read + len(maps) - computed,
+            maps_computed=len(maps) - own_read + computed,
+        )
+        if name == reference:
+            reference_maps = common_maps
+            continue
+        parts[name].agreement = agreement(
+            reference_maps, common_maps, predictions[reference], predictions[name], top_fraction
+        )
+    return parts
+
+
+def maps_at_class(
+    model: nn.Module,
+    method: str,
+    pixel_values: torch.Tensor,
+    classes: torch.Tensor,
+    given: tuple[torch.Tensor, torch.Tensor] | None,
+    options: dict[str, object],
+) -> tuple[torch.Tensor, int]:
+    """(N, H, W) the model's maps for `classes` (N,), and how many of them were computed: the given maps (a maps
+    dataset's, with their targets) where their target is that class, the method's maps for the others."""
+    if given is None:
+        return explain_maps(model, method, pixel_values, classes, **options)[0], len(classes)
+    maps, targets = given
+    missing = torch.nonzero(targets.cpu() != classes.cpu()).flatten()
+    if len(missing) == 0:
+        return maps, 0
+    computed, _ = explain_maps(
+        model, method, pixel_values[missing.to(pixel_values.device)], classes[missing], **options
+    )
+    maps = maps.clone()
+    maps[missing.to(maps.device)] = computed.to(maps)
+    return maps, len(missing)
+
+
+def aggregate_faithfulness(parts: Sequence[FaithfulnessParts], settings: FaithfulnessSettings) -> Faithfulness:
+    """`Faithfulness` over the per-image parts of several batches of images, in order."""
+    return Faithfulness.from_parts(FaithfulnessParts.concatenate(parts), settings)
+
+
+def scores_from_parts(
+    parts: Sequence[dict[str, ModelParts]], settings: FaithfulnessSettings | None = None, top_fraction: float = 0.1
+) -> ExplanationScores:
+    """The aggregate step: `ExplanationScores` from the `explanation_parts` of batches of images, in image order
+    (one process, or every process's gathered)."""
+    settings = settings or FaithfulnessSettings()
+    numbers, curves, distributions = {}, {}, {}
+    for name in parts[0]:
+        own = [part[name] for part in parts]
+        curves[name] = aggregate_faithfulness([part.faithfulness for part in own], settings)
+        numbers[name] = {
+            "faithfulness": curves[name].numbers(),
+            "randomization": Randomization.concatenate([part.randomization for part in own]).numbers(),
+            "maps": {
+                "maps_read": sum(part.maps_read for part in own),
+                "maps_computed": sum(part.maps_computed for part in own),
+            },
+        }
+        if own[0].agreement is None:
+            continue
+        result = Agreement.concatenate([part.agreement for part in own])
+        numbers[name]["agreement"] = result.numbers(top_fraction)
+        # Only the compared pairs, so that the histograms (and their means) show what the report's means average.
+        distributions[name] = {
+            "rank_correlation": result.rank_correlation[result.compared],
+            "top_iou": result.top_iou[result.compared],
+        }
+    return ExplanationScores(numbers, curves, distributions)
+
+
 def score_explanations(
     models: dict[str, nn.Module],
     pixel_values: dict[str, torch.Tensor],
@@ -445,7 +693,8 @@ def score_explanations(
     given_maps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> ExplanationScores:
     """Faithfulness and the randomisation check of each model's maps for its own predictions, and agreement of
-    each model's maps with the first model's (the reference) for the class the reference predicts.
+    each model's maps with the first model's (the reference) for the class the reference predicts, on one batch
+    of images (rows 0 to N - 1): `explanation_parts`, then `scores_from_parts`.
 
     Args:
         models: Name -> classifier; the first is the reference.
@@ -456,32 +705,21 @@ def score_explanations(
         settings: Random maps, their steps and ROAD's fractions for `faithfulness`.
         given_maps: Name -> (maps (N, H, W), targets (N,)) of each model for its own predictions, computed once
             elsewhere (a maps dataset, `explain.maps_dataset.read_maps`); None: computed here. The agreement's maps
-            at the reference's class are computed either way.
+            at the reference's class are taken from them where the model's own target is that class, and computed
+            for the other images.
     """
-    options = {"dtype": dtype, "batch_size": batch_size}
-    numbers, curves, distributions = {}, {}, {}
-    reference, reference_maps = next(iter(models)), None
-    for name, model in models.items():
-        inputs = pixel_values[name]
-        if given_maps is not None:
-            maps, targets = (tensor.to(inputs.device) for tensor in given_maps[name])
-        else:
-            maps, targets = explain_maps(model, method, inputs, None, **options)
-        curves[name] = faithfulness(model, inputs, maps, targets, steps, batch_size, seed, dtype, settings)
-        numbers[name] = {
-            "faithfulness": curves[name].numbers(),
-            "randomization": randomization(model, method, inputs, maps, targets, seed, **options).numbers(),
-        }
-        common_maps, _ = explain_maps(model, method, inputs, reference_targets[name], **options)
-        if name == reference:
-            reference_maps = common_maps
-            continue
-        result = agreement(reference_maps, common_maps, predictions[reference], predictions[name], top_fraction)
-        numbers[name]["agreement"] = result.numbers(top_fraction)
-        # Only the compared pairs, so that the histograms (and their means) show what the report's means average.
-        compared = result.compared
-        distributions[name] = {
-            "rank_correlation": result.rank_correlation[compared],
-            "top_iou": result.top_iou[compared],
-        }
-    return ExplanationScores(numbers, curves, distributions)
+    parts = explanation_parts(
+        models,
+        pixel_values,
+        method,
+        reference_targets,
+        predictions,
+        steps,
+        top_fraction,
+        batch_size,
+        seed,
+        dtype,
+        settings,
+        given_maps,
+    )
+    return scores_from_parts([parts], settings, top_fraction)

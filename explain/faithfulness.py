@@ -16,9 +16,11 @@ pixel flipping and occlusion strategy").
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from torch import nn
@@ -80,6 +82,13 @@ class FaithfulnessCurves:
         if self.lerf_deletion is None:
             raise ConfigError("These curves were computed without lerf=True; there is no LeRF deletion curve.")
         return normalised_area(self.lerf_deletion, self.fractions, start_is_intact=True)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[FaithfulnessCurves]) -> FaithfulnessCurves:
+        """The curves of several sets of maps (batches of images, in order) as one set; all share `fractions`."""
+        lerf = None if parts[0].lerf_deletion is None else torch.cat([part.lerf_deletion for part in parts])
+        deletion, insertion = (torch.cat([getattr(part, name) for part in parts]) for name in ("deletion", "insertion"))
+        return cls(parts[0].fractions, deletion, insertion, lerf)
 
 
 # A curve whose ends differ by less than this has no range to scale by: its normalised area is NaN.
@@ -221,7 +230,28 @@ def class_probability(
     return probabilities.gather(1, targets[:, None])[:, 0]
 
 
-def random_maps(like: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Uniform random maps shaped like `like`: the baseline that gives faithfulness numbers their meaning."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(like.shape, generator=generator).to(like.device)
+def image_generator(seed: int, *key: int) -> torch.Generator:
+    """A CPU generator of its own for one image (and whatever else `key` names: a ROAD fraction, an order), seeded
+    from (seed, *key) by numpy's `SeedSequence`, so that what is drawn for an image does not depend on the batch
+    or the process it is scored in, and nearby seeds and rows give unrelated streams."""
+    state = np.random.SeedSequence(seed, spawn_key=tuple(int(value) for value in key)).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0]))
+
+
+def image_rows(count: int, rows: Sequence[int] | torch.Tensor | np.ndarray | None) -> list[int]:
+    """The images' rows in their split (what per-image seeds derive from); None: 0, 1, ..., `count` - 1."""
+    rows = list(range(count)) if rows is None else [int(row) for row in rows]
+    if len(rows) != count:
+        raise ConfigError(f"{len(rows)} rows given for {count} images; give one row per image.")
+    return rows
+
+
+def random_maps(like: torch.Tensor, seed: int = 0, rows: Sequence[int] | None = None) -> torch.Tensor:
+    """Uniform random maps shaped like `like` (N, H, W): the baseline that gives faithfulness numbers their meaning.
+
+    Image i's map comes from its own generator, seeded by (`seed`, rows[i]) (default: row i), so an image gets the
+    same random map alone, in any batch, or on any process of a distributed run.
+    """
+    rows = image_rows(like.shape[0], rows)
+    maps = [torch.rand(like.shape[1:], generator=image_generator(seed, row)) for row in rows]
+    return (torch.stack(maps) if maps else torch.empty(like.shape)).to(like.device)

@@ -30,13 +30,14 @@ CPU, and the iterative solve is memory-bound there; the batched solve is made fo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explain.faithfulness import check_maps_fit, class_probability, pixel_ranks
+from explain.faithfulness import check_maps_fit, class_probability, image_generator, image_rows, pixel_ranks
 from pipelines.errors import ConfigError
 
 # Rong et al.'s neighbour weights, as a 3x3 kernel centred on the pixel being filled.
@@ -379,6 +380,7 @@ def noisy_linear_imputation(
     generator: torch.Generator | None = None,
     max_iterations: int | None = None,
     tolerance: float = 2e-4,
+    draw: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """ROAD's imputation: `linear_imputation` plus Gaussian noise of standard deviation `noise` (absolute, in
     the input space, Rong et al.'s 0.01) on the removed pixels only.
@@ -388,6 +390,8 @@ def noisy_linear_imputation(
         removed: (B, H, W) bool, True where a pixel is removed.
         noise: Standard deviation of the added noise; 0 for none.
         generator: A CPU generator for the noise, for repeatable results (the noise is drawn on the CPU).
+        draw: (B, C, H, W) standard normal values to use as the noise instead of drawing them from `generator`
+            (`road_curves` draws each image's from a generator of its own).
 
     Returns:
         (B, C, H, W) the imputed images.
@@ -395,7 +399,9 @@ def noisy_linear_imputation(
     filled = linear_imputation(pixel_values, removed, max_iterations, tolerance)
     if noise == 0:
         return filled
-    draw = torch.randn(filled.shape, generator=generator, dtype=filled.dtype).to(filled.device)
+    if draw is None:
+        draw = torch.randn(filled.shape, generator=generator, dtype=filled.dtype)
+    draw = draw.to(device=filled.device, dtype=filled.dtype)
     mask = removed[:, None] if removed.dim() == 3 else removed
     return filled + noise * draw * mask
 
@@ -424,6 +430,13 @@ class RoadCurves:
         """(N,) mean LeRF probability over the fractions."""
         return self.lerf.mean(dim=-1)
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[RoadCurves]) -> RoadCurves:
+        """The curves of several sets of maps (batches of images, in order) as one set; all share `fractions`."""
+        return cls(
+            parts[0].fractions, torch.cat([part.morf for part in parts]), torch.cat([part.lerf for part in parts])
+        )
+
 
 @torch.no_grad()
 def road_curves(
@@ -438,6 +451,7 @@ def road_curves(
     seed: int = 0,
     dtype: torch.dtype | None = None,
     max_iterations: int | None = None,
+    rows: Sequence[int] | None = None,
 ) -> RoadCurves:
     """MoRF and LeRF ROAD curves of `maps`: remove each share of pixels in order of attribution, impute them, and
     score the explained class.
@@ -451,9 +465,12 @@ def road_curves(
         batch_size: Imputed images per forward pass (and per imputation).
         multi_label: Score with a sigmoid instead of a softmax.
         noise: The imputation's noise (`noisy_linear_imputation`).
-        seed: Seed of that noise.
+        seed: Seed of that noise. Each image's noise at each fraction and order comes from a generator of its
+            own, seeded by (seed, its row, the fraction's position, 0 for MoRF or 1 for LeRF), so an image's curves
+            do not depend on the batch or the process it is scored in.
         dtype: Compute dtype of the forward passes (autocast when lower than the parameters').
         max_iterations: Passed to `linear_imputation`.
+        rows: (N,) the images' rows in their split, for the noise's seeds; None: 0, 1, ..., N - 1.
 
     Returns:
         `RoadCurves` with (N, F) curves.
@@ -466,7 +483,8 @@ def road_curves(
     ranks = pixel_ranks(maps.to(device)).view(count, height, width)  # 0: the most relevant pixel
     removed_counts = torch.tensor([round(fraction * height * width) for fraction in fractions], device=device)
     targets = targets.to(device)
-    generator = torch.Generator().manual_seed(seed)
+    rows = image_rows(count, rows)
+    channels = pixel_values.shape[1]
     # Tasks run fraction by fraction (then order, then image), so that a batch's systems are alike in size and
     # conjugate gradients stop for all of them at about the same iteration.
     tasks = len(fractions) * 2 * count
@@ -476,7 +494,15 @@ def road_curves(
         fraction, least_first, image = index // (2 * count), (index // count) % 2, index % count
         order = torch.where(least_first[:, None, None].bool(), height * width - 1 - ranks[image], ranks[image])
         removed = order < removed_counts[fraction][:, None, None]  # (b, H, W)
-        imputed = noisy_linear_imputation(pixel_values[image], removed, noise, generator, max_iterations)
+        draw = None
+        if noise:
+            draw = torch.stack(
+                [
+                    torch.randn(channels, height, width, generator=image_generator(seed, rows[i], f, o))
+                    for i, f, o in zip(image.tolist(), fraction.tolist(), least_first.tolist())
+                ]
+            )
+        imputed = noisy_linear_imputation(pixel_values[image], removed, noise, None, max_iterations, draw=draw)
         scores[index] = class_probability(model, imputed, targets[image], multi_label, dtype)
     curves = scores.view(len(fractions), 2, count).permute(1, 2, 0).cpu()  # (2, N, F)
     return RoadCurves(torch.tensor(fractions), curves[0], curves[1])

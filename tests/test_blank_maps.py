@@ -71,7 +71,8 @@ def fake_explainer(monkeypatch: pytest.MonkeyPatch, table: dict[tuple[str, str],
 
     monkeypatch.setattr(evaluation, "explain_maps", explain_maps)
     monkeypatch.setattr(evaluation, "randomized_copy", lambda model, seed: ("reinitialised", model))
-    monkeypatch.setattr(evaluation, "faithfulness", lambda *args: SimpleNamespace(numbers=lambda: {}))
+    monkeypatch.setattr(evaluation, "faithfulness_parts", lambda *args: None)
+    monkeypatch.setattr(evaluation, "aggregate_faithfulness", lambda *args: SimpleNamespace(numbers=lambda: {}))
 
 
 def test_randomisation_mean_leaves_out_pairs_with_a_blank_map(monkeypatch: pytest.MonkeyPatch) -> None:

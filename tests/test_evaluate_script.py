@@ -137,12 +137,12 @@ def test_report_holds_every_measurement(setup: Path, report: dict) -> None:
             for label, p, r, s in zip(LABELS, precision, recall, support)
         }, name
         # The random-map baseline of the faithfulness numbers depends only on the images, the model's predicted
-        # classes and the seed, so the library's deletion/insertion function can recompute it here. The Grad-CAM
-        # areas would need Grad-CAM maps, which only the code under test makes; they are left to the explain tests.
+        # classes and the seed (each image's map seeded by its row in the split), so the library's deletion/insertion
+        # function can recompute it here. The Grad-CAM areas would need Grad-CAM maps, which only the code under
+        # test makes; they are left to the explain tests.
         inputs = pixel_values[chosen]
-        baseline = deletion_insertion(
-            network, inputs, random_maps(inputs[:, 0], seed=0), torch.from_numpy(predicted[chosen]), steps=3
-        )
+        chance = random_maps(inputs[:, 0], seed=0, rows=chosen)
+        baseline = deletion_insertion(network, inputs, chance, torch.from_numpy(predicted[chosen]), steps=3)
         gradcam = model["faithfulness"]["gradcam"]
         assert gradcam["random_deletion_auc"] == pytest.approx(float(baseline.deletion_auc.mean()), abs=1e-5)
         assert gradcam["random_insertion_auc"] == pytest.approx(float(baseline.insertion_auc.mean()), abs=1e-5)

@@ -107,7 +107,13 @@ class EvaluateArguments:
     out: str = field(default="report", metadata={"help": "Folder for index.md, metrics.json and the figures."})
     methods: str = field(default="gradcam", metadata={"help": "Comma-separated explanation methods to score."})
     steps: int = field(default=10, metadata={"help": "K, the steps of the deletion and insertion curves (>= 2)."})
-    explain_images: int = field(default=256, metadata={"help": "Images of the split used for explanation numbers."})
+    explain_images: str = field(
+        default="256",
+        metadata={
+            "help": "Images of the split used for explanation numbers: a number (a seeded sample of that many) or "
+            "'all' (every image of the split, in order; run under accelerate launch to share them among processes)."
+        },
+    )
     random_maps: int = field(
         default=8, metadata={"help": "R, random maps per image that each method's maps are tested against (>= 1)."}
     )
@@ -169,9 +175,20 @@ class EvaluateArguments:
         self.road_fraction_values()  # refused here, before any model is loaded
         if self.insertion_start not in INSERTION_STARTS:
             raise ConfigError(f"insertion_start is '{self.insertion_start}'; use one of {', '.join(INSERTION_STARTS)}.")
-        for name in ("explain_images", "batch_size", "latency_repeats", "random_maps", "paired_images"):
+        self.explain_images = str(self.explain_images).strip()
+        if self.explain_images != "all" and not (self.explain_images.isdigit() and int(self.explain_images) >= 1):
+            raise ConfigError(f"explain_images is '{self.explain_images}'; give a number of images (1 or more) or all.")
+        for name in ("batch_size", "latency_repeats", "random_maps", "paired_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} is {getattr(self, name)}; it must be at least 1.")
+
+    def explained_positions(self, count: int) -> np.ndarray:
+        """Which of a split's `count` images the explanation numbers use, in order: every one for 'all', else a
+        sample of `explain_images` drawn by numpy's generator seeded with `seed`, sorted."""
+        if self.explain_images == "all":
+            return np.arange(count)
+        wanted = min(int(self.explain_images), count)
+        return np.sort(np.random.default_rng(self.seed).choice(count, wanted, replace=False))
 
     def road_fraction_values(self) -> tuple[float, ...]:
         """`road_fractions` as numbers.

@@ -199,6 +199,18 @@ def _shrunk_copies(models: dict[str, Any]) -> list[str]:
     return ["", "### Shrunk copies", "", *_table(["model", "made as", "what was done", "explanations"], rows)]
 
 
+def _maps_read(models: dict[str, Any]) -> list[str]:
+    """A sentence on the maps taken from a maps dataset (`--maps`) and those computed, when any was read."""
+    counts = [
+        f"{name} {method}: {numbers['maps_read']:,} read, {numbers['maps_computed']:,} computed"
+        for name, model in models.items()
+        for method, numbers in model.get("maps", {}).items()
+    ]
+    if not any(numbers["maps_read"] for model in models.values() for numbers in model.get("maps", {}).values()):
+        return []
+    return ["", f"Maps read from the maps dataset (`--maps`) and computed here: {'; '.join(counts)}."]
+
+
 def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
     """index.md's text from the report dictionary (also what metrics.json holds), so the two cannot disagree."""
     models = report["models"]
@@ -314,6 +326,7 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
             for method, numbers in model.get("agreement", {}).items()
         ],
     )
+    lines += _maps_read(models)
     if figures:
         lines += ["", "## Figures", ""]
         for title, file_name in report["figures"].items():

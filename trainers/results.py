@@ -91,7 +91,7 @@ def teacher_agreement(teacher_trainer: Any, student_trainer: Any, dataset: Any, 
     student = student_trainer.accelerator.unwrap_model(student_trainer.model)
     multi_label = student.config.problem_type == "multi_label_classification"
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=student_trainer.data_collator)
-    parts, counts = [], []
+    parts = []
     for batch in loader:
         images = batch["pixel_values"]
         images = images.to(device) if isinstance(images, torch.Tensor) else [image.to(device) for image in images]
@@ -105,14 +105,7 @@ def teacher_agreement(teacher_trainer: Any, student_trainer: Any, dataset: Any, 
                 for model, pixels in ((teacher, teacher_pixels), (student, student_pixels))
             ]
         parts.append(agreement(teacher_maps, student_maps, *(torch.from_numpy(p) for p in predictions), TOP_FRACTION))
-        counts.append(len(classes))
-    merged = Agreement(
-        rank_correlation=np.concatenate([part.rank_correlation for part in parts]),
-        top_iou=np.concatenate([part.top_iou for part in parts]),
-        same_prediction=float(np.average([part.same_prediction for part in parts], weights=counts)),
-        reference_blank=np.concatenate([part.reference_blank for part in parts]),
-        other_blank=np.concatenate([part.other_blank for part in parts]),
-    )
+    merged = Agreement.concatenate(parts)
     return finite_or_null(merged.numbers(TOP_FRACTION))  # a mean over no pair is None (null), as in the JSON
 
 
