@@ -53,60 +53,47 @@ SMOOTHER_SHARE = 0.55
 
 
 def _neighbour_sum(values: torch.Tensor, weights: torch.Tensor = NEIGHBOUR_WEIGHTS) -> torch.Tensor:
-    """(B, C, H, W) -> the weighted sum of each pixel's in-image neighbours (zero padding drops the others),
+    """(C, M, H, W) -> the weighted sum of each pixel's in-image neighbours (zero padding drops the others),
     by the 3x3 `weights`."""
-    systems = values.shape[0] * values.shape[1]
-    kernel = weights.to(values).expand(systems, 1, 3, 3)
-    # Depthwise, every (image, channel) system one channel of a single batch item: on a CPU this ran 25x faster
-    # than the same convolution over (B, C) with C groups, and 15x faster than (B * C, 1) with one channel; in
-    # channels-last memory (what `_as_systems` gives) 8x faster again.
-    # (A reshape that changes nothing still resets the stride of a size-1 batch dimension, which sends the
-    # convolution off channels-last memory.)
-    if values.shape[0] == 1:
-        return F.conv2d(values, kernel, padding=1, groups=systems)
-    flat = values.reshape(1, systems, *values.shape[-2:])
-    return F.conv2d(flat, kernel, padding=1, groups=systems).view_as(values)
+    masks = values.shape[1]
+    # Depthwise, one convolution channel per mask: on a CPU this ran 25x faster than a dense convolution over
+    # channels with groups, and in channels-last memory (what `_as_systems` gives) 8x faster again.
+    return F.conv2d(values, weights.to(values).expand(masks, 1, 3, 3), padding=1, groups=masks)
 
 
 def _as_systems(values: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (1, B * C, H, W) in channels-last memory: one linear system per channel, every pixel's
-    systems side by side, where depthwise convolutions are fastest."""
-    return values.reshape(1, -1, *values.shape[-2:]).contiguous(memory_format=torch.channels_last)
+    """(M, C, H, W) images -> (C, M, H, W) linear systems in channels-last memory. The matrix depends on the mask
+    only, and the image channels are just right-hand sides: with masks as the convolutions' channels and image
+    channels as their batch, a per-mask field, (1, M, H, W), serves every channel by broadcasting, without a
+    copy per channel; and channels-last keeps every pixel's systems side by side, where depthwise convolutions
+    are fastest."""
+    return values.transpose(0, 1).contiguous(memory_format=torch.channels_last)
 
 
-def _spread(fields: torch.Tensor, channels: int) -> torch.Tensor:
-    """(M, F, h, w) per-mask fields -> (F, 1, M * channels, h, w): each field repeated for the `channels`
-    systems of its mask, every [f] in `_as_systems`' layout."""
-    masks, count, height, width = fields.shape
-    side_by_side = fields.permute(1, 2, 3, 0)[..., None].expand(count, height, width, masks, channels)
-    # Contiguous (F, h, w, S); for one channel the reshape alone would be a view of `fields`.
-    side_by_side = side_by_side.reshape(count, height, width, masks * channels).contiguous()
-    # Each [f] with the strides channels-last gives a fresh (1, S, h, w) tensor: from any other stride of the
-    # size-1 batch dimension, the convolutions' output fell back to the ordinary layout, several times slower.
-    systems = masks * channels
-    pixels = height * width * systems
-    return side_by_side.as_strided((count, 1, systems, height, width), (pixels, pixels, 1, width * systems, systems))
+def _as_images(systems: torch.Tensor) -> torch.Tensor:
+    """The inverse of `_as_systems`: (C, M, H, W) -> (M, C, H, W), contiguous."""
+    return systems.transpose(0, 1).contiguous()
 
 
-def _bilinear_kernel(systems: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.outer(BILINEAR, BILINEAR).to(like).expand(systems, 1, 3, 3)
+def _bilinear_kernel(masks: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.outer(BILINEAR, BILINEAR).to(like).expand(masks, 1, 3, 3)
 
 
 def _restrict(values: torch.Tensor) -> torch.Tensor:
-    """(1, S, h, w) -> (1, S, ceil(h / 2), ceil(w / 2)): the transpose of `_prolong` (bilinear weights summed
+    """(C, M, h, w) -> (C, M, ceil(h / 2), ceil(w / 2)): the transpose of `_prolong` (bilinear weights summed
     onto every other point)."""
-    systems = values.shape[1]
-    return F.conv2d(values, _bilinear_kernel(systems, values), stride=2, padding=1, groups=systems)
+    masks = values.shape[1]
+    return F.conv2d(values, _bilinear_kernel(masks, values), stride=2, padding=1, groups=masks)
 
 
 def _prolong(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(1, S, ceil(h / 2), ceil(w / 2)) -> (1, S, h, w) by bilinear interpolation, coarse point (i, j) on fine
+    """(C, M, ceil(h / 2), ceil(w / 2)) -> (C, M, h, w) by bilinear interpolation, coarse point (i, j) on fine
     point (2i, 2j). An even side's last fine row lies past the last coarse one and gets half of it here; the
     level's `weight` doubles it."""
-    systems = values.shape[1]
+    masks = values.shape[1]
     extra = (1 - size[0] % 2, 1 - size[1] % 2)
-    kernel = _bilinear_kernel(systems, values)
-    return F.conv_transpose2d(values, kernel, stride=2, padding=1, output_padding=extra, groups=systems)
+    kernel = _bilinear_kernel(masks, values)
+    return F.conv_transpose2d(values, kernel, stride=2, padding=1, output_padding=extra, groups=masks)
 
 
 def _edge_scale(size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
@@ -123,22 +110,22 @@ def _edge_scale(size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
 
 
 def _fine_coefficients(removed: torch.Tensor) -> torch.Tensor:
-    """(M, 1, H, W) removed pixels -> (M, 9, H, W) the fine matrix as `_stencil_apply`'s coefficients: the
+    """(1, M, H, W) removed pixels -> (9, M, H, W) the fine matrix as `_stencil_apply`'s coefficients: the
     in-image neighbours' weight sum on the diagonal, minus the neighbour weights between removed pixels."""
     height, width = removed.shape[-2:]
-    degree = _neighbour_sum(torch.ones_like(removed[:1]))
+    degree = _neighbour_sum(torch.ones_like(removed[:, :1]))
     padded = F.pad(removed, (1, 1, 1, 1))
     coefficients = []
     for k in range(9):
         dy, dx = divmod(k, 3)
         neighbour = padded[..., dy : dy + height, dx : dx + width]
         coefficients.append(degree * removed if k == 4 else -NEIGHBOUR_WEIGHTS[dy, dx] * removed * neighbour)
-    return torch.cat(coefficients, dim=1)
+    return torch.cat(coefficients).contiguous(memory_format=torch.channels_last)
 
 
 def _stencil_apply(coefficients: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """A 3x3 stencil that varies from point to point: coefficients (9, 1, S, h, w), [k] the weight of neighbour
-    offset divmod(k, 3) - 1; values (1, S, h, w)."""
+    """A 3x3 stencil that varies from point to point: coefficients (9, M, h, w), [k] the weight of neighbour
+    offset divmod(k, 3) - 1; values (C, M, h, w)."""
     height, width = values.shape[-2:]
     padded = F.pad(values, (1, 1, 1, 1))
     result = coefficients[4] * values
@@ -151,45 +138,35 @@ def _stencil_apply(coefficients: torch.Tensor, values: torch.Tensor) -> torch.Te
 class _Level:
     """One grid of the multigrid hierarchy for M masks: its operator, Jacobi smoother and the points it solves
     for ("active": removed pixels on the fine grid, coarse points on active ones below). Fields are per mask,
-    (M, ., h, w), and spread to the systems of each mask when first asked for (`field`).
+    (., M, h, w) in channels-last memory, and broadcast over the C systems (image channels) of each mask.
 
     Args:
-        active: (M, 1, h, w) 1 on the points solved for, else 0.
-        smoother: (M, 1, h, w) the diagonal Jacobi divides by.
-        coefficients: (M, 9, h, w) a coarse level's stencil, [:, k] the weight of neighbour offset
-            divmod(k, 3) - 1; None on the fine grid, whose matrix is the in-image neighbours' weight sum minus
-            the neighbour convolution.
+        active: (1, M, h, w) 1 on the points solved for, else 0.
+        smoother: (1, M, h, w) the diagonal Jacobi divides by.
+        coefficients: (9, M, h, w) a coarse level's stencil, [k] the weight of neighbour offset divmod(k, 3) - 1;
+            None on the fine grid, whose matrix is the in-image neighbours' weight sum minus the neighbour
+            convolution.
     """
 
     def __init__(self, active: torch.Tensor, smoother: torch.Tensor, coefficients: torch.Tensor | None = None):
         self.size = tuple(active.shape[-2:])
-        self.masks = active.shape[0]
-        self.fields = {
-            "active": active,
-            "inverse": torch.where(smoother > 0, 1 / smoother.clamp_min(1e-30), 0.0) * active,
-            # Applied after prolongation and before restriction: corrections land on active points only.
-            "weight": active * _edge_scale(self.size, active),
-        }
-        if coefficients is not None:
-            self.fields["coefficients"] = coefficients
+        self.masks = active.shape[1]
+        self.active = active.contiguous(memory_format=torch.channels_last)
+        self.inverse = (torch.where(smoother > 0, 1 / smoother.clamp_min(1e-30), 0.0) * active).contiguous(
+            memory_format=torch.channels_last
+        )
+        # Applied after prolongation and before restriction: corrections land on active points only.
+        self.weight = (active * _edge_scale(self.size, active)).contiguous(memory_format=torch.channels_last)
+        self.coefficients = coefficients
         # The in-image neighbours' weight sum less 1: nonzero on the image border only.
-        self.border = _neighbour_sum(torch.ones_like(active[:1, :1])) - 1
-        self._spread: dict[tuple[str, int], torch.Tensor] = {}
-
-    def field(self, name: str, channels: int) -> torch.Tensor:
-        """A field for `channels` systems per mask, (1, M * channels, h, w) ("coefficients": (9, 1, ...))."""
-        if (name, channels) not in self._spread:
-            spread = _spread(self.fields[name], channels)
-            self._spread[name, channels] = spread if name == "coefficients" else spread[0]
-        return self._spread[name, channels]
+        self.border = _neighbour_sum(torch.ones_like(active[:, :1])) - 1
 
     def apply(self, values: torch.Tensor) -> torch.Tensor:
-        """The level's matrix times (1, M * channels, h, w) values that are zero off the active points. Only the
-        active points of the result are the product: every caller weights the result by a field that is zero
-        elsewhere (or takes inner products with such values), which saves masking here."""
-        channels = values.shape[1] // self.masks
-        if "coefficients" in self.fields:
-            return _stencil_apply(self.field("coefficients", channels), values)
+        """The level's matrix times (C, M, h, w) values that are zero off the active points. Only the active
+        points of the result are the product: every caller weights the result by a field that is zero elsewhere
+        (or takes inner products with such values), which saves masking here."""
+        if self.coefficients is not None:
+            return _stencil_apply(self.coefficients, values)
         # (D - W) x, D the in-image neighbours' weight sum: 1 - W inside the image, by one convolution, and D - 1
         # on the image's frame.
         product = _neighbour_sum(values, LAPLACIAN)
@@ -205,8 +182,8 @@ class _Level:
         """The Galerkin coarse level R A P, P bilinear from the coarse points on active points. Its 3x3 stencil
         is read off by probing: coarse points coloured by (i % 3, j % 3) never share a stencil, so R A P of the
         colour's indicator gives, at each coarse point, the coefficient towards the one point of that colour
-        among its neighbours."""
-        active = self.fields["active"][..., ::2, ::2]
+        among its neighbours. The 9 probes of every mask are solved as 9 channels."""
+        active = self.active[..., ::2, ::2]
         height, width = active.shape[-2:]
         rows = torch.arange(height, device=active.device)[:, None].expand(height, width)
         columns = torch.arange(width, device=active.device)[None, :].expand(height, width)
@@ -215,34 +192,34 @@ class _Level:
             for b in range(3):
                 colours.append((rows % 3 == a) & (columns % 3 == b))
                 offsets.append((a - rows + 1) % 3 * 3 + (b - columns + 1) % 3)  # that neighbour's k
-        probes = _as_systems(torch.stack(colours).to(active) * active)  # (1, M * 9, h, w)
-        weight = self.field("weight", 9)
-        product = _restrict(self.apply(_prolong(probes, self.size) * weight) * weight)
-        product = product.reshape(self.masks, 9, height, width)
-        coefficients = torch.empty_like(product).scatter_(1, torch.stack(offsets).expand_as(product), product)
+        probes = torch.stack(colours)[:, None].to(active) * active  # (9, M, h, w)
+        probes = probes.contiguous(memory_format=torch.channels_last)
+        product = _restrict(self.apply(_prolong(probes, self.size) * self.weight) * self.weight)
+        index = torch.stack(offsets)[:, None].expand_as(product)
+        coefficients = torch.empty_like(product).scatter_(0, index, product)
         coefficients *= active  # inactive coarse points: no equation
-        smoother = torch.maximum(coefficients[:, 4:5], SMOOTHER_SHARE * coefficients.abs().sum(1, keepdim=True))
+        smoother = torch.maximum(coefficients[4:5], SMOOTHER_SHARE * coefficients.abs().sum(0, keepdim=True))
         return _Level(active, smoother, coefficients)
 
-    def inverse(self) -> torch.Tensor:
+    def inverse_matrix(self) -> torch.Tensor:
         """(M, n, n) the inverse of this small level's matrix on its active points (zero rows and columns on the
         others), n = h * w, by Cholesky in float64."""
-        active = self.fields["active"]
-        coefficients = self.fields.get("coefficients")
+        coefficients = self.coefficients
         if coefficients is None:  # an image this small: the fine grid is the coarsest
-            coefficients = _fine_coefficients(active)
+            coefficients = _fine_coefficients(self.active)
         height, width = self.size
         points = height * width
-        index = torch.arange(points, device=active.device).view(height, width)
-        matrix = torch.zeros(self.masks, points, points, dtype=torch.float64, device=active.device)
+        device = self.active.device
+        index = torch.arange(points, device=device).view(height, width)
+        matrix = torch.zeros(self.masks, points, points, dtype=torch.float64, device=device)
         for k in range(9):  # row I, column I + offset: the stencil's coefficient k at I
             dy, dx = divmod(k, 3)
             rows = slice(max(0, 1 - dy), height - max(0, dy - 1))
             columns = slice(max(0, 1 - dx), width - max(0, dx - 1))
             shifted = index[rows.start + dy - 1 : rows.stop + dy - 1, columns.start + dx - 1 : columns.stop + dx - 1]
-            weights = coefficients[:, k, rows, columns].flatten(1).double()
+            weights = coefficients[k, :, rows, columns].reshape(self.masks, -1).double()
             matrix[:, index[rows, columns].flatten(), shifted.flatten()] = weights
-        solved = active.reshape(self.masks, points).double()  # (M, n)
+        solved = self.active[0].reshape(self.masks, points).double()  # (M, n)
         # Inactive points have no equation: a 1 on the diagonal keeps the matrix positive definite.
         factor, failed = torch.linalg.cholesky_ex(matrix + torch.diag_embed(1 - solved))
         # Only an image with every pixel removed fails (a singular system, with a zero right-hand side): zeros,
@@ -250,7 +227,7 @@ class _Level:
         succeeded = (failed == 0)[:, None, None]
         factor = torch.where(succeeded, factor, torch.eye(points, dtype=factor.dtype, device=factor.device))
         inverse = torch.where(succeeded, torch.cholesky_inverse(factor), 0.0)
-        return (inverse * solved[:, :, None] * solved[:, None, :]).to(active.dtype)
+        return (inverse * solved[:, :, None] * solved[:, None, :]).to(self.active.dtype)
 
 
 class _Multigrid:
@@ -263,43 +240,41 @@ class _Multigrid:
     """
 
     def __init__(self, removed: torch.Tensor) -> None:
-        inside = removed.float()  # (M, 1, H, W)
-        fine = _Level(inside, _neighbour_sum(torch.ones_like(inside[:1])) * inside)
+        inside = _as_systems(removed.float())  # (1, M, H, W)
+        fine = _Level(inside, _neighbour_sum(torch.ones_like(inside[:, :1])) * inside)
         self.levels = [fine]
         while self.levels[-1].size[0] * self.levels[-1].size[1] > COARSEST_POINTS:
             self.levels.append(self.levels[-1].coarser())
-        self.coarsest = self.levels[-1].inverse()
+        self.coarsest = self.levels[-1].inverse_matrix()
 
     def __call__(self, residual: torch.Tensor, depth: int = 0) -> torch.Tensor:
-        """(1, M * C, h, w) residual at level `depth` -> the approximate solution of that level's system."""
+        """(C, M, h, w) residual at level `depth` -> the approximate solution of that level's system."""
         level = self.levels[depth]
         if depth == len(self.levels) - 1:
             return self._solve_directly(residual)
-        channels = residual.shape[1] // level.masks
-        inverse, weight = level.field("inverse", channels), level.field("weight", channels)
-        solution = inverse * residual
+        solution = level.inverse * residual
         # In place, the weighted residual comes out negated (10% faster on a CPU than fresh tensors); the coarse
         # solve is linear, so the sign comes back with the correction.
-        coarse = self(_restrict(level.apply(solution).sub_(residual).mul_(weight)), depth + 1)
-        solution.addcmul_(_prolong(coarse, level.size), weight, value=-1)
-        return solution.addcmul_(inverse, level.apply(solution).sub_(residual), value=-1)
+        coarse = self(_restrict(level.apply(solution).sub_(residual).mul_(level.weight)), depth + 1)
+        solution.addcmul_(_prolong(coarse, level.size), level.weight, value=-1)
+        return solution.addcmul_(level.inverse, level.apply(solution).sub_(residual), value=-1)
 
     def _solve_directly(self, residual: torch.Tensor) -> torch.Tensor:
-        _, systems, height, width = residual.shape
-        masks = self.coarsest.shape[0]
-        # (1, M * C, h, w) in channels-last memory is (h, w, M, C): as (M, h * w, C) for one product per mask.
-        stacked = residual.permute(0, 2, 3, 1).reshape(height * width, masks, -1).transpose(0, 1)
-        solved = (self.coarsest @ stacked).transpose(0, 1).reshape(1, height, width, systems)
-        return solved.permute(0, 3, 1, 2)
+        channels, masks, height, width = residual.shape
+        # (C, M, h, w) -> (M, h * w, C): one product per mask, its channels the columns.
+        stacked = residual.permute(1, 2, 3, 0).reshape(masks, height * width, channels)
+        solved = (self.coarsest @ stacked).view(masks, height, width, channels).permute(3, 0, 1, 2)
+        return solved.contiguous(memory_format=torch.channels_last)
 
 
 def _per_system_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(1, S, H, W) x 2 in `_as_systems`' layout -> (1, S, 1, 1): one inner product per linear system."""
-    pixels = a.shape[-2] * a.shape[-1]
+    """(C, M, H, W) x 2 in `_as_systems`' layout -> (C, M, 1, 1): one inner product per linear system."""
+    channels, masks, height, width = a.shape
+    # Channels-last memory is (C, H, W, M): a view as (C, H * W, M).
     dots = torch.linalg.vecdot(
-        a.permute(0, 2, 3, 1).reshape(pixels, -1), b.permute(0, 2, 3, 1).reshape(pixels, -1), dim=0
+        a.permute(0, 2, 3, 1).reshape(channels, -1, masks), b.permute(0, 2, 3, 1).reshape(channels, -1, masks), dim=1
     )
-    return dots[None, :, None, None]
+    return dots[:, :, None, None]
 
 
 def _largest_magnitude(values: torch.Tensor) -> float:
@@ -341,19 +316,17 @@ def linear_imputation(
         # image instead of three identical ones.
         single = linear_imputation(pixel_values[:, :1], removed, max_iterations, tolerance)
         return single.expand_as(pixel_values).contiguous()
-    values = pixel_values.float()
     preconditioner = _Multigrid(removed)
-    fine = preconditioner.levels[0]
-    inside = fine.field("active", values.shape[1])  # (1, S, H, W): 1 on the unknowns
-    kept = _as_systems(values) * (1 - inside)
+    inside = preconditioner.levels[0].active  # (1, M, H, W): 1 on the unknowns
+    kept = _as_systems(pixel_values.float()) * (1 - inside)  # (C, M, H, W)
     residual = inside * _neighbour_sum(kept)  # the right-hand side W_rk v, as the start is x = 0
     solution = torch.zeros_like(kept)
     estimate = preconditioner(residual)
     direction = estimate.clone()
     squared = _per_system_dot(residual, estimate)
-    limit = 4 * max(values.shape[-2:]) if max_iterations is None else max_iterations
+    limit = 4 * max(pixel_values.shape[-2:]) if max_iterations is None else max_iterations
     for _ in range(limit):
-        product = fine.apply(direction)
+        product = preconditioner.levels[0].apply(direction)
         curvature = _per_system_dot(direction, product)
         # A system with nothing removed, or already solved, has no direction left: its step is 0, not 0 / 0.
         step = torch.where(curvature > 0, squared / curvature.clamp_min(1e-30), 0.0)
@@ -368,8 +341,7 @@ def linear_imputation(
             estimate, torch.where(squared > 0, updated / squared.clamp_min(1e-30), 0.0), direction
         )
         squared = updated
-    filled = (kept + solution).reshape(values.shape).contiguous()
-    return filled.to(pixel_values.dtype)
+    return _as_images(kept + solution).to(pixel_values.dtype)
 
 
 def noisy_linear_imputation(

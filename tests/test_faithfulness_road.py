@@ -15,7 +15,7 @@ from torch import nn
 from explain.benchmarking import benchmark_road, road_masks
 from explain.evaluation import MEASURES, FaithfulnessSettings, PairedComparison, faithfulness
 from explain.faithfulness import deletion_insertion, normalised_area, random_maps
-from explain.road import _as_systems, _Multigrid, linear_imputation, noisy_linear_imputation
+from explain.road import _as_images, _as_systems, _Multigrid, linear_imputation, noisy_linear_imputation
 from pipelines.errors import ConfigError
 from trainers.evaluation import EvaluateArguments
 from trainers.evaluation_report import render_markdown
@@ -115,7 +115,7 @@ def test_the_v_cycle_is_a_symmetric_positive_definite_matrix() -> None:
     pixels = height * width
     preconditioner = _Multigrid(removed[:, None])
     basis = torch.eye(pixels).view(1, pixels, height, width) * removed[:, None].float()  # (2, n, H, W)
-    columns = preconditioner(_as_systems(basis)).reshape(2, pixels, pixels)  # [m, j] = M_m e_j
+    columns = _as_images(preconditioner(_as_systems(basis))).reshape(2, pixels, pixels)  # [m, j] = M_m e_j
     for mask, matrix in zip(removed, columns):
         unknowns = mask.flatten()
         block = matrix[unknowns][:, unknowns].double()
