@@ -340,12 +340,12 @@ def linear_imputation(
         return single.expand_as(pixel_values).contiguous()
     preconditioner = _Multigrid(removed)
     inside = preconditioner.levels[0].active  # (1, M, H, W): 1 on the unknowns
-    kept = _as_systems(pixel_values.float()) * (1 - inside)  # (C, M, H, W)
-    residual = inside * _neighbour_sum(kept)  # the right-hand side W_rk v, as the start is x = 0
-    solution = torch.zeros_like(kept)
-    estimate = preconditioner(residual)
-    direction = estimate.clone()
-    squared = _per_system_dot(residual, estimate)
+    # The kept pixels with the unknowns at 0, the start; every update below is zero off the unknowns. (Few
+    # vectors alive: on a CPU, fresh memory costs page faults.)
+    solution = _as_systems(pixel_values.float()) * (1 - inside)  # (C, M, H, W); not in place: may be a view
+    residual = _neighbour_sum(solution).mul_(inside)  # the right-hand side W_rk v
+    direction = preconditioner(residual)
+    squared = _per_system_dot(residual, direction)
     limit = 4 * max(pixel_values.shape[-2:]) if max_iterations is None else max_iterations
     for _ in range(limit):
         product = preconditioner.levels[0].apply(direction)
@@ -359,11 +359,9 @@ def linear_imputation(
             solution.add_(estimate)
             break
         updated = _per_system_dot(residual, estimate)
-        direction = torch.addcmul(
-            estimate, torch.where(squared > 0, updated / squared.clamp_min(1e-30), 0.0), direction
-        )
+        direction = estimate.addcmul_(torch.where(squared > 0, updated / squared.clamp_min(1e-30), 0.0), direction)
         squared = updated
-    return _as_images(kept + solution).to(pixel_values.dtype)
+    return _as_images(solution).to(pixel_values.dtype)
 
 
 def noisy_linear_imputation(
