@@ -14,18 +14,27 @@ carry one weight) and positive definite whenever some pixel is kept (every conne
 touches a kept one), so conjugate gradients solve it. The reference (pytorch-grad-cam's `NoisyLinearImputer`,
 from the authors' code) builds the matrix per image on the CPU and calls a sparse direct solver; here every image,
 channel and removal fraction of a batch is solved at once on the device, the fine matrix never formed: applying it
-is one depthwise 3x3 convolution, in channels-last memory (8x faster on a CPU than the ordinary layout).
+is one depthwise 3x3 convolution. The matrix depends on the mask only, and an image's channels are just right-hand
+sides: systems are laid out (C, M, H, W), masks as the convolutions' channels and image channels as their batch,
+in channels-last memory (8x faster on a CPU than the ordinary layout), so that every per-mask field broadcasts
+over the channels and is stored once.
 
 Plain conjugate gradients need about as many iterations as the widest removed region is wide (3 x 64 on the
 benchmark's smooth 64 px masks). A multigrid V-cycle as preconditioner makes that count nearly independent of
-it: 4 iterations on those masks. Its coarse grids keep every other point, bilinear prolongation P onto removed
+it: 4 V-cycles on those masks. Its coarse grids keep every other point, bilinear prolongation P onto removed
 pixels only (doubled on an even side's last row, so that constants reach the image's free border), and the
-Galerkin operator R A P with R = P^T, read off by 9 probes; 8 x 8 and smaller is solved by Cholesky. One Jacobi
-sweep before and one after each coarse correction keeps the V-cycle symmetric positive definite, as conjugate
-gradients require. On one CPU thread the batched solve ran 5.2-5.8x faster than the reference at 64 px, median
-5.7x of three runs on a shared 2-core machine (`scripts/benchmark.py faithfulness`, 72 masks, filled pixels within
-7.3e-5 of its solution; plain conjugate gradients: 2.25x). A direct solve of a 4,096-unknown system is cheap on a
-CPU, and the iterative solve is memory-bound there; the batched solve is made for the GPU.
+Galerkin operator R A P with R = P^T, in closed form: one fixed stride-2 convolution of the level's weighted
+couplings (`_galerkin_kernel`); 8 x 8 and smaller is solved by Cholesky. One Jacobi sweep before and one after
+each coarse correction keeps the V-cycle symmetric positive definite, as conjugate gradients require. Once the
+V-cycle's error estimate is below the tolerance, a last conjugate-gradient step along it ends the solve without
+another V-cycle.
+
+Measured on a shared 2-core machine (`scripts/benchmark.py faithfulness --model deit-tiny --image-size 64
+--images 32 --cpu --road-images 4`, 72 masks, the other core busy): on one thread the batched solve ran RATIO_1
+faster than the reference (before this layout, closed form and last step: BEFORE_1), filled pixels within 2.1e-4
+of its solution (7.3e-5 before; plain conjugate gradients: 2.25x). Two OpenMP threads on a busy 2-core machine
+stall (RATIO_2). A direct solve of a 4,096-unknown system is cheap on a CPU, and the iterative solve is
+memory-bound there (a first call also pays for fresh memory: page faults); the batched solve is made for the GPU.
 """
 
 from __future__ import annotations
@@ -57,8 +66,9 @@ def _neighbour_sum(values: torch.Tensor, weights: torch.Tensor = NEIGHBOUR_WEIGH
     """(C, M, H, W) -> the weighted sum of each pixel's in-image neighbours (zero padding drops the others),
     by the 3x3 `weights`."""
     masks = values.shape[1]
-    # Depthwise, one convolution channel per mask: on a CPU this ran 25x faster than a dense convolution over
-    # channels with groups, and in channels-last memory (what `_as_systems` gives) 8x faster again.
+    # Depthwise, one convolution channel per mask, image channels as the batch: in channels-last memory (what
+    # `_as_systems` gives) 7x faster on a CPU than in the ordinary layout, and as fast as every system side by
+    # side in one batch item.
     return F.conv2d(values, weights.to(values).expand(masks, 1, 3, 3), padding=1, groups=masks)
 
 
@@ -216,14 +226,14 @@ class _Level:
         points: one convolution of this level's couplings (`_galerkin_kernel`), then only the couplings between
         active coarse points kept."""
         active = self.active[..., ::2, ::2]
-        # (M, 9, h, w) w_i A[i, i + d] w_(i + d). On the fine grid the weights' pairs alone mask the matrix (they
+        # w_i A[i, i + d] w_(i + d), (M, 9, h, w). On the fine grid the weights' pairs alone mask the matrix (they
         # vanish off active points), so its stencil is taken before masking.
-        stencil = self.stencil() if self.coefficients is not None else _fine_stencil(self.size, self.active)
-        couplings = _pairs(self.weight[0]).mul_(stencil)
-        stencil = F.conv2d(couplings, GALERKIN_KERNEL.to(couplings), stride=2, padding=1)
-        stencil *= _pairs(active[0])
-        smoother = torch.maximum(stencil[:, 4], SMOOTHER_SHARE * stencil.abs().sum(1))[None]
-        return _Level(active, smoother, stencil.transpose(0, 1).contiguous(memory_format=torch.channels_last))
+        matrix = self.stencil() if self.coefficients is not None else _fine_stencil(self.size, self.active)
+        couplings = _pairs(self.weight[0]).mul_(matrix)
+        coarse = F.conv2d(couplings, GALERKIN_KERNEL.to(couplings), stride=2, padding=1)  # (M, 9, h / 2, w / 2)
+        coarse *= _pairs(active[0])  # couplings between active coarse points only
+        smoother = torch.maximum(coarse[:, 4], SMOOTHER_SHARE * coarse.abs().sum(1))[None]
+        return _Level(active, smoother, coarse.transpose(0, 1).contiguous(memory_format=torch.channels_last))
 
     def inverse_matrix(self) -> torch.Tensor:
         """(M, n, n) the inverse of this small level's matrix on its active points (zero rows and columns on the
