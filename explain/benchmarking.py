@@ -362,14 +362,16 @@ def benchmark_road(
     image_size: int = 64,
     images: int = 8,
     fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-    batch_size: int = 64,
+    batch_size: int | None = None,
     repeats: int = 1,
     use_cpu: bool = False,
 ) -> RoadTiming:
     """Impute every (image, fraction, MoRF/LeRF) mask with both implementations, noise off in both (the noise
     is one `randn` either way, and leaving it out lets the imputed pixels be compared). The maps are smooth, as
     upsampled CAMs are (random 4 x 4 maps, bilinear): large removed regions, the slow case for an iterative
-    solver. pytorch-grad-cam's fractions (`ROADCombined`: 10%, ..., 90%) by default."""
+    solver. pytorch-grad-cam's fractions (`ROADCombined`: 10%, ..., 90%) by default. `batch_size`: masks per
+    `linear_imputation` call, None for all of them in one (the setup and each operation's overhead are paid once,
+    not again for a small last batch)."""
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
     from explain.road import linear_imputation
@@ -382,6 +384,7 @@ def benchmark_road(
     removed = road_masks(maps, fractions)  # (M, H, W)
     sources = pixel_values.repeat(len(removed) // images, 1, 1, 1)  # mask m belongs to image m % N
     on_device, removed_on_device = sources.to(device), removed.to(device)
+    batch_size = batch_size or len(removed)
     reference_imputer = NoisyLinearImputer(noise=0.0)
     results: dict[str, torch.Tensor] = {}
 

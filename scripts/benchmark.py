@@ -126,7 +126,7 @@ def run_faithfulness(args: argparse.Namespace) -> None:
     print(f"| deletion + insertion curves (2 x (K + 1) masked passes) | {timing.curves_seconds:.3f} |")
     print(f"| 2 x K plain forward passes over the same images | {timing.forwards_seconds:.3f} |")
     print(f"\ncurves / forward passes: {timing.ratio:.2f}x (goal <= 1.5x)")
-    road = benchmark_road(args.road_image_size, args.road_images, batch_size=args.batch_size, use_cpu=args.cpu)
+    road = benchmark_road(args.road_image_size, args.road_images, use_cpu=args.cpu)
     print(
         f"\nROAD imputation, {road.masks} masks ({args.road_images} images at {args.road_image_size} px x fractions "
         f"0.1-0.9 x MoRF/LeRF, smooth CAM-like maps), on {device_name(args.cpu)}"

@@ -15,7 +15,14 @@ from torch import nn
 from explain.benchmarking import benchmark_road, road_masks
 from explain.evaluation import MEASURES, FaithfulnessSettings, PairedComparison, faithfulness
 from explain.faithfulness import deletion_insertion, normalised_area, random_maps
-from explain.road import _as_systems, _Multigrid, linear_imputation, noisy_linear_imputation
+from explain.road import (
+    _as_images,
+    _as_systems,
+    _Multigrid,
+    _prolong,
+    linear_imputation,
+    noisy_linear_imputation,
+)
 from pipelines.errors import ConfigError
 from trainers.evaluation import EvaluateArguments
 from trainers.evaluation_report import render_markdown
@@ -115,7 +122,7 @@ def test_the_v_cycle_is_a_symmetric_positive_definite_matrix() -> None:
     pixels = height * width
     preconditioner = _Multigrid(removed[:, None])
     basis = torch.eye(pixels).view(1, pixels, height, width) * removed[:, None].float()  # (2, n, H, W)
-    columns = preconditioner(_as_systems(basis)).reshape(2, pixels, pixels)  # [m, j] = M_m e_j
+    columns = _as_images(preconditioner(_as_systems(basis))).reshape(2, pixels, pixels)  # [m, j] = M_m e_j
     for mask, matrix in zip(removed, columns):
         unknowns = mask.flatten()
         block = matrix[unknowns][:, unknowns].double()
@@ -123,6 +130,30 @@ def test_the_v_cycle_is_a_symmetric_positive_definite_matrix() -> None:
         eigenvalues = torch.linalg.eigvalsh((block + block.T) / 2)
         assert eigenvalues.min() > 1e-3 * eigenvalues.max()
         assert matrix[~unknowns].abs().max() == 0  # kept pixels get no correction
+
+
+def test_the_closed_form_coarse_operator_is_r_a_p_written_out() -> None:
+    # R A P from the fine operator and the prolongation applied to unit vectors, against the coarse level's
+    # stencil applied to unit vectors, on hard masks with an odd and an even side (the doubled last column).
+    generator = torch.Generator().manual_seed(4)
+    height, width = 11, 10
+    removed = hard_masks(height, width, generator)[[0, 3]]
+    removed[1, 4:7, 0:3] = False  # a kept block on the border inside the removed region
+    fine, coarse = _Multigrid(removed[:, None]).levels[:2]
+    coarse_height, coarse_width = coarse.size
+    points, coarse_points, masks = height * width, coarse_height * coarse_width, len(removed)
+
+    def dense(columns: torch.Tensor) -> torch.Tensor:  # (n, M, h, w) [j, m] -> (M, h * w, n) [m, :, j]
+        return columns.permute(1, 2, 3, 0).reshape(masks, -1, columns.shape[0])
+
+    fine_basis = torch.eye(points).view(points, 1, height, width) * fine.active
+    coarse_basis = torch.eye(coarse_points).view(coarse_points, 1, coarse_height, coarse_width) * coarse.active
+    matrix = dense(fine.apply(fine_basis.contiguous(memory_format=torch.channels_last)) * fine.active)
+    prolongation = dense(_prolong(coarse_basis.contiguous(memory_format=torch.channels_last), fine.size) * fine.weight)
+    expected = prolongation.mT @ matrix @ prolongation
+    assert expected.abs().max() > 0.1  # the masks leave coarse points to solve for
+    got = dense(coarse.apply(coarse_basis.contiguous(memory_format=torch.channels_last)) * coarse.active)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
 
 
 def test_noise_lands_on_removed_pixels_only_with_the_asked_spread() -> None:
