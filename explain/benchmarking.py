@@ -12,12 +12,15 @@ the input resolution:
 - pytorch-grad-cam: `GradCAM` with a `reshape_transform` from tokens to the patch grid, as its ViT tutorial shows;
 - the forward pass alone, under `torch.inference_mode`, the ceiling for any method that needs one.
 
-Timing: warm-up batches first, `torch.cuda.synchronize()` around every timed span, the median over repeats.
+Timing: warm-up batches first, `torch.cuda.synchronize()` around every timed span, the median over repeats; as
+`timeit` does, Python's garbage collector runs before each span and is off during it (pytorch-grad-cam's ROAD builds
+its sparse systems from Python lists: collector passes inside its spans had spread them over 0.82-1.25 s).
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -87,11 +90,16 @@ def interleaved_spans(
     for _ in range(repeats):
         for key, run in runs.items():
             synchronize(device)
-            start = time.perf_counter()
-            for _ in range(batches):
-                run()
-            synchronize(device)
-            spans[key].append((time.perf_counter() - start) / batches)
+            gc.collect()
+            gc.disable()
+            try:
+                start = time.perf_counter()
+                for _ in range(batches):
+                    run()
+                synchronize(device)
+                spans[key].append((time.perf_counter() - start) / batches)
+            finally:
+                gc.enable()
     return spans
 
 
@@ -363,15 +371,17 @@ def benchmark_road(
     images: int = 8,
     fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
     batch_size: int | None = None,
-    repeats: int = 1,
+    repeats: int = 3,
     use_cpu: bool = False,
+    warmup: int = 1,
 ) -> RoadTiming:
     """Impute every (image, fraction, MoRF/LeRF) mask with both implementations, noise off in both (the noise
     is one `randn` either way, and leaving it out lets the imputed pixels be compared). The maps are smooth, as
     upsampled CAMs are (random 4 x 4 maps, bilinear): large removed regions, the slow case for an iterative
     solver. pytorch-grad-cam's fractions (`ROADCombined`: 10%, ..., 90%) by default. `batch_size`: masks per
     `linear_imputation` call, None for all of them in one (the setup and each operation's overhead are paid once,
-    not again for a small last batch)."""
+    not again for a small last batch). Both run `warmup` times untimed first, as in the report, where ROAD imputes
+    batch after batch (a first call also pays for fresh memory: about 30 ms of page faults here)."""
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
     from explain.road import linear_imputation
@@ -402,7 +412,7 @@ def benchmark_road(
             [reference_imputer(image, (~mask).float()) for image, mask in zip(sources, removed)]
         )
 
-    spans = interleaved_spans({"ours": ours, "reference": reference}, device, 1, repeats, 0)
+    spans = interleaved_spans({"ours": ours, "reference": reference}, device, 1, repeats, warmup)
     imputed = removed[:, None].expand_as(sources)
     difference = (results["ours"] - results["reference"]).abs()[imputed].max().item()
     return RoadTiming(statistics.median(spans["ours"]), statistics.median(spans["reference"]), difference, len(removed))

@@ -29,15 +29,14 @@ each coarse correction keeps the V-cycle symmetric positive definite, as conjuga
 V-cycle's error estimate is below the tolerance, a last conjugate-gradient step along it ends the solve without
 another V-cycle.
 
-Measured on a shared 2-core machine, the other core idle during the runs (`scripts/benchmark.py faithfulness
---model deit-tiny --image-size 64 --images 32 --cpu --road-images 4`, `OMP_NUM_THREADS=1`, 72 masks imputed in
-one call): the batched solve ran 6.2-6.7x faster than the reference, median 6.6x of three runs (0.12 s against
-0.75-0.81 s), filled pixels within 2.1e-4 of its solution; before this layout, the closed-form coarse operators
-and the last step, in the same interleaved runs: 3.2-3.4x, median 3.3x (pixels within 7.3e-5; plain conjugate
-gradients earlier: 2.25x). With two threads (`benchmark_road`, first call in a fresh process): 7.0-7.6x; on a
-busy machine two OpenMP threads stall. A direct solve of a 4,096-unknown system is cheap on a CPU, and the
-iterative solve is memory-bound there (a first call also pays for fresh memory: page faults); the batched solve
-is made for the GPU.
+Measured on a 2-core machine, idle (`scripts/benchmark.py faithfulness --model deit-tiny --image-size 64 --images
+32 --cpu --road-images 4`: 72 masks imputed in one call, a warm-up call, the median of 3, garbage collection outside
+the timed spans): on the machine's two threads the batched solve ran 10.1-11.3x faster than the reference (median
+10.7x of 4 runs, 0.07-0.08 s against 0.76-0.81 s), filled pixels within 2.1e-4 of its solution; on one thread
+6.5-7.4x. Before this layout, the closed-form coarse operators and the last step: 3.2-3.4x on one thread (pixels
+within 7.3e-5; plain conjugate gradients earlier: 2.25x). On a busy machine two OpenMP threads stall. A direct solve
+of a 4,096-unknown system is cheap on a CPU, and the iterative solve is memory-bound there (a first call also pays
+for fresh memory: about 30 ms of page faults); the batched solve is made for the GPU.
 """
 
 from __future__ import annotations

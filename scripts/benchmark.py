@@ -126,10 +126,13 @@ def run_faithfulness(args: argparse.Namespace) -> None:
     print(f"| deletion + insertion curves (2 x (K + 1) masked passes) | {timing.curves_seconds:.3f} |")
     print(f"| 2 x K plain forward passes over the same images | {timing.forwards_seconds:.3f} |")
     print(f"\ncurves / forward passes: {timing.ratio:.2f}x (goal <= 1.5x)")
-    road = benchmark_road(args.road_image_size, args.road_images, use_cpu=args.cpu)
+    road = benchmark_road(
+        args.road_image_size, args.road_images, repeats=args.repeats, use_cpu=args.cpu, warmup=max(args.warmup, 1)
+    )
     print(
         f"\nROAD imputation, {road.masks} masks ({args.road_images} images at {args.road_image_size} px x fractions "
-        f"0.1-0.9 x MoRF/LeRF, smooth CAM-like maps), on {device_name(args.cpu)}"
+        f"0.1-0.9 x MoRF/LeRF, smooth CAM-like maps), median of {args.repeats} after a warm-up, on "
+        f"{device_name(args.cpu)} (pytorch-grad-cam's sparse solve runs on one thread)"
     )
     print("| imputation | seconds |\n|---|---|")
     print(f"| this project: conjugate gradients, every mask batched on the device | {road.ours_seconds:.3f} |")
