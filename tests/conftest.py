@@ -107,6 +107,37 @@ TINY_VIT = {
     "intermediate_size": 64,
 }
 PROCESSOR_32 = {"size": {"height": 32, "width": 32}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+PROCESSOR_28 = {**PROCESSOR_32, "size": {"height": 28, "width": 28}}
+BREAST_LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
+
+
+@pytest.fixture
+def one_thread():
+    """Compute with one thread, as each process of an `accelerate launch` does (accelerate gives each one), so that
+    the numbers of a launched run and an in-process run can be compared to the bit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def save_tiny_classifiers(root: Path, names: tuple[str, str]) -> dict[str, str]:
+    """A tiny random ResNet (28 px) and ViT (32 px) for BreastMNIST's labels, saved as `root / names[i]`; seeded by
+    each name's length. Returns name -> folder."""
+    import torch
+
+    from pipelines.models import build_classifier
+
+    folders = {}
+    for name, config, processor in zip(names, (TINY_RESNET, TINY_VIT), (PROCESSOR_28, PROCESSOR_32)):
+        torch.manual_seed(len(name))
+        model, image_processor = build_classifier(config, BREAST_LABELS, image_processor_config=processor)
+        model.save_pretrained(root / name)
+        image_processor.save_pretrained(root / name)
+        folders[name] = str(root / name)
+    return folders
 
 
 def write_config(path: Path, **values: object) -> Path:

@@ -14,7 +14,7 @@ import faults
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, ROOT, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz
+from conftest import ROOT, load_script, make_medmnist_npz, save_tiny_classifiers
 
 import explain.cli
 from explain.maps_dataset import (
@@ -27,36 +27,20 @@ from explain.maps_dataset import (
     prepare_folder,
 )
 from pipelines.errors import ConfigError, DataError, OfflineError
-from pipelines.models import build_classifier
 
-LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
-PROCESSOR_28 = {**PROCESSOR_32, "size": {"height": 28, "width": 28}}
 COUNTS = (8, 4, 37)  # test: 37 images = shards of 8, 8, 8, 8, 5; validation: one shard of 4
 METHODS = "gradcam,layercam"
 SHARD, BATCH = 8, 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster on this CPU, and every run here computes with one thread (accelerate gives
-    each launched process one), so that the maps of different runs agree to the bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("maps")
     make_medmnist_npz(root / "data" / "breastmnist.npz", counts=COUNTS)
-    folders = {}
-    for name, config, processor in (("resnet", TINY_RESNET, PROCESSOR_28), ("vit", TINY_VIT, PROCESSOR_32)):
-        torch.manual_seed(len(name))
-        model, image_processor = build_classifier(config, LABELS, image_processor_config=processor)
-        model.save_pretrained(root / name)
-        image_processor.save_pretrained(root / name)
-        folders[name] = str(root / name)
+    folders = save_tiny_classifiers(root, ("resnet", "vit"))
     arguments = [
         *("--model", folders["resnet"], "--compare_with", folders["vit"], "--methods", METHODS),
         *("--dataset_name", "breastmnist", "--data_dir", str(root / "data"), "--verify_md5", "false"),

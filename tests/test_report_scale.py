@@ -12,7 +12,7 @@ import faults
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz
+from conftest import BREAST_LABELS, PROCESSOR_28, TINY_RESNET, load_script, make_medmnist_npz, save_tiny_classifiers
 from test_faithfulness_road import CheckerRegion, checker_images
 
 import explain.cli
@@ -28,34 +28,19 @@ from explain.evaluation import (
 from explain.faithfulness import random_maps
 from pipelines.models import build_classifier
 
-LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
-PROCESSOR_28 = {**PROCESSOR_32, "size": {"height": 28, "width": 28}}
 TEST_IMAGES, BATCH = 11, 4  # chunks of 4, 4 and 3 images: two processes take chunks (0, 2) and (1,)
 
 report = load_script("report").main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Every run here computes with one thread, as each process of the launch does (accelerate gives each one
-    thread), so that the numbers of the runs can be compared exactly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("report_scale")
     make_medmnist_npz(root / "data" / "breastmnist.npz", counts=(4, 4, TEST_IMAGES))
-    models = []
-    for name, config, processor in (("teacher", TINY_RESNET, PROCESSOR_28), ("student", TINY_VIT, PROCESSOR_32)):
-        torch.manual_seed(len(name))
-        model, image_processor = build_classifier(config, LABELS, image_processor_config=processor)
-        model.save_pretrained(root / name)
-        image_processor.save_pretrained(root / name)
-        models.append(str(root / name))
+    models = list(save_tiny_classifiers(root, ("teacher", "student")).values())
     data = ["--dataset_name", "breastmnist", "--data_dir", str(root / "data"), "--verify_md5", "false"]
     arguments = [
         *("--models", *models, *data, "--split", "test", "--methods", "gradcam", "--explain_images", "all"),
@@ -176,7 +161,7 @@ def test_the_report_reads_its_maps_once_and_computes_only_the_rest(setup: dict, 
 
 def test_maps_at_another_class_than_the_given_ones_are_computed_only_where_needed() -> None:
     torch.manual_seed(0)
-    model, _ = build_classifier(TINY_RESNET, LABELS, image_processor_config=PROCESSOR_28)
+    model, _ = build_classifier(TINY_RESNET, BREAST_LABELS, image_processor_config=PROCESSOR_28)
     model.eval()
     pixel_values = torch.randn(4, 3, 28, 28)
     own, targets = explain_maps(model, "gradcam", pixel_values, None)
