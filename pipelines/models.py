@@ -28,6 +28,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
 from pipelines.errors import DataError, OfflineError, is_offline
+from pipelines.int8_gradients import enable_int8_gradients, is_torchao_int8
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -145,6 +146,8 @@ def load_classifier(
             use_safetensors=None if allow_pickle else True,
             **model_kwargs,
         )
+    if is_torchao_int8(model.config):  # a dynamic int8 copy: give its int8 layers a backward for Grad-CAM
+        enable_int8_gradients(model)
     processor = _from_hub(
         AutoImageProcessor.from_pretrained,
         name_or_path,

@@ -36,13 +36,21 @@ from transformers import (
 )
 
 from pipelines.collate import ImageCollator
+from pipelines.int8_gradients import enable_int8_gradients, is_torchao_int8
 from pipelines.loading import with_uint8_format
 from pipelines.preprocess import DevicePreprocess
 from trainers.distillation import DistillationTrainer, TeacherLogitsCollator
 from trainers.image_classification import ImageClassificationTrainer
 from trainers.losses import classification_loss
 from trainers.model_cost import batch_timings, count_parameters, per_image_ms, size_on_disk, synchronize
-from trainers.shrinking import prune_structured, quantize_int8, save_quantized
+from trainers.shrinking import (
+    MIN_LINEAR_SHARE,
+    dynamic_int8_config,
+    linear_weight_share,
+    prune_structured,
+    quantize_int8,
+    save_quantized,
+)
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "vit-base": {},  # ViTConfig's defaults are ViT-B/16 at 224 px
@@ -392,22 +400,49 @@ def shrink_benchmark_model(preset: str, image_size: int) -> PreTrainedModel:
     return build_model(preset, image_size).eval()
 
 
-def shrunk_copies(model: PreTrainedModel, image_size: int, ratio: float) -> dict[str, PreTrainedModel]:
-    """fp32, int8 weights, int8 weights and activations (calibrated on 16 random images), pruned at `ratio`."""
+def shrunk_copies(model: PreTrainedModel, image_size: int, ratio: float) -> dict[str, ShrunkCopy]:
+    """fp32, int8 weights, int8 weights and activations (calibrated on 16 random images), pruned at `ratio`; for a
+    model whose weights are mostly ``nn.Linear`` (ViT), also dynamic int8 (torchao) run eagerly, and fp32 and dynamic
+    int8 under ``torch.compile``, which is how the dynamic int8 copy is fast."""
     shape = (model.config.num_channels, image_size, image_size)
     calibration = torch.randn(16, *shape, generator=torch.Generator().manual_seed(0))
-    return {
+    copies = {
         "fp32": model,
         "int8 weights (quanto)": quantize_int8(copy.deepcopy(model))[0],
         "int8 weights + activations (quanto)": quantize_int8(copy.deepcopy(model), calibration)[0],
         f"pruned {ratio:.0%} (torch-pruning)": prune_structured(copy.deepcopy(model), ratio, shape)[0],
     }
+    timed = {name: ShrunkCopy(shrunk, shrunk) for name, shrunk in copies.items()}
+    if linear_weight_share(model) >= MIN_LINEAR_SHARE:
+        dynamic = dynamic_int8_copy(model)
+        timed["int8 dynamic (torchao)"] = ShrunkCopy(dynamic, dynamic)
+        timed["fp32, torch.compile"] = ShrunkCopy(model, torch.compile(model))
+        timed["int8 dynamic (torchao), torch.compile"] = ShrunkCopy(dynamic, torch.compile(dynamic))
+    return timed
+
+
+@dataclass
+class ShrunkCopy:
+    """A copy (counted and saved) and what is timed: the copy itself, or ``torch.compile`` of it."""
+
+    model: PreTrainedModel
+    timed: torch.nn.Module
+
+
+def dynamic_int8_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """`model` loaded again with the TorchAoConfig of ``shrink.py --int8_activations dynamic``, with the
+    straight-through layers `pipelines.load_classifier` gives it."""
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        quantized = AutoModelForImageClassification.from_pretrained(folder, quantization_config=dynamic_int8_config())
+    enable_int8_gradients(quantized)
+    return quantized.eval()
 
 
 def saved_size(name: str, model: PreTrainedModel) -> int:
     """Bytes of the weight file as scripts/shrink.py writes it."""
     with tempfile.TemporaryDirectory() as folder:
-        if name.startswith("int8"):
+        if name.startswith("int8") and not is_torchao_int8(model.config):
             from optimum.quanto import quantization_map
 
             save_quantized(model, Path(folder), quantization_map(model))
@@ -444,13 +479,14 @@ def benchmark_shrinking(
     model = shrink_benchmark_model(preset, image_size)
     shape = (model.config.num_channels, image_size, image_size)
     copies = shrunk_copies(model, image_size, ratio)
-    single = interleaved_timings(copies, shape, 1, repeats_batch_1, warmup)
-    large = interleaved_timings(copies, shape, 64, repeats_batch_64, warmup)
+    timed = {name: shrunk.timed for name, shrunk in copies.items()}
+    single = interleaved_timings(timed, shape, 1, repeats_batch_1, warmup)
+    large = interleaved_timings(timed, shape, 64, repeats_batch_64, warmup)
     return [
         ShrinkRow(
             name,
-            count_parameters(shrunk),
-            saved_size(name, shrunk),
+            count_parameters(shrunk.model),
+            saved_size(name, shrunk.model),
             *per_image_ms(single[name], 1),
             *per_image_ms(large[name], 64),
         )

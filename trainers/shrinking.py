@@ -1,22 +1,32 @@
-"""Shrink a trained classifier without distillation: int8 weights (optimum-quanto) or structured pruning
+"""Shrink a trained classifier without distillation: int8 (optimum-quanto or torchao) or structured pruning
 (torch-pruning).
 
-Both write a folder with the image processor, a ``shrink.json`` saying what was done and a short model card, which
+Each writes a folder with the image processor, a ``shrink.json`` saying what was done and a short model card, which
 ``pipelines.load_classifier`` (so ``scripts/report.py``, ``python -m explain``, the explorer) loads like any other
-model. The pruned copy is a plain checkpoint: ``AutoModelForImageClassification.from_pretrained`` loads it.
+model. The pruned copy and the dynamic int8 copy are plain checkpoints: ``AutoModelForImageClassification.from_pretrained``
+loads them.
 
-**int8** is optimum-quanto's weight-only int8 (``quantize(model, weights=qint8)``) on every ``nn.Linear`` and
-``nn.Conv2d``: weights stored as int8 with one float scale per output channel, dequantized inside the forward pass.
-The activations stay float and carry gradients, so Grad-CAM (one forward pass plus ``torch.autograd.grad`` to a
-hooked activation) runs on the int8 copy unchanged. Why quanto and not torchao through transformers' ``TorchAoConfig``
-(which we tried first): torchao's int8 configs quantize ``nn.Linear`` only (on the quickstart ResNet that is its
-classifier, 0.04% of the weights), transformers 5.24's torchao loader fails on a ResNet (it calls
-``get_input_embeddings``, which ResNet lacks), its dynamic-activation scheme has no backward (``autograd.grad`` finds
-the input unused), and, installed, torchao makes every ``import transformers`` print two torch deprecation warnings
-on stderr. transformers cannot save a quanto model (``QuantoConfig`` is not serializable), so the copy is written as
-quanto documents it: the quantized state dict in ``model.safetensors`` and ``quantization_map.json``;
-``load_classifier`` rebuilds the float model from ``config.json`` and ``requantize``s it. A plain
-``from_pretrained`` of that folder does not give the int8 model.
+**int8** has three forms, by ``--int8_activations``:
+
+- ``none`` (default): optimum-quanto's weight-only int8 (``quantize(model, weights=qint8)``) on every ``nn.Linear``
+  and ``nn.Conv2d``: weights stored as int8 with one float scale per output channel, dequantized inside the forward
+  pass. The activations stay float and carry gradients, so Grad-CAM (one forward pass plus ``torch.autograd.grad`` to
+  a hooked activation) runs on the copy unchanged.
+- ``static``: quanto's int8 activations as well, with scales calibrated on training images; quanto passes gradients
+  straight through the activations' rounding.
+- ``dynamic``: torchao's ``Int8DynamicActivationInt8WeightConfig`` through transformers' ``TorchAoConfig``: int8
+  weights and per-token int8 activations computed in each forward pass, so the matrix products are int8 by int8. It
+  is the one int8 form that is faster than float32 on a CPU (under ``torch.compile``, which fuses the run-time
+  quantization; quanto's unfused quantize ops cost more than its int8 matmuls save). It quantizes ``nn.Linear``
+  only, so it is refused for models whose weights are mostly convolutions (a ResNet). torchao's int8 layers have no
+  backward; ``load_classifier`` gives them one (``pipelines.int8_gradients``).
+
+Why quanto for the first two and not torchao: torchao's int8 configs quantize ``nn.Linear`` only (on the quickstart
+ResNet that is its classifier, 0.04% of the weights), and transformers 5.24's torchao loader fails on a ResNet (it
+calls ``get_input_embeddings``, which ResNet lacks). transformers cannot save a quanto model (``QuantoConfig`` is not
+serializable), so a quanto copy is written as quanto documents it: the quantized state dict in ``model.safetensors``
+and ``quantization_map.json``; ``load_classifier`` rebuilds the float model from ``config.json`` and ``requantize``s
+it. A plain ``from_pretrained`` of that folder does not give the int8 model.
 
 **prune** removes whole channels with torch-pruning's DepGraph at one ratio everywhere (L2 magnitude of each
 coupled group), so the pruned shapes fit a plain config: a ResNet's ``embedding_size`` and ``hidden_sizes``; a
@@ -39,6 +49,7 @@ from transformers import PretrainedConfig, PreTrainedModel, set_seed
 from pipelines.arguments import DataArguments
 from pipelines.collate import ImageCollator
 from pipelines.errors import ConfigError
+from pipelines.int8_gradients import StraightThroughInt8Linear
 from pipelines.io import atomic_write_json, atomic_write_text, check_output_folder
 from pipelines.loading import ImageData, load_image_dataset
 from pipelines.models import QUANTIZATION_MAP, load_classifier, load_config
@@ -48,6 +59,12 @@ from trainers.image_classification import ImageClassificationTrainer, build_trai
 from trainers.model_cost import count_parameters
 
 METHODS = ("int8", "prune")
+INT8_ACTIVATIONS = ("none", "static", "dynamic")
+# --int8_activations true/false, as it was a flag before dynamic activations came.
+INT8_ACTIVATION_ALIASES = {"true": "static", "false": "none"}
+# Dynamic int8 (torchao) quantizes nn.Linear only; below this share of the parameters in nn.Linear weights (a
+# ResNet's is its classifier, under 1%) the copy would be the float model with an int8 head.
+MIN_LINEAR_SHARE = 0.5
 PRUNABLE = ("resnet", "vit", "deit")
 # The pruned model rebuilt from its config must reproduce the pruned model's logits to float rounding.
 REBUILD_TOLERANCE = 1e-4
@@ -68,11 +85,13 @@ class ShrinkArguments:
         default=0.5,
         metadata={"help": "prune: the fraction of channels, heads and MLP units removed from every layer, in (0, 1)."},
     )
-    int8_activations: bool = field(
-        default=False,
+    int8_activations: str = field(
+        default="none",
         metadata={
-            "help": "int8: also quantize activations (static int8 scales calibrated on --calibration_images training "
-            "images of the data arguments' dataset); on a CPU this is what makes the copy faster."
+            "help": "int8: none (weights only, optimum-quanto), static (quanto int8 activations with scales calibrated "
+            "on --calibration_images training images of the data arguments' dataset; true means static) or dynamic "
+            "(torchao: int8 activations with per-token scales at run time and int8 matmuls, nn.Linear only; fast "
+            "under torch.compile)."
         },
     )
     calibration_images: int = field(default=256, metadata={"help": "int8 activations: images to calibrate on."})
@@ -93,7 +112,12 @@ class ShrinkArguments:
             raise ConfigError(f"--ratio must lie strictly between 0 and 1 (the fraction removed), not {self.ratio}.")
         if self.recover_epochs < 0:
             raise ConfigError(f"--recover_epochs must be 0 or more, not {self.recover_epochs}.")
-        if self.method == "prune" and self.int8_activations:
+        self.int8_activations = INT8_ACTIVATION_ALIASES.get(str(self.int8_activations).lower(), self.int8_activations)
+        if self.int8_activations not in INT8_ACTIVATIONS:
+            raise ConfigError(
+                f"--int8_activations must be one of {', '.join(INT8_ACTIVATIONS)}, not '{self.int8_activations}'."
+            )
+        if self.method == "prune" and self.int8_activations != "none":
             raise ConfigError("--int8_activations applies to --method int8 only.")
         if self.calibration_images < 1:
             raise ConfigError(f"--calibration_images must be at least 1, not {self.calibration_images}.")
@@ -103,7 +127,7 @@ class ShrinkArguments:
     @property
     def needs_data(self) -> bool:
         """A recovery fine-tune or an activation calibration reads the dataset of the data arguments."""
-        return bool(self.recover_epochs) or self.int8_activations
+        return bool(self.recover_epochs) or self.int8_activations == "static"
 
 
 # int8
@@ -148,10 +172,65 @@ def quantize_int8(
     details = {
         "library": "optimum-quanto",
         "scheme": scheme,
+        "layers": "nn.Linear and nn.Conv2d",
         "quantized_modules": sorted(mapping),
         "quantized_weight_share": quantized / total,
         "gradients": gradients,
         "quantization_map": mapping,
+    }
+    return model, details
+
+
+def linear_weight_share(model: PreTrainedModel) -> float:
+    """The fraction of `model`'s parameters that are ``nn.Linear`` weights."""
+    return sum(m.weight.numel() for m in model.modules() if is_linear(m)) / count_parameters(model)
+
+
+def require_linear_weights(model: PreTrainedModel, source: str) -> None:
+    """Refuse dynamic int8 for a model whose weights are mostly not in ``nn.Linear`` layers (a ResNet's convolutions),
+    which torchao's dynamic int8 leaves in float32."""
+    share = linear_weight_share(model)
+    if share < MIN_LINEAR_SHARE:
+        raise ConfigError(
+            f"{source} holds {share:.1%} of its parameters in nn.Linear layers, the only ones dynamic int8 (torchao) "
+            "quantizes; use --int8_activations static (optimum-quanto, convolutions too) for this model."
+        )
+
+
+def dynamic_int8_config() -> Any:
+    """transformers' ``TorchAoConfig`` for torchao's dynamic int8: every ``nn.Linear`` gets int8 weights (one scale
+    per output channel) and quantizes its input per token in each forward pass, so its matrix product is int8."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+    from transformers import TorchAoConfig
+
+    return TorchAoConfig(Int8DynamicActivationInt8WeightConfig())
+
+
+def quantize_int8_dynamic(source: str) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """`source` loaded with `dynamic_int8_config`, through `pipelines.load_classifier`, which gives the int8 layers
+    a straight-through backward (see `pipelines.int8_gradients`) so that Grad-CAM runs on the copy.
+
+    Returns:
+        The quantized model, which ``save_pretrained`` writes and ``from_pretrained`` reads again, and what was done.
+    """
+    import torchao
+
+    model, _ = load_classifier(source, quantization_config=dynamic_int8_config())
+    model = model.eval()
+    names = [name for name, module in model.named_modules() if isinstance(module, StraightThroughInt8Linear)]
+    quantized = sum(model.get_submodule(name).weight.numel() for name in names)
+    details = {
+        "library": f"torchao {torchao.__version__} through transformers' TorchAoConfig",
+        "scheme": "Int8DynamicActivationInt8WeightConfig: int8 weights (one scale per output channel) and int8 "
+        "activations (one scale per token, computed in every forward pass), int8 matrix products",
+        "layers": "nn.Linear",
+        "quantized_modules": sorted(names),
+        "quantized_weight_share": quantized / count_parameters(model),
+        "gradients": "torchao's int8 layers have no backward; pipelines.load_classifier gives each one that multiplies "
+        "the gradient by the dequantized int8 weight (straight through the activations' rounding), so Grad-CAM's "
+        "gradients are those of the float graph with the int8 weights",
+        "speed": "fast under torch.compile, which fuses the run-time quantization with the int8 matrix product; run "
+        "eagerly the copy is slower than float32",
     }
     return model, details
 
@@ -354,7 +433,7 @@ def write_shrunk_copy(model: PreTrainedModel, processor: Any, out: str | Path, r
     """Save the model (safetensors), its processor, ``shrink.json`` and a model card into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if record["method"] == "int8":
+    if "quantization_map" in record["details"]:  # optimum-quanto, which transformers cannot save
         save_quantized(model, out, record["details"]["quantization_map"])
     else:
         model.save_pretrained(out)
@@ -386,11 +465,11 @@ def model_card_text(record: dict[str, Any]) -> str:
     if record["method"] == "int8":
         lines += [
             f"- {details['library']}; {details['scheme']}.",
-            f"- Quantized: {len(details['quantized_modules'])} nn.Linear and nn.Conv2d modules, "
+            f"- Quantized: {len(details['quantized_modules'])} {details['layers']} modules, "
             f"{details['quantized_weight_share']:.1%} of the parameters; everything else stays float32.",
             f"- Gradients (Grad-CAM): {details['gradients']}.",
-            '- Load it with `pipelines.load_classifier` (it needs optimum-quanto: `pip install -e ".[shrink]"`); '
-            "transformers cannot serialize quanto models, so a plain `from_pretrained` does not give the int8 model.",
+            *([f"- Speed: {details['speed']}."] if "speed" in details else []),
+            load_instructions(details),
         ]
     else:
         lines += [
@@ -402,6 +481,18 @@ def model_card_text(record: dict[str, Any]) -> str:
         if record.get("recovery"):
             lines.append(f"- Recovery fine-tune: {json.dumps(record['recovery'])}.")
     return "\n".join(lines) + "\n"
+
+
+def load_instructions(details: dict[str, Any]) -> str:
+    if "quantization_map" in details:
+        return (
+            '- Load it with `pipelines.load_classifier` (it needs optimum-quanto: `pip install -e ".[shrink]"`); '
+            "transformers cannot serialize quanto models, so a plain `from_pretrained` does not give the int8 model."
+        )
+    return (
+        "- `AutoModelForImageClassification.from_pretrained` loads it (it needs torchao: "
+        '`pip install -e ".[shrink]"`); load it with `pipelines.load_classifier` for Grad-CAM\'s gradients.'
+    )
 
 
 def input_shape_for(model: PreTrainedModel, processor: Any) -> tuple[int, int, int]:
@@ -438,9 +529,13 @@ def shrink(args: ShrinkArguments, data_args: DataArguments | None, command: str)
         require_prunable(load_config(args.model), args.model)
     model, processor = load_classifier(args.model)
     data = load_image_dataset(data_args) if args.needs_data else None
-    if args.method == "int8":
+    if args.method == "int8" and args.int8_activations == "dynamic":
+        require_linear_weights(model, args.model)
+        model, details = quantize_int8_dynamic(args.model)
+        recovery = None
+    elif args.method == "int8":
         calibration = None
-        if args.int8_activations:
+        if args.int8_activations == "static":
             count, channels = args.calibration_images, model.config.num_channels
             calibration = calibration_images(data, processor, channels, count, args.seed)
         model, details = quantize_int8(model, calibration)
