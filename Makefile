@@ -40,7 +40,7 @@ demo: $(VENV)/.installed
 # evaluation report of original, distilled student, int8 and pruned side by side into report-shrink/.
 shrink-demo: $(VENV)/.installed
 	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --method int8 --out $(QUICKSTART)/teacher-int8
-	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --method int8 --int8_activations true \
+	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --method int8 --int8_activations static \
 		--dataset_name pneumoniamnist --out $(QUICKSTART)/teacher-int8-w8a8
 	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --method prune --ratio 0.5 --out $(QUICKSTART)/teacher-pruned \
 		--recover_epochs 2 --dataset_name pneumoniamnist

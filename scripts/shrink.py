@@ -1,8 +1,10 @@
-"""Shrink a trained classifier into a copy that loads again: int8 weights or structured pruning.
+"""Shrink a trained classifier into a copy that loads again: int8 (weights; static or dynamic activations too) or
+structured pruning.
 
     python scripts/shrink.py runs/quickstart/teacher --method int8 --out runs/quickstart/teacher-int8
-    python scripts/shrink.py runs/quickstart/teacher --method int8 --int8_activations true \
+    python scripts/shrink.py runs/quickstart/teacher --method int8 --int8_activations static \
         --dataset_name pneumoniamnist --out runs/quickstart/teacher-int8-w8a8
+    python scripts/shrink.py google/vit-base-patch16-224 --method int8 --int8_activations dynamic --out vit-int8
     python scripts/shrink.py runs/quickstart/teacher --method prune --ratio 0.5 --out runs/quickstart/teacher-pruned \\
         --recover_epochs 2 --dataset_name pneumoniamnist
 

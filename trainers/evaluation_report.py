@@ -180,10 +180,13 @@ def _shrunk_copies(models: dict[str, Any]) -> list[str]:
             continue
         details = record["details"]
         if record["method"] == "int8":
+            layers = details.get("layers", "nn.Linear and nn.Conv2d")  # copies made before dynamic int8 lack it
             what = (
-                f"{details['scheme']}; {len(details['quantized_modules'])} Linear/Conv2d layers, "
+                f"{details['scheme']}; {len(details['quantized_modules'])} {layers} layers, "
                 f"{_percent(details['quantized_weight_share'])} of the parameters"
             )
+            if "speed" in details:  # this report times every model eagerly
+                what += f"; {details['speed']}"
             maps = f"Grad-CAM runs: {details['gradients']}"
         else:
             recovery = record.get("recovery")
