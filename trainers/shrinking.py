@@ -192,7 +192,7 @@ def require_linear_weights(model: PreTrainedModel, source: str) -> None:
     share = linear_weight_share(model)
     if share < MIN_LINEAR_SHARE:
         raise ConfigError(
-            f"{source} holds {share:.1%} of its parameters in nn.Linear layers, the only ones dynamic int8 (torchao) "
+            f"{source} holds {share:.2%} of its parameters in nn.Linear layers, the only ones dynamic int8 (torchao) "
             "quantizes; use --int8_activations static (optimum-quanto, convolutions too) for this model."
         )
 
