@@ -530,8 +530,9 @@ def shrink(args: ShrinkArguments, data_args: DataArguments | None, command: str)
     model, processor = load_classifier(args.model)
     data = load_image_dataset(data_args) if args.needs_data else None
     if args.method == "int8" and args.int8_activations == "dynamic":
+        # Checked on the float model: transformers' torchao loader itself fails on a ResNet, with a traceback.
         require_linear_weights(model, args.model)
-        model, details = quantize_int8_dynamic(args.model)
+        model, details = quantize_int8_dynamic(args.model)  # loads again, quantizing as the weights load
         recovery = None
     elif args.method == "int8":
         calibration = None
