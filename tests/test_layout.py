@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
+import importlib.machinery
 import subprocess
 import sys
 from pathlib import Path
@@ -74,14 +74,30 @@ def test_no_project_file_changes_sys_path_or_sys_modules() -> None:
     assert offenders == {}
 
 
+def importable_outside_the_checkout(name: str) -> bool:
+    """`name` is a built-in module or is found on sys.path outside this checkout's root. The root's own folders are
+    outputs (`make demo` writes report/ there, which the import system would take for a namespace package); this
+    project's packages are PACKAGES."""
+    if name in sys.builtin_module_names:
+        return True
+    search = [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT.resolve()]
+    return importlib.machinery.PathFinder.find_spec(name, search) is not None
+
+
 def test_no_script_shares_a_name_with_an_importable_package() -> None:
     # python scripts/x.py puts scripts/ first on sys.path: a scripts/evaluate.py would be imported as `evaluate`.
     clashes = [
         path.name
         for path in (ROOT / "scripts").glob("*.py")
-        if path.stem in PACKAGES or importlib.util.find_spec(path.stem) is not None
+        if path.stem in PACKAGES or importable_outside_the_checkout(path.stem)
     ]
     assert clashes == []
+
+
+def test_the_shadowing_check_finds_installed_and_built_in_modules_but_not_output_folders() -> None:
+    assert importable_outside_the_checkout("evaluate") and importable_outside_the_checkout("sys")
+    assert importable_outside_the_checkout("json")
+    assert not importable_outside_the_checkout("report")  # whether or not make demo has written report/
 
 
 def test_python_m_explain_help_names_the_maps_options() -> None:
