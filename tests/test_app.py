@@ -14,7 +14,6 @@ import torch
 
 pytest.importorskip("gradio", reason="the explorer needs the app extra: pip install -e '.[app]'")
 
-from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from transformers import BertConfig  # noqa: E402
 
@@ -41,6 +40,10 @@ from explain.plots import display_images  # noqa: E402
 from pipelines import DataArguments  # noqa: E402
 from pipelines.errors import ConfigError, DataError  # noqa: E402
 from pipelines.models import build_classifier  # noqa: E402
+
+from helpers.data import make_medmnist_npz
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
+from helpers.project import load_script
 
 LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
 

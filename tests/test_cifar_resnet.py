@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, make_medmnist_npz
 from transformers import AutoConfig, AutoModelForImageClassification, TrainingArguments
 
 from explain import GradCAM, resolve_target_layer
@@ -20,6 +19,9 @@ from pipelines.cifar_resnet import CifarResNetConfig, CifarResNetForImageClassif
 from pipelines.models import build_classifier, load_classifier
 from trainers.distillation import DistillationTrainer, TeacherLogitsCollator
 from trainers.image_classification import build_trainer
+
+from helpers.data import make_medmnist_npz
+from helpers.project import ROOT
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PROCESSOR_32 = {"size": {"height": 32, "width": 32}, "image_mean": [0.49, 0.48, 0.45], "image_std": [0.25] * 3}

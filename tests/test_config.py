@@ -6,7 +6,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, write_config
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
@@ -19,6 +18,9 @@ from trainers.arguments import (
     launch_command,
     parse_config,
 )
+
+from helpers.data import write_config
+from helpers.project import ROOT
 
 DATACLASSES = (DataArguments, ModelArguments, OneCycleTrainingArguments)  # as scripts/finetune.py parses
 FINETUNE_CONFIGS = sorted(

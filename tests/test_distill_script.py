@@ -7,59 +7,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import faults
 import numpy as np
 import pytest
 import torch
-from conftest import (
-    PROCESSOR_32,
-    ROOT,
-    TINY_RESNET,
-    TINY_VIT,
-    load_script,
-    make_medmnist_npz,
-    tiny_run_config,
-    write_config,
-)
 from huggingface_hub import ModelCard
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import trainers.hub
 from pipelines import ConfigError, OfflineError
-from pipelines.models import build_classifier
 from trainers.hub import REQUIRED_FILES, files_to_push
 from trainers.model_cost import count_parameters
 
+from helpers import faults
+from helpers.distill import COUNTS, distill_config, save_teacher
+from helpers.project import ROOT, load_script
+
 main = load_script("distill").main
-
-LABELS = ["malignant", "normal, benign"]
-COUNTS = (40, 13, 17)
-
-
-def save_teacher(folder: Path, labels: list[str] = LABELS) -> Path:
-    torch.manual_seed(0)  # the same random teacher in every run
-    model, processor = build_classifier(TINY_RESNET, labels, image_processor_config=PROCESSOR_32)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
-def distill_config(tmp_path: Path, **overrides: object) -> Path:
-    make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=COUNTS)
-    values = tiny_run_config(
-        tmp_path,
-        tmp_path / "data",
-        output_dir=str(tmp_path / "student"),
-        model_config={**TINY_VIT, "model_type": "deit"},
-        deit_distillation_token=True,
-        teacher_model_name_or_path=str(save_teacher(tmp_path / "teacher")),
-        max_steps=3,
-        latency_repeats=2,
-        baseline_output_dir=str(tmp_path / "baseline"),
-    )
-    values.update(overrides)
-    return write_config(tmp_path / "distill.yaml", **values)
 
 
 def measured_by_hand(folder: Path, npz: Path) -> dict[str, float]:

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, make_medmnist_npz
 from transformers import BertConfig, DeiTForImageClassificationWithTeacher, TrainingArguments, ViTImageProcessor
 
 from pipelines import ConfigError, DataArguments, DataError, load_image_dataset
@@ -21,6 +20,9 @@ from trainers.distillation import (
 )
 from trainers.image_classification import build_trainer
 from trainers.losses import classification_loss
+
+from helpers.data import make_medmnist_npz
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
 
 STUDENT = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 2.0]])
 TEACHER = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])

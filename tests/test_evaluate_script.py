@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz
 from huggingface_hub import ModelCard
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, roc_auc_score
 from transformers import AutoImageProcessor, AutoModelForImageClassification
@@ -20,6 +19,10 @@ from pipelines import ConfigError, UserFacingError
 from pipelines.io import finite_or_null
 from pipelines.models import build_classifier
 from trainers.evaluation_report import fold_into_model_card
+
+from helpers.data import make_medmnist_npz
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
+from helpers.project import load_script
 
 main = load_script("report").main
 LABELS = ["malignant", "normal, benign"]

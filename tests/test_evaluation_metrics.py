@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_VIT
 from torch import nn
 
 import trainers.evaluation_plots as plots
@@ -23,6 +22,8 @@ from trainers.evaluation import (
     roc_curves,
     shared_label_space,
 )
+
+from helpers.models import PROCESSOR_32, TINY_VIT
 
 
 class SumModel(nn.Module):

@@ -7,10 +7,12 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
-from test_explain_support import one_thread  # noqa: F401
 
 from explain.benchmarking import benchmark_gradcam, ratio_lines
+
+from helpers.project import ROOT
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
 
 
 def test_every_path_is_timed_and_agrees() -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from medmnist import INFO
 from PIL import Image as PILImage
-from test_explain_support import one_thread  # noqa: F401
 
 from explain.plots import (
     CAPTION_CHARS,
@@ -23,6 +23,8 @@ from explain.plots import (
     resize_maps,
 )
 from pipelines.io import atomic_save_figure
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)

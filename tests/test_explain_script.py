@@ -13,17 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, ROOT, TINY_RESNET, TINY_VIT, make_medmnist_npz
 from matplotlib.figure import Figure
 from medmnist import INFO
 from PIL import Image as PILImage
-from test_explain_support import one_thread  # noqa: F401
 
 import explain.cli as script
 from explain.registry import METHODS
 from pipelines.errors import ConfigError, DataError, OfflineError, UserFacingError
 from pipelines.models import build_classifier, load_classifier
 from pipelines.preprocess import DevicePreprocess
+
+from helpers.data import make_medmnist_npz
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
+from helpers.project import ROOT
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
 
 LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
 # One of the two lines torch logs when torchao 0.18 registers its enums at import (see the offline test below).

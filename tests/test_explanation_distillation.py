@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, make_medmnist_npz
 from torch import nn
 from transformers import (
     AutoImageProcessor,
@@ -36,6 +35,11 @@ from trainers.distillation import (
     explanation_loss,
 )
 from trainers.image_classification import build_trainer
+
+from helpers.data import make_medmnist_npz
+from helpers.distill import distill_config
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
+from helpers.project import load_script
 
 PROCESSOR_64 = {**PROCESSOR_32, "size": {"height": 64, "width": 64}}
 
@@ -370,10 +374,8 @@ def test_missing_layers_and_unaligned_grids_are_one_sentence(tmp_path: Path, dat
 
 
 def test_the_results_table_shows_each_students_agreement_with_the_teacher(tmp_path: Path) -> None:
-    from test_distill_script import distill_config, main
-
     config = distill_config(tmp_path, explanation_weight=1.0, train_baseline=False)  # its row: the same code
-    result = main([str(config)])
+    result = load_script("distill").main([str(config)])
     rows = json.loads((tmp_path / "student" / "results.json").read_text())["rows"]
     assert result["rows"] == rows and rows[0]["agreement"] is None
     # Recomputed here from the saved folders: each model's own image processor, explain's Grad-CAM, both at the

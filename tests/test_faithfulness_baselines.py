@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_faithfulness_road import CheckerRegion, checker_images, report_with
 
 from explain.evaluation import MIN_RANGE, FaithfulnessSettings, faithfulness, paired_measures
 from explain.faithfulness import deletion_insertion
@@ -13,6 +12,9 @@ from explain.road import road_curves
 from pipelines import ConfigError
 from trainers.evaluation import EvaluateArguments
 from trainers.evaluation_report import render_markdown
+
+from helpers.explain_models import CheckerRegion, checker_images
+from helpers.reports import report_with
 
 
 def test_insertion_from_the_removed_image_starts_where_deletion_ends() -> None:

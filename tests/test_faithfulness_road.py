@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from scipy.sparse import lil_matrix
 from scipy.sparse.linalg import spsolve
 from scipy.stats import wilcoxon
-from torch import nn
 
 from explain.benchmarking import benchmark_road, road_masks
 from explain.evaluation import MEASURES, FaithfulnessSettings, PairedComparison, faithfulness
@@ -26,6 +25,9 @@ from explain.road import (
 from pipelines.errors import ConfigError
 from trainers.evaluation import EvaluateArguments
 from trainers.evaluation_report import render_markdown
+
+from helpers.explain_models import CheckerRegion, checker_images
+from helpers.reports import report_with
 
 # float32 conjugate gradients against scipy's float64 direct solve, on inputs of size about 1.
 IMPUTATION_TOLERANCE = 1e-4
@@ -171,33 +173,6 @@ def test_a_mask_that_does_not_fit_the_images_is_refused_in_one_sentence() -> Non
         linear_imputation(torch.zeros(2, 3, 8, 8), torch.zeros(2, 7, 8, dtype=torch.bool))
 
 
-class CheckerRegion(nn.Module):
-    """Reads only the left half of a 16 x 16 image: the class's evidence is the match of those pixels with a
-    checkerboard (a pattern that neither a blur nor linear imputation can restore), scaled by 3."""
-
-    def __init__(self, bias: float = 0.0) -> None:
-        super().__init__()
-        pattern = torch.zeros(16, 16)
-        pattern[:, :8] = (torch.arange(16)[:, None] + torch.arange(8)[None, :]) % 2 * 2 - 1.0
-        self.register_buffer("pattern", pattern)
-        self.bias = bias
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        evidence = (pixel_values[:, 0] * self.pattern).sum((1, 2)) / 128 * 3 + self.bias
-        return torch.stack([evidence, -evidence], dim=1)
-
-
-def checker_images(count: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images that carry the checkerboard (each its own strength) on noise, and a map of the region that decides."""
-    generator = torch.Generator().manual_seed(seed)
-    strength = 0.5 + torch.rand(count, 1, 1, generator=generator)
-    images = 0.3 * torch.randn(count, 16, 16, generator=generator) + strength * CheckerRegion().pattern
-    region = torch.zeros(count, 16, 16)
-    region[..., :8] = 1.0
-    truthful = region + 0.01 * torch.rand(count, 16, 16, generator=generator)  # the order inside a region: random
-    return images[:, None], truthful
-
-
 def test_a_map_of_the_deciding_region_beats_random_maps_on_every_measure_and_its_reverse_loses() -> None:
     images, truthful = checker_images()
     targets = torch.zeros(len(images), dtype=torch.long)
@@ -271,30 +246,6 @@ def test_the_report_warns_when_the_baseline_leaves_the_prediction_unchanged() ->
     warned = render_markdown(report_with({"gradcam": saturated.numbers()}))
     assert "these curves measure the baseline, not the maps" in warned
     assert "these curves measure the baseline" not in render_markdown(report_with({"gradcam": reading.numbers()}))
-
-
-def report_with(faithfulness_numbers: dict) -> dict:
-    """The smallest report render_markdown takes, with one model's faithfulness numbers."""
-    cost = {
-        "parameters": 10,
-        "size_on_disk_mib": 0.5,
-        "latency_ms_batch_1": 1.0,
-        "latency_ms_batch_1_quartiles": [0.9, 1.1],
-        "latency_ms_batch_64": 0.5,
-        "latency_ms_batch_64_quartiles": [0.4, 0.6],
-        "throughput_images_per_s": 2000.0,
-    }
-    classification = {"accuracy": 0.5, "auc": 0.5, "f1": 0.5, "ece": 0.1, "per_class": {}}
-    model = {"classification": classification, "cost": cost, "faithfulness": faithfulness_numbers, "randomization": {}}
-    return {
-        **dict.fromkeys(["dataset", "split", "images", "explained_images", "device", "dtype", "command"], "x"),
-        "reference": "model",
-        "labels": [],
-        "steps": 4,
-        "top_percent": 10,
-        "figures": {},
-        "models": {"model": model},
-    }
 
 
 def test_road_benchmark_imputes_the_same_masks_as_pytorch_grad_cam_to_1e_3() -> None:

@@ -14,16 +14,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (
-    PROCESSOR_32,
-    ROOT,
-    TINY_RESNET,
-    TINY_VIT,
-    load_script,
-    make_medmnist_npz,
-    tiny_run_config,
-    write_config,
-)
 from medmnist.evaluator import getAUC
 from PIL import Image as PILImage
 from safetensors.torch import load_file
@@ -32,6 +22,10 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, pi
 
 from pipelines import ConfigError, DataError, DevicePreprocess, UserFacingError
 from trainers.image_classification import build_trainer
+
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
+from helpers.project import ROOT, load_script
 
 main = load_script("finetune").main
 

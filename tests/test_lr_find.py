@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_RESNET, load_script, make_medmnist_npz, tiny_run_config, write_config
 from PIL import Image
 from transformers import TrainerCallback
 
@@ -26,6 +25,10 @@ from trainers.lr_find import (
     smooth,
     suggest_learning_rate,
 )
+
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.models import PROCESSOR_32, TINY_RESNET
+from helpers.project import load_script
 
 
 def test_smoothing_is_a_bias_corrected_moving_average() -> None:

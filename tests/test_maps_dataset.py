@@ -10,11 +10,9 @@ import sys
 from pathlib import Path
 
 import datasets
-import faults
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, load_script, make_medmnist_npz, save_tiny_classifiers
 
 import explain.cli
 from explain.maps_dataset import (
@@ -28,12 +26,17 @@ from explain.maps_dataset import (
 )
 from pipelines.errors import ConfigError, DataError, OfflineError
 
+from helpers import faults
+from helpers.data import make_medmnist_npz
+from helpers.models import save_tiny_classifiers
+from helpers.project import ROOT, load_script
+
 COUNTS = (8, 4, 37)  # test: 37 images = shards of 8, 8, 8, 8, 5; validation: one shard of 4
 METHODS = "gradcam,layercam"
 SHARD, BATCH = 8, 4
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")  # see the one_thread fixture in conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,7 @@ def as_rows(folder: Path) -> list[dict]:
 
 
 def command(arguments: list[str], processes: int = 1, fault: bool = False) -> list[str]:
-    """`python -m explain` (through tests/faults.py when `fault`), or `accelerate launch -m explain` on 2+ CPUs."""
+    """`python -m explain` (through tests/helpers/faults.py when `fault`), or `accelerate launch -m explain` on 2+ CPUs."""
     if processes == 1:
         program = [str(ROOT / "tests" / "faults.py"), "explain"] if fault else ["-m", "explain"]
         return [sys.executable, *program, *arguments]

@@ -6,18 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import faults
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_RESNET, make_medmnist_npz, write_config
-from test_reliability_resume import (
-    MAX_STEPS,
-    assert_killed_between_checkpoints,
-    assert_same_result_and_step_count,
-    finetune_values,
-    kill_mid_interval,
-    run_reference_here,
-)
 from transformers import TrainerCallback
 from transformers.trainer_utils import SchedulerType
 
@@ -25,6 +15,18 @@ from pipelines import ConfigError, DataArguments, load_image_dataset
 from pipelines.models import build_classifier
 from trainers.arguments import OneCycleTrainingArguments, parse_config
 from trainers.image_classification import ImageClassificationTrainer, build_trainer
+
+from helpers import faults
+from helpers.data import make_medmnist_npz, write_config
+from helpers.models import PROCESSOR_32, TINY_RESNET
+from helpers.resume import (
+    MAX_STEPS,
+    assert_killed_between_checkpoints,
+    assert_same_result_and_step_count,
+    finetune_values,
+    kill_mid_interval,
+    run_reference_here,
+)
 
 ONE_CYCLE = {
     "lr_scheduler_type": "one_cycle",

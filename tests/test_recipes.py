@@ -1,6 +1,6 @@
 """Every shipped recipe runs as a user runs it: its own script on the unchanged file, offline, against stand-in
 Hub checkpoints (random weights, laid out as the Hugging Face cache lays out a download) and stand-in data of its
-shape; then explain, evaluate, `transformers.pipeline` and a reload on what it wrote (see tests/rehearsal.py)."""
+shape; then explain, evaluate, `transformers.pipeline` and a reload on what it wrote (see tests/helpers/rehearsal.py)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, load_script
 from PIL import Image as PILImage
-from rehearsal import FAST_EVALUATE, FAST_EXPLAIN, Rehearsed, hub_checkpoints
-from standins import published_preprocessor
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 import explain.cli
 from pipelines import DevicePreprocess
 from pipelines.medmnist_npz import medmnist_file_name
+
+from helpers.project import ROOT, load_script
+from helpers.rehearsal import FAST_EVALUATE, FAST_EXPLAIN, Rehearsed, hub_checkpoints
+from helpers.standins import published_preprocessor
 
 # Every file, so that a recipe added later is rehearsed too; one whose needs cannot be derived fails.
 RECIPES = sorted((ROOT / "configs").glob("*.yaml"))

@@ -13,11 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import faults
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_RESNET, load_script, make_medmnist_npz, tiny_run_config, write_config
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 from transformers import TrainingArguments
@@ -32,6 +30,11 @@ from pipelines.folders import load_image_folder
 from pipelines.locks import LOCK_NAME, FolderInUseError, read_holder, run_folder_lock
 from pipelines.models import build_classifier, load_classifier
 from trainers.arguments import ModelArguments, parse_config
+
+from helpers import faults
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.models import PROCESSOR_32, TINY_RESNET
+from helpers.project import load_script
 
 # ---------------------------------------------------------------- 1. one writer per run folder
 

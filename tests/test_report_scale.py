@@ -8,12 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-import faults
 import numpy as np
 import pytest
 import torch
-from conftest import BREAST_LABELS, PROCESSOR_28, TINY_RESNET, load_script, make_medmnist_npz, save_tiny_classifiers
-from test_faithfulness_road import CheckerRegion, checker_images
 
 import explain.cli
 from explain.evaluation import (
@@ -28,12 +25,18 @@ from explain.evaluation import (
 from explain.faithfulness import random_maps
 from pipelines.models import build_classifier
 
+from helpers import faults
+from helpers.data import make_medmnist_npz
+from helpers.explain_models import CheckerRegion, checker_images
+from helpers.models import BREAST_LABELS, PROCESSOR_28, TINY_RESNET, save_tiny_classifiers
+from helpers.project import load_script
+
 TEST_IMAGES, BATCH = 11, 4  # chunks of 4, 4 and 3 images: two processes take chunks (0, 2) and (1,)
 
 report = load_script("report").main
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")  # see the one_thread fixture in conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import (
-    PROCESSOR_32,
-    ROOT,
-    TINY_RESNET,
-    TINY_VIT,
-    load_script,
-    make_medmnist_npz,
-    tiny_run_config,
-    write_config,
-)
 from transformers import AutoConfig, AutoModelForImageClassification
 
 from explain.agreement import blank_maps, rank_correlation
@@ -28,6 +18,10 @@ from pipelines import ConfigError, UserFacingError
 from pipelines.models import build_classifier, load_classifier
 from trainers.model_cost import count_parameters, size_on_disk
 from trainers.shrinking import prune_structured
+
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
+from helpers.project import ROOT, load_script
 
 shrink = load_script("shrink").main
 finetune = load_script("finetune").main

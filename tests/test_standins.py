@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import try_to_load_from_cache
-from standins import HUB_STANDINS, standin_ids
 from transformers import AutoConfig, AutoImageProcessor
+
+from helpers.standins import HUB_STANDINS, standin_ids
 
 pytestmark = pytest.mark.skipif(not HUB_STANDINS.is_dir(), reason=f"{HUB_STANDINS} is absent")
 

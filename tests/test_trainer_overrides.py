@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_VIT, load_script, make_medmnist_npz, tiny_run_config, write_config
 from transformers import AutoModelForImageClassification, Trainer
 
 from trainers.image_classification import ImageClassificationTrainer
+
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.models import TINY_VIT
+from helpers.project import load_script
 
 OVERRIDDEN = ("_load_from_checkpoint", "_load_best_model", "_prepare_inputs")
 

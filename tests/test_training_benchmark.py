@@ -10,9 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, load_script
 from PIL import Image
-from test_explain_support import one_thread  # noqa: F401
 from transformers import ViTImageProcessor
 
 import explain.benchmarking
@@ -26,6 +24,10 @@ from trainers.benchmarking import (
     synthetic_images,
     usual_transform,
 )
+
+from helpers.project import ROOT, load_script
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
 
 TINY = {"image_size": 32, "source_size": 28, "batch_size": 2, "steps": 3, "warmup": 1, "use_cpu": True}
 

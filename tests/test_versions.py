@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 
-from conftest import ROOT
 from packaging.requirements import Requirement
+
+from helpers.project import ROOT
 
 
 def load_check():

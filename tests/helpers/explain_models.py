@@ -1,4 +1,4 @@
-"""Tiny models shared by the explain tests (this file holds no tests).
+"""Tiny models shared by the explain tests.
 
 Every builder is seeded, runs on the CPU in milliseconds, and covers one architecture family the explain package
 must handle: ViT, DeiT with its distillation token, DINOv2 with register tokens, BEiT, ResNet, ConvNeXt, Swin.
@@ -6,7 +6,6 @@ must handle: ViT, DeiT with its distillation token, DINOv2 with register tokens,
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
@@ -62,15 +61,6 @@ class FullResolutionCNN(nn.Module):
         return self.head(self.pool(self.features(pixel_values)).flatten(1))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The explain tests' models are tiny; on this 2-core CPU, two threads make each op ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _ours(hook: object) -> bool:
     # transformers 5 installs its own permanent hooks the first time a model is asked for output_attentions
     # (`install_output_capuring_hook`, sic); they belong to the model, not to a call of ours.
@@ -86,3 +76,49 @@ def no_hooks_left(model: nn.Module) -> bool:
         and not module._backward_pre_hooks
         for module in model.modules()
     )
+
+
+class HandSet(nn.Module):
+    """x -> ReLU(1x1 conv with channel weights [1, -1]) -> mean over pixels -> linear head [[1, -1], [-1, 2]]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, kernel_size=1, bias=False)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).reshape(2, 1, 1, 1))
+            self.head.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 2.0]]))
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.conv(pixel_values)).mean(dim=(2, 3)))
+
+
+HAND_INPUT = torch.tensor([[[[1.0, 2.0], [-1.0, 3.0]]]])  # (1, 1, 2, 2)
+
+
+class CheckerRegion(nn.Module):
+    """Reads only the left half of a 16 x 16 image: the class's evidence is the match of those pixels with a
+    checkerboard (a pattern that neither a blur nor linear imputation can restore), scaled by 3."""
+
+    def __init__(self, bias: float = 0.0) -> None:
+        super().__init__()
+        pattern = torch.zeros(16, 16)
+        pattern[:, :8] = (torch.arange(16)[:, None] + torch.arange(8)[None, :]) % 2 * 2 - 1.0
+        self.register_buffer("pattern", pattern)
+        self.bias = bias
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        evidence = (pixel_values[:, 0] * self.pattern).sum((1, 2)) / 128 * 3 + self.bias
+        return torch.stack([evidence, -evidence], dim=1)
+
+
+def checker_images(count: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images that carry the checkerboard (each its own strength) on noise, and a map of the region that decides."""
+    generator = torch.Generator().manual_seed(seed)
+    strength = 0.5 + torch.rand(count, 1, 1, generator=generator)
+    images = 0.3 * torch.randn(count, 16, 16, generator=generator) + strength * CheckerRegion().pattern
+    region = torch.zeros(count, 16, 16)
+    region[..., :8] = 1.0
+    truthful = region + 0.01 * torch.rand(count, 16, 16, generator=generator)  # the order inside a region: random
+    return images[:, None], truthful

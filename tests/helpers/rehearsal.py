@@ -1,5 +1,5 @@
 """Rehearse a shipped recipe as a user runs it: its own script on the unchanged recipe file, offline, against
-stand-in checkpoints and stand-in data of the recipe's shape (see tests/standins.py).
+stand-in checkpoints and stand-in data of the recipe's shape (see tests/helpers/standins.py).
 
 What a recipe needs is read from the file's content (where its data comes from, which checkpoints it starts from,
 whether it distils and from which other recipe's output), never from its name. A recipe whose needs cannot be
@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 import yaml
-from conftest import ROOT, make_medmnist_npz
-from standins import CIFAR10_CLASSES, SPLIT_COUNTS, cache_cifar10_like, standin_ids, write_plants_folder
 
 from pipelines.arguments import DataArguments
 from pipelines.medmnist_npz import medmnist_file_name, medmnist_info
+
+from helpers.data import make_medmnist_npz
+from helpers.project import ROOT
+from helpers.standins import CIFAR10_CLASSES, SPLIT_COUNTS, cache_cifar10_like, standin_ids, write_plants_folder
 
 # Data fields that `python -m explain` and scripts/report.py take as the recipe's script does.
 DATA_FIELDS = tuple(DataArguments.__dataclass_fields__)
@@ -214,7 +216,7 @@ class Rehearsals:
             if not name or "/" in name or values.get("class_names"):
                 raise RecipeNeedsUnknown(
                     f"Hub dataset {name!r}: the stand-in is a cifar10-like dataset (a plain id, ClassLabel labels); "
-                    "add one of this shape to tests/standins.py."
+                    "add one of this shape to tests/helpers/standins.py."
                 )
             if not (self.hf_home / "datasets" / name).is_dir():
                 cache_cifar10_like(self.hf_home, name, *columns)

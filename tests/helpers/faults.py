@@ -1,6 +1,6 @@
 """Fault injection for the reliability tests: run a script in a subprocess that stops where a test says, then kill it.
 
-As a program (``python tests/faults.py finetune <config.yaml> [--key value ...]``, or under ``accelerate launch``)
+As a program (``python tests/helpers/faults.py finetune <config.yaml> [--key value ...]``, or under ``accelerate launch``)
 it runs scripts/<name>.py's `main` with faults set by environment variables:
 
 - ``FAULT_PAUSE_AT_STEP=N``: after optimizer step N, write ``paused-rank<R>`` into ``FAULT_DIR`` and block, so
@@ -9,7 +9,7 @@ it runs scripts/<name>.py's `main` with faults set by environment variables:
   before any file is moved into place (marker ``final-save-rank<R>``).
 - ``FAULT_RESUME_WHEN=<path>``: a paused run goes on once that file exists (without it, it waits to be killed).
 - ``FAULT_NAN_AT_STEP=N`` (with ``FAULT_NAN_RANK=R``, default every rank): the training loss of step N is NaN.
-- ``FAULT_PAUSE_AT_MAPS_BATCH=N`` (``python tests/faults.py explain ...``, i.e. `python -m explain`): block before
+- ``FAULT_PAUSE_AT_MAPS_BATCH=N`` (``python tests/helpers/faults.py explain ...``, i.e. `python -m explain`): block before
   the N-th batch of maps is written, the batches before it in their shard files.
 
 As a module it gives the tests the launching, waiting and killing.
@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 
 

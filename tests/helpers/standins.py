@@ -19,7 +19,7 @@ import transformers
 from PIL import Image as PILImage
 from transformers import AutoConfig
 
-HUB_STANDINS = Path(__file__).resolve().parents[2] / "shared" / "hub-standins"
+HUB_STANDINS = Path(__file__).resolve().parents[3] / "shared" / "hub-standins"
 
 # A stand-in cifar10 has CIFAR-10's columns and class names; the rehearsal only needs its shape.
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
