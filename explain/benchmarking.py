@@ -31,8 +31,9 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageClassification, PreTrainedModel, ViTConfig
 
-from explain.base import LogitsModule, forward_logits, scale_to_unit
+from explain.base import LogitsModule, forward_logits
 from explain.cam import GradCAM
+from explain.explanation import scale_to_unit
 from explain.hooks import grid_tap
 from explain.layers import resolve_target_layer, to_grid
 
@@ -311,7 +312,7 @@ def benchmark_faithfulness(
     """Time `deletion_insertion` (K = `steps`, all images) against 2 * K plain forward passes over the same images,
     both in batches of `batch_size` and in the same dtype; the difference is the cost of ranking pixels, building
     the masked inputs on the device, and the curves' K + 1st step."""
-    from explain.faithfulness import deletion_insertion
+    from explain.metrics.faithfulness import deletion_insertion
 
     device = torch.device("cuda" if torch.cuda.is_available() and not use_cpu else "cpu")
     if bf16 is None:
@@ -355,7 +356,7 @@ class RoadTiming:
 def road_masks(maps: torch.Tensor, fractions: tuple[float, ...]) -> torch.Tensor:
     """(N, H, W) maps -> (F * 2 * N, H, W) bool: for each fraction, the most relevant then the least relevant
     share of each image's pixels, True where removed."""
-    from explain.faithfulness import pixel_ranks
+    from explain.metrics.masking import pixel_ranks
 
     count, height, width = maps.shape
     ranks = pixel_ranks(maps).view(count, height, width)
@@ -384,7 +385,7 @@ def benchmark_road(
     batch after batch (a first call also pays for fresh memory: about 30 ms of page faults here)."""
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
-    from explain.road import linear_imputation
+    from explain.metrics.road_solver import linear_imputation
 
     device = torch.device("cuda" if torch.cuda.is_available() and not use_cpu else "cpu")
     generator = torch.Generator().manual_seed(0)

@@ -16,6 +16,7 @@ import sys
 from transformers import DeiTForImageClassificationWithTeacher, TrainingArguments, set_seed
 
 from pipelines import DataArguments, load_image_dataset, run_cli
+from pipelines.config import parse_config
 from pipelines.errors import ConfigError
 from pipelines.locks import run_folder_lock
 from pipelines.models import load_classifier
@@ -25,7 +26,6 @@ from trainers.arguments import (
     apply_precision,
     hide_hub_token,
     launch_command,
-    parse_config,
 )
 from trainers.distillation import (
     DistillationArguments,

@@ -1,5 +1,5 @@
-"""The explorer (explain/app.py): its functions on tiny random models, the served page driven by gradio_client,
-and the page in a headless Chromium."""
+"""The explorer (explain/explorer.py, served by scripts/app.py): its functions on tiny random models, the served page
+driven by gradio_client, and the page in a headless Chromium."""
 
 from __future__ import annotations
 
@@ -17,18 +17,15 @@ pytest.importorskip("gradio", reason="the explorer needs the app extra: pip inst
 from matplotlib import colormaps  # noqa: E402
 from transformers import BertConfig  # noqa: E402
 
-from explain.agreement import blank_maps, rank_correlation, top_fraction_iou  # noqa: E402
-from explain.app import (  # noqa: E402
+from explain.explorer import (  # noqa: E402
     PREDICTED,
     VIEWS,
     AppArguments,
     ImageSummary,
     Session,
-    build_app,
     chosen_image,
     command_line,
     gallery_order,
-    launch_options,
     load_explainers,
     overlay,
     read_upload,
@@ -36,6 +33,7 @@ from explain.app import (  # noqa: E402
     top_probabilities,
     view_image,
 )
+from explain.metrics.agreement import blank_maps, rank_correlation, top_fraction_iou  # noqa: E402
 from explain.plots import display_images  # noqa: E402
 from pipelines import DataArguments  # noqa: E402
 from pipelines.errors import ConfigError, DataError  # noqa: E402
@@ -220,9 +218,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(session: Session):
     """The page served on 127.0.0.1 in a thread of this process; yields its URL."""
-    app = build_app(session)
+    page = load_script("app")
+    app = page.build_app(session)
     port = _free_port()
-    app.launch(prevent_thread_lock=True, quiet=True, **launch_options("127.0.0.1", port))
+    app.launch(prevent_thread_lock=True, quiet=True, **page.launch_options("127.0.0.1", port))
     yield f"http://127.0.0.1:{port}/"
     app.close()
 

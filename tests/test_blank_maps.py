@@ -11,9 +11,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import explain.evaluation as evaluation
-from explain.agreement import blank_maps
-from explain.evaluation import agreement, randomization, score_explanations
+import explain.metrics.randomization as randomization_module
+import explain.metrics.scores as scores_module
+from explain.metrics.agreement import agreement, blank_maps
+from explain.metrics.randomization import randomization
+from explain.metrics.scores import score_explanations
 from trainers.evaluation_report import write_report
 
 # 2x2 maps whose comparisons are worked out by hand (see test_evaluation_metrics): ranks of A are 0,1,2,3 and of B
@@ -69,10 +71,11 @@ def fake_explainer(monkeypatch: pytest.MonkeyPatch, table: dict[tuple[str, str],
             key = (model, "own" if targets is None else "reference class")
         return table[key], torch.zeros(len(table[key]), dtype=torch.long)
 
-    monkeypatch.setattr(evaluation, "explain_maps", explain_maps)
-    monkeypatch.setattr(evaluation, "randomized_copy", lambda model, seed: ("reinitialised", model))
-    monkeypatch.setattr(evaluation, "faithfulness_parts", lambda *args: None)
-    monkeypatch.setattr(evaluation, "aggregate_faithfulness", lambda *args: SimpleNamespace(numbers=lambda: {}))
+    for module in (scores_module, randomization_module):
+        monkeypatch.setattr(module, "explain_maps", explain_maps)
+    monkeypatch.setattr(randomization_module, "randomized_copy", lambda model, seed: ("reinitialised", model))
+    monkeypatch.setattr(scores_module, "faithfulness_parts", lambda *args: None)
+    monkeypatch.setattr(scores_module, "aggregate_faithfulness", lambda *args: SimpleNamespace(numbers=lambda: {}))
 
 
 def test_randomisation_mean_leaves_out_pairs_with_a_blank_map(monkeypatch: pytest.MonkeyPatch) -> None:

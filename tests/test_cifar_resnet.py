@@ -15,8 +15,8 @@ from transformers import AutoConfig, AutoModelForImageClassification, TrainingAr
 
 from explain import GradCAM, resolve_target_layer
 from pipelines import DataArguments, DevicePreprocess, load_image_dataset
-from pipelines.cifar_resnet import CifarResNetConfig, CifarResNetForImageClassification
 from pipelines.models import build_classifier, load_classifier
+from pipelines.models.cifar_resnet import CifarResNetConfig, CifarResNetForImageClassification
 from trainers.distillation import DistillationTrainer, TeacherLogitsCollator
 from trainers.image_classification import build_trainer
 

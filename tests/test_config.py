@@ -10,14 +10,8 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
 from pipelines import ConfigError, DataArguments
-from trainers.arguments import (
-    ModelArguments,
-    OneCycleTrainingArguments,
-    apply_precision,
-    field_types,
-    launch_command,
-    parse_config,
-)
+from pipelines.config import field_types, parse_config
+from trainers.arguments import ModelArguments, OneCycleTrainingArguments, apply_precision, launch_command
 
 from helpers.data import write_config
 from helpers.project import ROOT

@@ -14,7 +14,8 @@ from huggingface_hub import ModelCard
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, roc_auc_score
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from explain.faithfulness import deletion_insertion, random_maps
+from explain.metrics.faithfulness import deletion_insertion
+from explain.metrics.masking import random_maps
 from pipelines import ConfigError, UserFacingError
 from pipelines.io import finite_or_null
 from pipelines.models import build_classifier

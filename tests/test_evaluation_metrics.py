@@ -11,9 +11,11 @@ import torch
 from torch import nn
 
 import trainers.evaluation_plots as plots
-from explain.agreement import common_resolution, randomized_copy, rank_correlation, top_fraction_iou
-from explain.evaluation import agreement, explain_maps, randomization
-from explain.faithfulness import deletion_insertion, pixel_ranks, random_maps
+from explain.metrics.agreement import agreement, common_resolution, rank_correlation, top_fraction_iou
+from explain.metrics.faithfulness import deletion_insertion
+from explain.metrics.masking import pixel_ranks, random_maps
+from explain.metrics.randomization import randomization, randomized_copy
+from explain.registry import explain_maps
 from pipelines import ConfigError
 from pipelines.models import build_classifier
 from trainers.evaluation import (

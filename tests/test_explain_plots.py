@@ -13,6 +13,7 @@ from PIL import Image as PILImage
 
 from explain.plots import (
     CAPTION_CHARS,
+    MisclassifiedPanels,
     blend_overlay,
     display_images,
     draw_overlay,
@@ -62,9 +63,10 @@ def test_panel_grid_has_one_row_per_image_and_one_column_per_panel() -> None:
 
 
 def test_misclassified_figure_names_true_and_predicted_labels() -> None:
-    figure = misclassified_figure(
+    panels = MisclassifiedPanels(
         IMAGES[:2], MAPS[:2], np.zeros((2, 16, 16)), ["cat", "dog"], ["dog (0.9)", "cat (0.8)"], names=["a", "b"]
     )
+    figure = misclassified_figure(panels)
     assert figure.axes[0].get_xlabel() == "true: cat\npred: dog (0.9)"
     assert figure.axes[0].get_ylabel() == "a" and figure.axes[3].get_ylabel() == "b"
     assert [axis.get_title() for axis in figure.axes[:3]] == [

@@ -18,6 +18,7 @@ from medmnist import INFO
 from PIL import Image as PILImage
 
 import explain.cli as script
+import explain.figures
 from explain.registry import METHODS
 from pipelines.errors import ConfigError, DataError, OfflineError, UserFacingError
 from pipelines.models import build_classifier, load_classifier
@@ -94,13 +95,13 @@ def test_dataset_run_writes_every_figure_and_the_index(setup: dict, tmp_path: Pa
 def figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
     """Each figure the run saves, by file name, to read its titles and texts."""
     saved: dict[str, Figure] = {}
-    save = script.atomic_save_figure
+    save = explain.figures.atomic_save_figure
 
     def keep(figure: Figure, path: Path, **options: object) -> None:
         saved[Path(path).name] = figure
         save(figure, path, **options)
 
-    monkeypatch.setattr(script, "atomic_save_figure", keep)
+    monkeypatch.setattr(explain.figures, "atomic_save_figure", keep)
     return saved
 
 
@@ -138,7 +139,7 @@ def test_a_chosen_class_is_explained_for_every_image(setup: dict, tmp_path: Path
 def test_n_limits_image_files_too(setup: dict, tmp_path: Path, figures: dict, caplog: pytest.LogCaptureFixture) -> None:
     paths = _write_images([tmp_path / f"image{number}.png" for number in range(10)])
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="explain.cli"):
+    with caplog.at_level(logging.WARNING, logger="explain.inputs"):
         index = script.main(
             ["--model", setup["resnet"], "--images", *paths, "--n", "3", "--methods", "gradcam", "--out", str(out)]
         )
@@ -163,7 +164,7 @@ def test_files_with_one_base_name_stay_apart(setup: dict, tmp_path: Path, figure
 
 
 def test_short_names_keep_inputs_apart_and_fit_under_a_panel() -> None:
-    from explain.cli import short_names
+    from explain.figures import short_names
 
     assert short_names(["/data/a/x.png", "/data/b/x.png", "c.png"]) == ["a/x.png", "b/x.png", "c.png"]
     assert short_names(["test[0]", "test[12]"]) == ["test[0]", "test[12]"]
@@ -297,7 +298,7 @@ def test_nothing_misclassified_is_said_in_words_and_indexed_without_a_file(
     processor.save_pretrained(tmp_path / "model")
     data = ["--dataset_name", "breastmnist", "--data_dir", str(tmp_path / "data"), "--verify_md5", "false"]
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="explain.cli"):
+    with caplog.at_level(logging.WARNING, logger="explain.figures"):
         index = script.main(
             ["--model", str(tmp_path / "model"), *data, "--methods", "gradcam", "--misclassified", "true"]
             + ["--out", str(out)]

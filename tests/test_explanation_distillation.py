@@ -22,8 +22,8 @@ from transformers import (
 import trainers.distillation
 from explain import GradCAM
 from explain.cam import class_activation_maps
-from explain.evaluation import agreement
 from explain.layers import TargetLayer
+from explain.metrics.agreement import agreement
 from pipelines import ConfigError, DataArguments, DataError, load_image_dataset
 from pipelines.models import build_classifier
 from trainers.distillation import (

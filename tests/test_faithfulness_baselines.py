@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from explain.evaluation import MIN_RANGE, FaithfulnessSettings, faithfulness, paired_measures
-from explain.faithfulness import deletion_insertion
-from explain.road import road_curves
+from explain.metrics.faithfulness import (
+    MIN_RANGE,
+    FaithfulnessSettings,
+    deletion_insertion,
+    faithfulness,
+    paired_measures,
+)
+from explain.metrics.road import road_curves
 from pipelines import ConfigError
 from trainers.evaluation import EvaluateArguments
 from trainers.evaluation_report import render_markdown

@@ -12,16 +12,11 @@ from scipy.sparse.linalg import spsolve
 from scipy.stats import wilcoxon
 
 from explain.benchmarking import benchmark_road, road_masks
-from explain.evaluation import MEASURES, FaithfulnessSettings, PairedComparison, faithfulness
-from explain.faithfulness import deletion_insertion, normalised_area, random_maps
-from explain.road import (
-    _as_images,
-    _as_systems,
-    _Multigrid,
-    _prolong,
-    linear_imputation,
-    noisy_linear_imputation,
-)
+from explain.metrics.faithfulness import FaithfulnessSettings, deletion_insertion, faithfulness, normalised_area
+from explain.metrics.masking import random_maps
+from explain.metrics.road import noisy_linear_imputation
+from explain.metrics.road_solver import Multigrid, as_images, as_systems, linear_imputation, prolong
+from explain.metrics.statistics import MEASURES, PairedComparison
 from pipelines.errors import ConfigError
 from trainers.evaluation import EvaluateArguments
 from trainers.evaluation_report import render_markdown
@@ -122,9 +117,9 @@ def test_the_v_cycle_is_a_symmetric_positive_definite_matrix() -> None:
     removed = hard_masks(height, width, generator)[[0, 3]]
     removed[1, 2:9, 0:6] = False  # a kept block on the border inside the removed region
     pixels = height * width
-    preconditioner = _Multigrid(removed[:, None])
+    preconditioner = Multigrid(removed[:, None])
     basis = torch.eye(pixels).view(1, pixels, height, width) * removed[:, None].float()  # (2, n, H, W)
-    columns = _as_images(preconditioner(_as_systems(basis))).reshape(2, pixels, pixels)  # [m, j] = M_m e_j
+    columns = as_images(preconditioner(as_systems(basis))).reshape(2, pixels, pixels)  # [m, j] = M_m e_j
     for mask, matrix in zip(removed, columns):
         unknowns = mask.flatten()
         block = matrix[unknowns][:, unknowns].double()
@@ -141,7 +136,7 @@ def test_the_closed_form_coarse_operator_is_r_a_p_written_out() -> None:
     height, width = 11, 10
     removed = hard_masks(height, width, generator)[[0, 3]]
     removed[1, 4:7, 0:3] = False  # a kept block on the border inside the removed region
-    fine, coarse = _Multigrid(removed[:, None]).levels[:2]
+    fine, coarse = Multigrid(removed[:, None]).levels[:2]
     coarse_height, coarse_width = coarse.size
     points, coarse_points, masks = height * width, coarse_height * coarse_width, len(removed)
 
@@ -151,7 +146,7 @@ def test_the_closed_form_coarse_operator_is_r_a_p_written_out() -> None:
     fine_basis = torch.eye(points).view(points, 1, height, width) * fine.active
     coarse_basis = torch.eye(coarse_points).view(coarse_points, 1, coarse_height, coarse_width) * coarse.active
     matrix = dense(fine.apply(fine_basis.contiguous(memory_format=torch.channels_last)) * fine.active)
-    prolongation = dense(_prolong(coarse_basis.contiguous(memory_format=torch.channels_last), fine.size) * fine.weight)
+    prolongation = dense(prolong(coarse_basis.contiguous(memory_format=torch.channels_last), fine.size) * fine.weight)
     expected = prolongation.mT @ matrix @ prolongation
     assert expected.abs().max() > 0.1  # the masks leave coarse points to solve for
     got = dense(coarse.apply(coarse_basis.contiguous(memory_format=torch.channels_last)) * coarse.active)
@@ -177,7 +172,7 @@ def test_a_map_of_the_deciding_region_beats_random_maps_on_every_measure_and_its
     images, truthful = checker_images()
     targets = torch.zeros(len(images), dtype=torch.long)
     # Insertion from the removed image: a blur of these 16 px images leaves the prediction where it was (a range
-    # of about 0.01), too little to normalise by (explain.evaluation.MIN_RANGE).
+    # of about 0.01), too little to normalise by (explain.metrics.faithfulness.MIN_RANGE).
     settings = FaithfulnessSettings(
         random_maps=8, random_steps=8, road_fractions=(0.2, 0.5, 0.8), insertion_start="removed"
     )

@@ -13,8 +13,9 @@ from PIL import Image
 from transformers import TrainerCallback
 
 from pipelines import ConfigError, DataArguments, load_image_dataset
+from pipelines.config import parse_config
 from pipelines.models import build_classifier
-from trainers.arguments import ModelArguments, OneCycleTrainingArguments, parse_config
+from trainers.arguments import ModelArguments, OneCycleTrainingArguments
 from trainers.guards import NonFiniteGuard
 from trainers.image_classification import ImageClassificationTrainer, build_trainer
 from trainers.lr_find import (

@@ -103,7 +103,7 @@ def test_the_dataset_has_the_schema_and_every_image_model_method(setup: dict) ->
 
 
 def test_the_dataset_maps_equal_the_methods_own_maps_at_the_layer_grid(setup: dict) -> None:
-    from explain.workflow import Explainer
+    from explain.explainer import Explainer
     from pipelines.collate import ImageCollator
 
     explainer = Explainer(str(setup["root"] / "resnet"), torch.device("cpu"), torch.float32, batch_size=BATCH)

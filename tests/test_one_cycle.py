@@ -12,8 +12,9 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import SchedulerType
 
 from pipelines import ConfigError, DataArguments, load_image_dataset
+from pipelines.config import parse_config
 from pipelines.models import build_classifier
-from trainers.arguments import OneCycleTrainingArguments, parse_config
+from trainers.arguments import OneCycleTrainingArguments
 from trainers.image_classification import ImageClassificationTrainer, build_trainer
 
 from helpers import faults

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from pipelines import DataError
+from pipelines.config import parse_config
 from pipelines.models import build_classifier, load_classifier
-from trainers.arguments import ModelArguments, hide_hub_token, parse_config, recordable_argv
+from trainers.arguments import ModelArguments, hide_hub_token, recordable_argv
 
 from helpers import faults
 from helpers.data import make_medmnist_npz, tiny_run_config, write_config

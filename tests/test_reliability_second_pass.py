@@ -22,14 +22,15 @@ from transformers import TrainingArguments
 from transformers.image_utils import load_image
 
 import explain.cli as explain_cli
-from explain.cli import load_image_files
+from explain.inputs import load_image_files
 from pipelines import DataArguments, decode_check, load_image_dataset
 from pipelines.collate import to_chw_uint8
+from pipelines.config import parse_config
 from pipelines.errors import ConfigError, DataError, UserFacingError
 from pipelines.folders import load_image_folder
 from pipelines.locks import LOCK_NAME, FolderInUseError, read_holder, run_folder_lock
 from pipelines.models import build_classifier, load_classifier
-from trainers.arguments import ModelArguments, parse_config
+from trainers.arguments import ModelArguments
 
 from helpers import faults
 from helpers.data import make_medmnist_npz, tiny_run_config, write_config

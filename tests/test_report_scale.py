@@ -13,16 +13,11 @@ import pytest
 import torch
 
 import explain.cli
-from explain.evaluation import (
-    Faithfulness,
-    FaithfulnessParts,
-    FaithfulnessSettings,
-    explain_maps,
-    faithfulness_parts,
-    maps_at_class,
-    paired_mask,
-)
-from explain.faithfulness import random_maps
+from explain.metrics.faithfulness import Faithfulness, FaithfulnessParts, FaithfulnessSettings, faithfulness_parts
+from explain.metrics.masking import random_maps
+from explain.metrics.scores import maps_at_class
+from explain.metrics.statistics import paired_mask
+from explain.registry import explain_maps
 from pipelines.models import build_classifier
 
 from helpers import faults

@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForImageClassification
 
-from explain.agreement import blank_maps, rank_correlation
 from explain.cam import GradCAM
+from explain.metrics.agreement import blank_maps, rank_correlation
 from pipelines import ConfigError, UserFacingError
 from pipelines.models import build_classifier, load_classifier
 from trainers.model_cost import count_parameters, size_on_disk

@@ -36,13 +36,14 @@ from transformers import (
 )
 
 from pipelines.collate import ImageCollator
-from pipelines.int8_gradients import enable_int8_gradients, is_torchao_int8
 from pipelines.loading import with_uint8_format
+from pipelines.models.quantized import enable_int8_gradients, is_torchao_int8
 from pipelines.preprocess import DevicePreprocess
+from pipelines.runtime import synchronize
 from trainers.distillation import DistillationTrainer, TeacherLogitsCollator
 from trainers.image_classification import ImageClassificationTrainer
 from trainers.losses import classification_loss
-from trainers.model_cost import batch_timings, count_parameters, per_image_ms, size_on_disk, synchronize
+from trainers.model_cost import batch_timings, count_parameters, per_image_ms, size_on_disk
 from trainers.shrinking import (
     MIN_LINEAR_SHARE,
     dynamic_int8_config,

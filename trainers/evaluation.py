@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_fscore_support, roc_curve
 
 from pipelines.errors import ConfigError
+from pipelines.runtime import check_precision
 from trainers.metrics import classification_metrics, scores_from_logits
 from trainers.reporting import predicted_classes
 
@@ -164,6 +165,7 @@ class EvaluateArguments:
     def __post_init__(self) -> None:
         if not self.models:
             raise ConfigError("Give the models to compare: --models teacher_folder student_folder ...")
+        check_precision(self.precision)
         if self.steps < 2:
             raise ConfigError(f"steps is {self.steps}; deletion and insertion curves need K >= 2.")
         if self.random_steps < 2:

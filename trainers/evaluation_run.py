@@ -29,16 +29,18 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from explain.agreement import randomized_copy
-from explain.cli import pick_device
-from explain.evaluation import FaithfulnessSettings, ModelParts, explanation_parts, paired_mask, scores_from_parts
+from explain.explainer import Explainer, check_methods_fit
 from explain.maps_dataset import examples, process_state, read_maps
+from explain.metrics.faithfulness import FaithfulnessSettings
+from explain.metrics.randomization import randomized_copy
+from explain.metrics.scores import ModelParts, explanation_parts, scores_from_parts
+from explain.metrics.statistics import paired_mask
 from explain.registry import canonical_name
-from explain.workflow import Explainer, check_methods_fit, compute_dtype
 from pipelines import DataArguments, ImageCollator, load_image_dataset
 from pipelines.io import check_output_folder
 from pipelines.locks import run_folder_lock
 from pipelines.preprocess import processed_size
+from pipelines.runtime import compute_dtype, pick_device
 from trainers.evaluation import EvaluateArguments, classification_summary, shared_label_space
 from trainers.evaluation_plots import classification_figures, plot_agreement, plot_faithfulness, plot_probability_bars
 from trainers.evaluation_report import check_model_card_folder, fold_into_model_card, write_report

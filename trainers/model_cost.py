@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
+from pipelines.runtime import device_name, synchronize
+
 
 @dataclass
 class ModelCost:
@@ -106,12 +108,6 @@ def latency_text(median: float, quartiles: list[float], digits: int) -> str:
     return f"{median:.{digits}f} ({lower:.{digits}f}–{upper:.{digits}f})"
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (a no-op on the CPU), so that a timer reads finished work."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_cost(
     model: PreTrainedModel,
     folder: str | Path,
@@ -142,6 +138,6 @@ def measure_cost(
         latency_ms_batch_1_quartiles=single_quartiles,
         latency_ms_batch_64_quartiles=large_quartiles,
         throughput_images_per_s=1000 / large,
-        device=torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu",
+        device=device_name(device),
         dtype=str(dtype).removeprefix("torch."),
     )

@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from explain.base import forward_logits
-from explain.evaluation import Agreement, agreement, explain_maps
+from explain.metrics.agreement import Agreement, agreement
+from explain.registry import explain_maps
 from pipelines.io import atomic_write_json, atomic_write_text, finite_or_null
 from pipelines.preprocess import processed_size
 from trainers.model_cost import ModelCost, latency_text, measure_cost

@@ -19,7 +19,7 @@ loads them.
   is the one int8 form that is faster than float32 on a CPU (under ``torch.compile``, which fuses the run-time
   quantization; quanto's unfused quantize ops cost more than its int8 matmuls save). It quantizes ``nn.Linear``
   only, so it is refused for models whose weights are mostly convolutions (a ResNet). torchao's int8 layers have no
-  backward; ``load_classifier`` gives them one (``pipelines.int8_gradients``).
+  backward; ``load_classifier`` gives them one (``pipelines.models.quantized``).
 
 Why quanto for the first two and not torchao: torchao's int8 configs quantize ``nn.Linear`` only (on the quickstart
 ResNet that is its classifier, 0.04% of the weights), and transformers 5.24's torchao loader fails on a ResNet (it
@@ -49,10 +49,10 @@ from transformers import PretrainedConfig, PreTrainedModel, set_seed
 from pipelines.arguments import DataArguments
 from pipelines.collate import ImageCollator
 from pipelines.errors import ConfigError
-from pipelines.int8_gradients import StraightThroughInt8Linear
 from pipelines.io import atomic_write_json, atomic_write_text, check_output_folder
 from pipelines.loading import ImageData, load_image_dataset
 from pipelines.models import QUANTIZATION_MAP, load_classifier, load_config
+from pipelines.models.quantized import StraightThroughInt8Linear
 from pipelines.preprocess import DevicePreprocess, processed_size
 from trainers.arguments import OneCycleTrainingArguments
 from trainers.image_classification import ImageClassificationTrainer, build_trainer
@@ -208,7 +208,7 @@ def dynamic_int8_config() -> Any:
 
 def quantize_int8_dynamic(source: str) -> tuple[PreTrainedModel, dict[str, Any]]:
     """`source` loaded with `dynamic_int8_config`, through `pipelines.load_classifier`, which gives the int8 layers
-    a straight-through backward (see `pipelines.int8_gradients`) so that Grad-CAM runs on the copy.
+    a straight-through backward (see `pipelines.models.quantized`) so that Grad-CAM runs on the copy.
 
     Returns:
         The quantized model, which ``save_pretrained`` writes and ``from_pretrained`` reads again, and what was done.

@@ -1,9 +1,8 @@
-"""The library side of explaining a checkpoint: `Explainer` (one model with its device preprocessing, explaining and
-predicting uint8 batches in its compute dtype) and the checks shared by every caller (methods that fit, same labels).
+"""Explaining a checkpoint: `Explainer` (one model with its device preprocessing, explaining and predicting uint8
+batches in its compute dtype) and the checks every caller makes (methods that fit, models with the same labels).
 
-Command lines build on it and live elsewhere: `explain/cli.py` (`python -m explain`: arguments, inputs, captions,
-figures, `--save_maps`), `explain/app.py` (the explorer), `trainers/evaluation_run.py` (the report). Kept apart so
-that Python users and the maps dataset (`explain/maps_dataset.py`) get the model wrapper without argument parsing.
+`python -m explain` (explain/cli.py), the explorer (explain/explorer.py), the maps dataset (explain/maps_dataset.py)
+and the evaluation report (trainers/report/) build on it.
 """
 
 from __future__ import annotations
@@ -15,34 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from explain.base import Explanation, forward_logits
+from explain.base import forward_logits
+from explain.explanation import Explanation
 from explain.registry import canonical_name, make_method, methods_for
 from pipelines.collate import ImageCollator
 from pipelines.errors import ConfigError
+from pipelines.labels import is_multi_label_model, label_text, model_label_names, predicted_classes
 from pipelines.models import load_classifier
 from pipelines.preprocess import DevicePreprocess
-
-
-def label_set(multi_hot: torch.Tensor, label_names: Sequence[str]) -> str:
-    """The labels marked in a multi-hot row, comma-separated, or ``none``."""
-    return ", ".join(label_names[index] for index in torch.nonzero(multi_hot).flatten().tolist()) or "none"
-
-
-def predicted_multi_hot(logits: torch.Tensor) -> torch.Tensor:
-    """A multi-label model's predicted labels: logit > 0, i.e. sigmoid > 0.5."""
-    return (logits > 0).long()
-
-
-def label_text(id2label: dict[int, str], index: int) -> str:
-    return str(id2label.get(index, index))
-
-
-def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype to explain in: 'auto' is bf16 on a GPU that supports it (the lean pass's fast path), else fp32."""
-    if precision == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if bf16 else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 class Explainer:
@@ -76,16 +55,15 @@ class Explainer:
         self.device = device
         self.options = {"dtype": dtype, **options}
         self.preprocess = DevicePreprocess(processor, num_channels=self.model.config.num_channels, augment=False)
-        self.id2label = {int(key): value for key, value in self.model.config.id2label.items()}
 
     @property
     def label_names(self) -> list[str]:
         """The model's class names in output order."""
-        return [label_text(self.id2label, index) for index in range(self.model.config.num_labels)]
+        return model_label_names(self.model)
 
     @property
     def multi_label(self) -> bool:
-        return self.model.config.problem_type == "multi_label_classification"
+        return is_multi_label_model(self.model)
 
     @property
     def title(self) -> str:
@@ -118,10 +96,11 @@ class Explainer:
         return torch.cat(logits)
 
     def predicted_sets(self, images: torch.Tensor | list[torch.Tensor]) -> list[str] | None:
-        """For a multi-label model, each image's predicted labels (see `predicted_multi_hot`); else None."""
+        """For a multi-label model, each image's predicted labels in words (see `pipelines.labels`); else None."""
         if not self.multi_label:
             return None
-        return [label_set(row, self.label_names) for row in predicted_multi_hot(self.predict_batch(images))]
+        predicted = predicted_classes(self.predict_batch(images), multi_label=True)
+        return [label_text(row, self.label_names) for row in predicted]
 
     @property
     def _autocast(self) -> bool:
@@ -131,7 +110,7 @@ class Explainer:
         return f"{self.label(explanation, row)} ({float(explanation.score[row]):.2f})"
 
     def label(self, explanation: Explanation, row: int) -> str:
-        return label_text(self.id2label, int(explanation.target[row]))
+        return label_text(explanation.target[row], self.label_names)
 
     def prediction(
         self, explanation: Explanation, row: int, key: str = "predicted", predicted_set: str | None = None

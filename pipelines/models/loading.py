@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -17,23 +16,21 @@ from typing import Any
 import transformers
 from transformers import (
     CONFIG_MAPPING,
+    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING,
     AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
     PretrainedConfig,
     PreTrainedModel,
+    TorchvisionBackend,
 )
-from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
 from pipelines.errors import DataError, OfflineError, is_offline
-from pipelines.int8_gradients import enable_int8_gradients, is_torchao_int8
+from pipelines.models.quantized import QUANTIZATION_MAP, enable_int8_gradients, is_torchao_int8, load_quantized
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-# Beside model.safetensors, marks an optimum-quanto int8 copy (written by trainers.shrinking; see load_quantized).
-QUANTIZATION_MAP = "quantization_map.json"
 
 
 def label_config(label_names: list[str], multi_label: bool) -> dict[str, Any]:
@@ -81,12 +78,17 @@ def build_classifier(
     return model, require_tensor_processor(processor, "image_processor_config")
 
 
+def image_classifier_types() -> list[str]:
+    """The model types transformers can build an image classifier for (``vit``, ``resnet``, ...), sorted."""
+    return sorted(config.model_type for config in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING)
+
+
 def require_known_model_type(model_type: str) -> None:
     """Name the closest image-classifier types to an unknown one: transformers' own message lists all of its
     ~400 model types in about 12,000 characters, most of them not image classifiers."""
     if model_type in CONFIG_MAPPING:
         return
-    classifiers = sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES)
+    classifiers = image_classifier_types()
     close = difflib.get_close_matches(model_type, classifiers, n=3, cutoff=0.5)
     if close:
         hint = "did you mean " + " or ".join(repr(name) for name in close) + "?"
@@ -170,18 +172,6 @@ def load_config(
     return config
 
 
-def load_quantized(folder: Path, config: PretrainedConfig, model_class: type[PreTrainedModel]) -> PreTrainedModel:
-    """An optimum-quanto int8 copy written by `trainers.shrinking`: the float model built from `config`, then
-    ``requantize``d from the quantized state dict and its map (transformers cannot save or load quanto models)."""
-    from optimum.quanto import requantize
-    from safetensors.torch import load_file
-
-    model = model_class(config)
-    mapping = json.loads((folder / QUANTIZATION_MAP).read_text())
-    requantize(model, load_file(folder / "model.safetensors"), mapping)
-    return model.eval()
-
-
 def check_local_weights(name_or_path: str, allow_pickle: bool) -> None:
     """For a local folder: refuse a missing folder, missing weights, or pickle-only weights without `allow_pickle`."""
     path = Path(name_or_path).expanduser()
@@ -206,7 +196,7 @@ def check_local_weights(name_or_path: str, allow_pickle: bool) -> None:
 
 
 def require_image_classifier(config: PretrainedConfig, source: str) -> None:
-    if type(config) not in AutoModelForImageClassification._model_mapping:
+    if type(config) not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING:
         raise DataError(
             f"{source} is a '{config.model_type}' model, which transformers cannot load as an image classifier."
         )
@@ -214,9 +204,9 @@ def require_image_classifier(config: PretrainedConfig, source: str) -> None:
 
 def default_model_class(config: PretrainedConfig) -> type[PreTrainedModel]:
     """The image-classification class transformers maps this config to; where it lists several (DeiT: plain, and
-    with a distillation head), the plain one. (transformers 5.23's `from_config` raises a TypeError for such
-    configs when `architectures` is unset, as it is in a config built from fields.)"""
-    classes = AutoModelForImageClassification._model_mapping[type(config)]
+    with a distillation head), the plain one. `AutoModelForImageClassification.from_config` raises a TypeError for
+    such configs when `architectures` is unset, as it is in a config built from fields (checked on 5.25)."""
+    classes = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)]
     return classes[0] if isinstance(classes, (tuple, list)) else classes
 
 

@@ -1,10 +1,8 @@
-"""ROAD: remove pixels and fill them by noisy linear imputation (Rong et al., ICML 2022, "A Consistent and
-Efficient Evaluation Strategy for Attribution Methods").
+"""ROAD's linear imputation (Rong et al., ICML 2022), solved for every image, channel and mask of a batch at once.
 
-Filling removed pixels with a constant or a blur leaves the removed region's shape in the image, and a model can
-read the class from that shape alone. ROAD fills each removed pixel with the weighted mean of its 8 neighbours
-(1/6 for the 4 direct ones, 1/12 for the diagonals, neighbours outside the image left out), kept pixels fixed,
-plus a little Gaussian noise. That is one sparse linear system per image and channel:
+ROAD fills each removed pixel with the weighted mean of its 8 neighbours (1/6 for the 4 direct ones, 1/12 for the
+diagonals, neighbours outside the image left out), kept pixels fixed. That is one sparse linear system per image and
+channel:
 
     (D - W_rr) x = W_rk v,
 
@@ -29,37 +27,39 @@ each coarse correction keeps the V-cycle symmetric positive definite, as conjuga
 V-cycle's error estimate is below the tolerance, a last conjugate-gradient step along it ends the solve without
 another V-cycle.
 
-Measured on a 2-core machine, idle (`scripts/benchmark.py faithfulness --model deit-tiny --image-size 64 --images
-32 --cpu --road-images 4`: 72 masks imputed in one call, a warm-up call, the median of 3, garbage collection outside
+Measured on a 2-core machine, idle (`scripts/benchmark.py faithfulness --model deit-tiny --image_size 64 --images
+32 --cpu --road_images 4`: 72 masks imputed in one call, a warm-up call, the median of 3, garbage collection outside
 the timed spans): on the machine's two threads the batched solve ran 10.1-11.3x faster than the reference (median
 10.7x of 4 runs, 0.07-0.08 s against 0.76-0.81 s), filled pixels within 2.1e-4 of its solution; on one thread
-6.5-7.4x. Before this layout, the closed-form coarse operators and the last step: 3.2-3.4x on one thread (pixels
-within 7.3e-5; plain conjugate gradients earlier: 2.25x). On a busy machine two OpenMP threads stall. A direct solve
-of a 4,096-unknown system is cheap on a CPU, and the iterative solve is memory-bound there (a first call also pays
-for fresh memory: about 30 ms of page faults); the batched solve is made for the GPU.
+6.5-7.4x. On a busy machine two OpenMP threads stall. A direct solve of a 4,096-unknown system is cheap on a CPU, and
+the iterative solve is memory-bound there (a first call also pays for fresh memory: about 30 ms of page faults); the
+batched solve is made for the GPU.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from explain.faithfulness import check_maps_fit, class_probability, image_generator, image_rows, pixel_ranks
 from pipelines.errors import ConfigError
 
 # Rong et al.'s neighbour weights, as a 3x3 kernel centred on the pixel being filled.
 NEIGHBOUR_WEIGHTS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
+
+
 # The matrix inside the image: the pixel less the weighted mean of its neighbours.
 LAPLACIAN = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]) - NEIGHBOUR_WEIGHTS
-ROAD_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
 # Bilinear interpolation from a grid to one of twice the resolution, per axis (the middle tap is the coarse point).
 BILINEAR = torch.tensor([0.5, 1.0, 0.5])
+
+
 COARSEST_POINTS = 64  # a grid of at most this many points is solved directly (8 x 8, from 64 px)
+
+
 # Jacobi on a coarse grid uses a diagonal of at least this share of the row's absolute sum: then 2 D - A is
 # diagonally dominant, the smoother converges and the V-cycle stays symmetric positive definite.
 SMOOTHER_SHARE = 0.55
@@ -70,12 +70,12 @@ def _neighbour_sum(values: torch.Tensor, weights: torch.Tensor = NEIGHBOUR_WEIGH
     by the 3x3 `weights`."""
     masks = values.shape[1]
     # Depthwise, one convolution channel per mask, image channels as the batch: in channels-last memory (what
-    # `_as_systems` gives) 7x faster on a CPU than in the ordinary layout, and as fast as every system side by
+    # `as_systems` gives) 7x faster on a CPU than in the ordinary layout, and as fast as every system side by
     # side in one batch item.
     return F.conv2d(values, weights.to(values).expand(masks, 1, 3, 3), padding=1, groups=masks)
 
 
-def _as_systems(values: torch.Tensor) -> torch.Tensor:
+def as_systems(values: torch.Tensor) -> torch.Tensor:
     """(M, C, H, W) images -> (C, M, H, W) linear systems in channels-last memory. The matrix depends on the mask
     only, and the image channels are just right-hand sides: with masks as the convolutions' channels and image
     channels as their batch, a per-mask field, (1, M, H, W), serves every channel by broadcasting, without a
@@ -84,8 +84,8 @@ def _as_systems(values: torch.Tensor) -> torch.Tensor:
     return values.transpose(0, 1).contiguous(memory_format=torch.channels_last)
 
 
-def _as_images(systems: torch.Tensor) -> torch.Tensor:
-    """The inverse of `_as_systems`: (C, M, H, W) -> (M, C, H, W), contiguous."""
+def as_images(systems: torch.Tensor) -> torch.Tensor:
+    """The inverse of `as_systems`: (C, M, H, W) -> (M, C, H, W), contiguous."""
     return systems.transpose(0, 1).contiguous()
 
 
@@ -94,13 +94,13 @@ def _bilinear_kernel(masks: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def _restrict(values: torch.Tensor) -> torch.Tensor:
-    """(C, M, h, w) -> (C, M, ceil(h / 2), ceil(w / 2)): the transpose of `_prolong` (bilinear weights summed
+    """(C, M, h, w) -> (C, M, ceil(h / 2), ceil(w / 2)): the transpose of `prolong` (bilinear weights summed
     onto every other point)."""
     masks = values.shape[1]
     return F.conv2d(values, _bilinear_kernel(masks, values), stride=2, padding=1, groups=masks)
 
 
-def _prolong(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def prolong(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(C, M, ceil(h / 2), ceil(w / 2)) -> (C, M, h, w) by bilinear interpolation, coarse point (i, j) on fine
     point (2i, 2j). An even side's last fine row lies past the last coarse one and gets half of it here; the
     level's `weight` doubles it."""
@@ -265,7 +265,7 @@ class _Level:
         return (inverse * solved[:, :, None] * solved[:, None, :]).to(self.active.dtype)
 
 
-class _Multigrid:
+class Multigrid:
     """A symmetric V-cycle, one Jacobi sweep before and after each coarse correction: a symmetric positive
     definite approximation of the inverse matrix, the preconditioner of conjugate gradients.
 
@@ -275,7 +275,7 @@ class _Multigrid:
     """
 
     def __init__(self, removed: torch.Tensor) -> None:
-        inside = _as_systems(removed.float())  # (1, M, H, W)
+        inside = as_systems(removed.float())  # (1, M, H, W)
         fine = _Level(inside, _neighbour_sum(torch.ones_like(inside[:, :1])) * inside)
         self.levels = [fine]
         while self.levels[-1].size[0] * self.levels[-1].size[1] > COARSEST_POINTS:
@@ -291,7 +291,7 @@ class _Multigrid:
         # In place, the weighted residual comes out negated (10% faster on a CPU than fresh tensors); the coarse
         # solve is linear, so the sign comes back with the correction.
         coarse = self(_restrict(level.apply(solution).sub_(residual).mul_(level.weight)), depth + 1)
-        solution.addcmul_(_prolong(coarse, level.size), level.weight, value=-1)
+        solution.addcmul_(prolong(coarse, level.size), level.weight, value=-1)
         return solution.addcmul_(level.inverse, level.apply(solution).sub_(residual), value=-1)
 
     def _solve_directly(self, residual: torch.Tensor) -> torch.Tensor:
@@ -303,7 +303,7 @@ class _Multigrid:
 
 
 def _per_system_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(C, M, H, W) x 2 in `_as_systems`' layout -> (C, M, 1, 1): one inner product per linear system."""
+    """(C, M, H, W) x 2 in `as_systems`' layout -> (C, M, 1, 1): one inner product per linear system."""
     channels, masks, height, width = a.shape
     # Channels-last memory is (C, H, W, M): a view as (C, H * W, M).
     dots = torch.linalg.vecdot(
@@ -335,8 +335,8 @@ def linear_imputation(
             this on every filled pixel of every system, checked every iteration, take one last conjugate-gradient
             step along it and stop: that step needs no V-cycle and cuts the error about tenfold (the V-cycle's
             rate on the benchmark's masks). 0 runs `max_iterations` exactly. At 3e-3 the filled pixels of the
-            benchmark's masks were within 2.1e-4 of pytorch-grad-cam's direct solve (4 V-cycles; adding the
-            correction at 2e-4 instead, as before: 7.3e-5 with 5); pixels removed at random (10-97%), within
+            benchmark's masks were within 2.1e-4 of pytorch-grad-cam's direct solve (4 V-cycles; at 2e-4 with
+            the correction added: 7.3e-5 with 5); pixels removed at random (10-97%), within
             1.1e-4; the test's hard masks, 3.2e-4. Every pixel but one corner removed, the worst conditioned case:
             6.3e-4 at 64 px, float32's limit there (any tolerance).
 
@@ -353,11 +353,11 @@ def linear_imputation(
         # image instead of three identical ones.
         single = linear_imputation(pixel_values[:, :1], removed, max_iterations, tolerance)
         return single.expand_as(pixel_values).contiguous()
-    preconditioner = _Multigrid(removed)
+    preconditioner = Multigrid(removed)
     inside = preconditioner.levels[0].active  # (1, M, H, W): 1 on the unknowns
     # The kept pixels with the unknowns at 0, the start; every update below is zero off the unknowns. (Few
     # vectors alive: on a CPU, fresh memory costs page faults.)
-    solution = _as_systems(pixel_values.float()) * (1 - inside)  # (C, M, H, W); not in place: may be a view
+    solution = as_systems(pixel_values.float()) * (1 - inside)  # (C, M, H, W); not in place: may be a view
     residual = _neighbour_sum(solution).mul_(inside)  # the right-hand side W_rk v
     direction = preconditioner(residual)
     squared = _per_system_dot(residual, direction)
@@ -378,139 +378,4 @@ def linear_imputation(
         updated = _per_system_dot(residual, estimate)
         direction = estimate.addcmul_(torch.where(squared > 0, updated / squared.clamp_min(1e-30), 0.0), direction)
         squared = updated
-    return _as_images(solution).to(pixel_values.dtype)
-
-
-def noisy_linear_imputation(
-    pixel_values: torch.Tensor,
-    removed: torch.Tensor,
-    noise: float = 0.01,
-    generator: torch.Generator | None = None,
-    max_iterations: int | None = None,
-    tolerance: float = 3e-3,
-    draw: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """ROAD's imputation: `linear_imputation` plus Gaussian noise of standard deviation `noise` (absolute, in
-    the input space, Rong et al.'s 0.01) on the removed pixels only.
-
-    Args:
-        pixel_values: (B, C, H, W) images.
-        removed: (B, H, W) bool, True where a pixel is removed.
-        noise: Standard deviation of the added noise; 0 for none.
-        generator: A CPU generator for the noise, for repeatable results (the noise is drawn on the CPU).
-        draw: (B, C, H, W) standard normal values to use as the noise instead of drawing them from `generator`
-            (`road_curves` draws each image's from a generator of its own).
-
-    Returns:
-        (B, C, H, W) the imputed images.
-    """
-    filled = linear_imputation(pixel_values, removed, max_iterations, tolerance)
-    if noise == 0:
-        return filled
-    if draw is None:
-        draw = torch.randn(filled.shape, generator=generator, dtype=filled.dtype)
-    draw = draw.to(device=filled.device, dtype=filled.dtype)
-    mask = removed[:, None] if removed.dim() == 3 else removed
-    return filled + noise * draw * mask
-
-
-@dataclass
-class RoadCurves:
-    """The explained class's probability after ROAD removal of a share of pixels, for N maps.
-
-    Attributes:
-        fractions: (F,) the shares of pixels removed.
-        morf: (N, F) most relevant first: a faithful map makes the probability fall (lower is better).
-        lerf: (N, F) least relevant first: a faithful map keeps it (higher is better).
-    """
-
-    fractions: torch.Tensor
-    morf: torch.Tensor
-    lerf: torch.Tensor
-
-    @property
-    def morf_mean(self) -> torch.Tensor:
-        """(N,) mean MoRF probability over the fractions (what pytorch-grad-cam's averagers report)."""
-        return self.morf.mean(dim=-1)
-
-    @property
-    def lerf_mean(self) -> torch.Tensor:
-        """(N,) mean LeRF probability over the fractions."""
-        return self.lerf.mean(dim=-1)
-
-    @classmethod
-    def concatenate(cls, parts: Sequence[RoadCurves]) -> RoadCurves:
-        """The curves of several sets of maps (batches of images, in order) as one set; all share `fractions`."""
-        return cls(
-            parts[0].fractions, torch.cat([part.morf for part in parts]), torch.cat([part.lerf for part in parts])
-        )
-
-
-@torch.no_grad()
-def road_curves(
-    model: nn.Module,
-    pixel_values: torch.Tensor,
-    maps: torch.Tensor,
-    targets: torch.Tensor,
-    fractions: tuple[float, ...] = ROAD_FRACTIONS,
-    batch_size: int = 64,
-    multi_label: bool = False,
-    noise: float = 0.01,
-    seed: int = 0,
-    dtype: torch.dtype | None = None,
-    max_iterations: int | None = None,
-    rows: Sequence[int] | None = None,
-) -> RoadCurves:
-    """MoRF and LeRF ROAD curves of `maps`: remove each share of pixels in order of attribution, impute them, and
-    score the explained class.
-
-    Args:
-        model: The classifier the maps explain.
-        pixel_values: (N, C, H, W) the model's inputs.
-        maps: (N, H, W) attributions at the input resolution.
-        targets: (N,) the class each map explains.
-        fractions: The shares of pixels removed, each in (0, 1).
-        batch_size: Imputed images per forward pass (and per imputation).
-        multi_label: Score with a sigmoid instead of a softmax.
-        noise: The imputation's noise (`noisy_linear_imputation`).
-        seed: Seed of that noise. Each image's noise at each fraction and order comes from a generator of its
-            own, seeded by (seed, its row, the fraction's position, 0 for MoRF or 1 for LeRF), so an image's curves
-            do not depend on the batch or the process it is scored in.
-        dtype: Compute dtype of the forward passes (autocast when lower than the parameters').
-        max_iterations: Passed to `linear_imputation`.
-        rows: (N,) the images' rows in their split, for the noise's seeds; None: 0, 1, ..., N - 1.
-
-    Returns:
-        `RoadCurves` with (N, F) curves.
-    """
-    if not fractions or not all(0 < fraction < 1 for fraction in fractions):
-        raise ConfigError(f"ROAD fractions {fractions} must each lie strictly between 0 and 1.")
-    check_maps_fit(maps, pixel_values)
-    count, _, height, width = pixel_values.shape
-    device = pixel_values.device
-    ranks = pixel_ranks(maps.to(device)).view(count, height, width)  # 0: the most relevant pixel
-    removed_counts = torch.tensor([round(fraction * height * width) for fraction in fractions], device=device)
-    targets = targets.to(device)
-    rows = image_rows(count, rows)
-    channels = pixel_values.shape[1]
-    # Tasks run fraction by fraction (then order, then image), so that a batch's systems are alike in size and
-    # conjugate gradients stop for all of them at about the same iteration.
-    tasks = len(fractions) * 2 * count
-    scores = torch.empty(tasks, device=device)
-    for first in range(0, tasks, batch_size):
-        index = torch.arange(first, min(first + batch_size, tasks), device=device)
-        fraction, least_first, image = index // (2 * count), (index // count) % 2, index % count
-        order = torch.where(least_first[:, None, None].bool(), height * width - 1 - ranks[image], ranks[image])
-        removed = order < removed_counts[fraction][:, None, None]  # (b, H, W)
-        draw = None
-        if noise:
-            draw = torch.stack(
-                [
-                    torch.randn(channels, height, width, generator=image_generator(seed, rows[i], f, o))
-                    for i, f, o in zip(image.tolist(), fraction.tolist(), least_first.tolist())
-                ]
-            )
-        imputed = noisy_linear_imputation(pixel_values[image], removed, noise, None, max_iterations, draw=draw)
-        scores[index] = class_probability(model, imputed, targets[image], multi_label, dtype)
-    curves = scores.view(len(fractions), 2, count).permute(1, 2, 0).cpu()  # (2, N, F)
-    return RoadCurves(torch.tensor(fractions), curves[0], curves[1])
+    return as_images(solution).to(pixel_values.dtype)

@@ -1,35 +1,34 @@
-"""The explorer: a Gradio page to go through a split's images with several models (a teacher and its students) side
-by side, each model's top-k probabilities and each method's map for the chosen image, with that image's agreement.
+"""The explorer: go through a split's images with several models (a teacher and its students) side by side, each
+model's top-k probabilities and each method's map for the chosen image, with that image's agreement.
 
-The pure functions (load and check the models, order the gallery, probabilities, overlays, agreement) are what the
-tests call; `build_app` only wires them into a `gradio.Blocks`. `scripts/app.py` parses the command line (or, on a
-Hugging Face Space, environment variables) and launches it.
+What the page shows is computed here (load and check the models, order the gallery, probabilities, overlays,
+agreement); `scripts/app.py` parses the command line (or, on a Hugging Face Space, environment variables) and wires
+these functions into a Gradio page.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-# Before gradio is imported: it reads this once, and the explorer must not phone home (it runs offline).
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import numpy as np
+import torch
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from explain.agreement import blank_maps, rank_correlation, top_fraction_iou  # noqa: E402
-from explain.cli import PRECISIONS, SPLITS, load_image_files, load_split, pick_device, take  # noqa: E402
-from explain.plots import blend_overlay, display_images, resize_maps  # noqa: E402
-from explain.registry import canonical_name, class_agnostic, methods_for  # noqa: E402
-from explain.workflow import Explainer, check_methods_fit, compute_dtype  # noqa: E402
-from pipelines.arguments import DataArguments  # noqa: E402
-from pipelines.errors import ConfigError, DataError, UserFacingError  # noqa: E402
+from explain.explainer import Explainer, check_methods_fit
+from explain.inputs import SPLITS, load_image_files, load_split
+from explain.metrics.agreement import blank_maps, rank_correlation, top_fraction_iou
+from explain.plots import blend_overlay, display_images, resize_maps
+from explain.registry import canonical_name, class_agnostic, methods_for
+from pipelines.arguments import DataArguments
+from pipelines.errors import ConfigError, DataError
+from pipelines.runtime import (
+    check_precision,
+    compute_dtype,
+    pick_device,
+)
 
 MAX_MODELS = 4  # model columns are laid out when the page is built; four fit side by side on a laptop screen
 DISPLAY_SIZE = (224, 224)  # every overlay at one size, whatever each model's input resolution
@@ -363,8 +362,7 @@ class AppArguments:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError(f"split is '{self.split}'; use one of {', '.join(SPLITS)}.")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision is '{self.precision}'; use one of {', '.join(PRECISIONS)}.")
+        check_precision(self.precision)
         if self.max_images < 1 or self.top_k < 1:
             raise ConfigError("max_images and top_k must be at least 1.")
 
@@ -398,141 +396,10 @@ def start_session(args: AppArguments, data_args: DataArguments) -> Session:
     dtype = compute_dtype(args.precision, device)
     explainers = load_explainers(args.models, device, dtype)
     methods = shared_methods(explainers, args.methods)
-    split, collator, label_names, multi_label = load_split(data_args, args.split, explainers[0].model)
-    if multi_label:
+    split = load_split(data_args, args.split, explainers[0].model)
+    if split.multi_label:
         raise ConfigError("The dataset is multi-label; the explorer compares single-label models.")
-    check_dataset_labels(explainers, label_names)
-    inputs = take(split, collator, range(min(args.max_images, len(split))), args.split, label_names)
+    check_dataset_labels(explainers, split.label_names)
+    inputs = split.take(range(min(args.max_images, len(split.rows))))
     explorer = Explorer(explainers, inputs.images, inputs.labels.reshape(-1), methods, args.top_k)
     return Session(explorer, device, dtype, args.methods)
-
-
-def _error(error: UserFacingError) -> str:
-    gr.Warning(str(error))
-    return f"**Error:** {error}"
-
-
-def build_app(session: Session) -> gr.Blocks:
-    """The page: models box, gallery (filtered and sorted) or upload, method/class/opacity, models side by side.
-
-    Endpoints a client can call: ``/gallery`` (view -> items), ``/explain`` (index, upload, method, class,
-    opacity -> per model probabilities and overlay, agreement, status) and ``/load_models`` (names, one a line).
-    """
-    explorer = session.explorer
-    with gr.Blocks(title="See What You Shrink: explorer", analytics_enabled=False) as app:
-        gr.Markdown("## See What You Shrink: compare models' predictions and maps image by image")
-        status = gr.Markdown(elem_id="status", label="status")
-        with gr.Row():
-            models_box = gr.Textbox(
-                "\n".join(e.name for e in explorer.explainers), label="Models (one a line)", lines=2, scale=4
-            )
-            load_button = gr.Button("Load models", scale=1)
-        with gr.Row():
-            with gr.Column(scale=2):
-                view = gr.Dropdown(list(VIEWS), value=VIEWS[0], label="Show")
-                order = gr.State([summary.index for summary in explorer.summaries])
-                gallery = gr.Gallery(
-                    gallery_items(explorer, order.value), label="Images", columns=4, height=420, elem_id="gallery"
-                )
-                index = gr.Number(label="Image index in the split", precision=0, elem_id="index")
-                upload = gr.File(label="Or upload an image", file_types=["image"], type="filepath")
-            with gr.Column(scale=3):
-                with gr.Row():
-                    method = gr.Dropdown(explorer.methods, value=explorer.methods[0], label="Method")
-                    target = gr.Dropdown([PREDICTED, *explorer.label_names], value=PREDICTED, label="Class")
-                    opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Map opacity")
-                columns, labels, overlays = [], [], []
-                with gr.Row():
-                    for slot in range(MAX_MODELS):
-                        shown = slot < len(explorer.explainers)
-                        with gr.Column(visible=shown) as column:
-                            title = explorer.explainers[slot].title if shown else f"model {slot + 1}"
-                            labels.append(gr.Label(label=title, num_top_classes=explorer.top_k))
-                            overlays.append(gr.Image(label=f"{title}: map", elem_id=f"overlay-{slot}"))
-                        columns.append(column)
-                agreement = gr.Markdown(elem_id="agreement", label="agreement")
-
-        def show_gallery(chosen_view: str) -> tuple[list, list[int], str]:
-            try:
-                indices = gallery_order(session.explorer.summaries, chosen_view)
-            except UserFacingError as error:
-                return gr.skip(), gr.skip(), _error(error)
-            note = f"{len(indices)} of {len(session.explorer.labels)} images: {chosen_view}."
-            return gallery_items(session.explorer, indices), indices, note
-
-        def pick(indices: list[int], event: gr.SelectData) -> tuple[int, None]:
-            return indices[event.index], None
-
-        def explain(chosen: float | None, file: str | None, name: str, class_name: str, alpha: float) -> list:
-            count = len(session.explorer.explainers)
-            try:
-                image = chosen_image(session.explorer, chosen, file)
-                result = view_image(session.explorer, image, name, class_name, alpha)
-            except UserFacingError as error:
-                return [None] * (2 * MAX_MODELS) + ["", _error(error)]
-            pad = [None] * (MAX_MODELS - count)
-            return [*result.probabilities, *pad, *result.overlays, *pad, result.agreement, ""]
-
-        def load_models(text: str) -> list:
-            try:
-                loaded = session.load(text.split())
-            except UserFacingError as error:
-                return [gr.skip()] * (3 * MAX_MODELS + 5) + [_error(error)]
-            titles = [e.title for e in loaded.explainers]
-            updates = [gr.Column(visible=slot < len(titles)) for slot in range(MAX_MODELS)]
-            updates += [
-                gr.Label(value=None, label=titles[slot] if slot < len(titles) else "") for slot in range(MAX_MODELS)
-            ]
-            updates += [
-                gr.Image(value=None, label=f"{titles[slot]}: map" if slot < len(titles) else "")
-                for slot in range(MAX_MODELS)
-            ]
-            indices = [summary.index for summary in loaded.summaries]
-            return [
-                *updates,
-                gr.Dropdown(choices=loaded.methods, value=loaded.methods[0]),
-                gallery_items(loaded, indices),
-                indices,
-                VIEWS[0],
-                "",
-                f"Loaded {', '.join(titles)}.",
-            ]
-
-        view.change(show_gallery, view, [gallery, order, status], api_name="gallery")
-        explain_inputs = [index, upload, method, target, opacity]
-        explain_outputs = [*labels, *overlays, agreement, status]
-        gr.on(
-            [index.submit, upload.upload, method.change, target.change, opacity.release],
-            explain,
-            explain_inputs,
-            explain_outputs,
-            api_name="explain",
-        )
-        gallery.select(pick, order, [index, upload], api_visibility="private").then(
-            explain, explain_inputs, explain_outputs, api_visibility="private"
-        )
-        load_button.click(
-            load_models,
-            models_box,
-            [*columns, *labels, *overlays, method, gallery, order, view, agreement, status],
-            api_name="load_models",
-        )
-    return app
-
-
-def offline_theme() -> gr.themes.Base:
-    """Gradio's default look with system fonts: its default theme fetches Google Fonts, which offline fails."""
-    system = (gr.themes.Font("system-ui"), "sans-serif")
-    mono = (gr.themes.Font("ui-monospace"), "monospace")
-    return gr.themes.Default(font=system, font_mono=mono)
-
-
-def launch_options(host: str, port: int | None) -> dict[str, Any]:
-    """What `gradio.Blocks.launch` needs to serve the page offline on `host`:`port`."""
-    return {
-        "server_name": host,
-        "server_port": port,
-        "theme": offline_theme(),
-        "footer_links": [],
-        "ssr_mode": False,  # server-side rendering needs Node; the plain page is enough
-    }

@@ -1,5 +1,11 @@
-"""Gradients through torchao's dynamic int8 linear layers, so Grad-CAM runs on those copies.
+"""int8 copies written by `trainers.shrink`: optimum-quanto copies rebuilt from their quantization map, and gradients
+through torchao's dynamic int8 linear layers, so Grad-CAM runs on those copies.
 
+quanto: transformers cannot save or load a quanto model (``QuantoConfig`` is not serializable), so a quanto copy holds
+the quantized state dict in ``model.safetensors`` beside ``quantization_map.json``, and `load_quantized` builds the
+float model from ``config.json`` and ``requantize``s it.
+
+torchao:
 A copy from ``scripts/shrink.py --method int8 --int8_activations dynamic`` holds torchao ``Int8Tensor`` weights:
 each forward pass quantizes the layer's input per token at run time and multiplies int8 by int8. torchao gives those
 layers no backward (``torch.autograd.grad`` finds the input unused), and Grad-CAM needs the gradient of a class score
@@ -12,8 +18,15 @@ activations. Under ``torch.no_grad`` (and ``torch.compile`` for speed) the layer
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from transformers import PretrainedConfig, PreTrainedModel
+
+# Beside model.safetensors, marks an optimum-quanto int8 copy (see `load_quantized`).
+QUANTIZATION_MAP = "quantization_map.json"
 
 
 class _Int8LinearStraightThrough(torch.autograd.Function):
@@ -76,3 +89,15 @@ def is_torchao_int8(config: object) -> bool:
         return False
     method = quantization.get("quant_method") if isinstance(quantization, dict) else quantization.quant_method
     return str(getattr(method, "value", method)) == "torchao"
+
+
+def load_quantized(folder: Path, config: PretrainedConfig, model_class: type[PreTrainedModel]) -> PreTrainedModel:
+    """An optimum-quanto int8 copy: the float model built from `config`, then ``requantize``d from the quantized
+    state dict and its map."""
+    from optimum.quanto import requantize
+    from safetensors.torch import load_file
+
+    model = model_class(config)
+    mapping = json.loads((folder / QUANTIZATION_MAP).read_text())
+    requantize(model, load_file(folder / "model.safetensors"), mapping)
+    return model.eval()

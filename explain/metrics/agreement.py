@@ -7,10 +7,14 @@ barely change when the model's weights are re-initialised is not explaining the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel
 
+from explain.metrics.statistics import mean_over
 from pipelines.errors import ConfigError
 
 
@@ -78,10 +82,55 @@ def _check_pairs(maps_a: torch.Tensor, maps_b: torch.Tensor) -> None:
         )
 
 
-def randomized_copy(model: PreTrainedModel, seed: int = 0) -> PreTrainedModel:
-    """The same architecture with freshly initialised weights, on the model's device and in its dtype."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        fresh = type(model)(model.config)
-    parameter = next(model.parameters())
-    return fresh.to(device=parameter.device, dtype=parameter.dtype).eval()
+@dataclass
+class Agreement:
+    """Per-image similarity of two models' maps for the same class, which of those maps are blank (pairs with a
+    blank map are left out of the means), and how often the two models predict alike."""
+
+    rank_correlation: np.ndarray  # (N,)
+    top_iou: np.ndarray  # (N,)
+    same_prediction: float
+    reference_blank: np.ndarray  # (N,) bool
+    other_blank: np.ndarray  # (N,) bool
+
+    @property
+    def compared(self) -> np.ndarray:
+        return ~(self.reference_blank | self.other_blank)
+
+    def numbers(self, top_fraction: float) -> dict[str, float | int]:
+        return {
+            "rank_correlation_mean": mean_over(self.rank_correlation, self.compared),
+            f"top{round(top_fraction * 100)}_iou_mean": mean_over(self.top_iou, self.compared),
+            "prediction_agreement": self.same_prediction,  # over every image: predictions need no map
+            "images": int(len(self.top_iou)),
+            "pairs": int(self.compared.sum()),
+            "blank_maps": int(self.other_blank.sum()),
+            "blank_reference_maps": int(self.reference_blank.sum()),
+        }
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Agreement]) -> Agreement:
+        """The agreement over several batches of images, in order, as one (`same_prediction` weighted by images)."""
+        joined = lambda name: np.concatenate([getattr(part, name) for part in parts])  # noqa: E731
+        counts = [len(part.top_iou) for part in parts]
+        same = float(np.average([part.same_prediction for part in parts], weights=counts)) if sum(counts) else 0.0
+        return cls(
+            joined("rank_correlation"), joined("top_iou"), same, joined("reference_blank"), joined("other_blank")
+        )
+
+
+def agreement(
+    reference_maps: torch.Tensor,
+    other_maps: torch.Tensor,
+    reference_predictions: torch.Tensor,
+    other_predictions: torch.Tensor,
+    top_fraction: float = 0.1,
+) -> Agreement:
+    """Compare maps of two models explaining the same class of the same images (any two resolutions)."""
+    return Agreement(
+        rank_correlation=rank_correlation(reference_maps, other_maps).cpu().numpy(),
+        top_iou=top_fraction_iou(reference_maps, other_maps, top_fraction).cpu().numpy(),
+        same_prediction=float((reference_predictions == other_predictions).float().mean()),
+        reference_blank=blank_maps(reference_maps).cpu().numpy(),
+        other_blank=blank_maps(other_maps).cpu().numpy(),
+    )
