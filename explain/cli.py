@@ -239,7 +239,11 @@ def save_maps_of_splits(args: ExplainArguments, data_args: DataArguments) -> dic
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         precision=args.precision,
-        options={"target_layer": args.target_layer, "head_fusion": args.head_fusion, "discard_ratio": args.discard_ratio},
+        options={
+            "target_layer": args.target_layer,
+            "head_fusion": args.head_fusion,
+            "discard_ratio": args.discard_ratio,
+        },
         data=asdict(data_args),
     )
     with run_folder_lock(args.save_maps):  # one run per maps folder (the main process holds it for all)

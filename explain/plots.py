@@ -263,7 +263,9 @@ def misclassified_figure(
     columns = {map_title: panels.predicted_maps}
     if panels.true_maps is not None:
         columns["Grad-CAM: true class"] = panels.true_maps
-    labels = [f"true: {true}\npred: {predicted}" for true, predicted in zip(panels.true_labels, panels.predicted_labels)]
+    labels = [
+        f"true: {true}\npred: {predicted}" for true, predicted in zip(panels.true_labels, panels.predicted_labels)
+    ]
     row_names = list(panels.names) if panels.names is not None else [""] * len(panels.images)
     return panel_grid(panels.images, columns, row_names, {"input": labels}, title, edges)
 

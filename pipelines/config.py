@@ -101,9 +101,7 @@ def build(dataclass_type: type, values: dict[str, Any], where: str = "the comman
     missing = [
         name
         for name, field in own.items()
-        if name not in values
-        and field.default is dataclasses.MISSING
-        and field.default_factory is dataclasses.MISSING
+        if name not in values and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
     ]
     if missing:
         help_text = own[missing[0]].metadata.get("help", "")
@@ -338,5 +336,3 @@ def _strip_optional(hint: Any) -> Any:
         if len(members) == 1:
             return members[0]
     return hint
-
-

@@ -23,7 +23,7 @@ from trainers.arguments import (
 )
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
-from trainers.reporting import evaluate_and_report, summary_table
+from trainers.run_outputs import evaluate_and_report, summary_table
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -15,8 +15,8 @@ import explain.metrics.randomization as randomization_module
 import explain.metrics.scores as scores_module
 from explain.metrics.agreement import agreement, blank_maps
 from explain.metrics.randomization import randomization
-from explain.metrics.scores import score_explanations
-from trainers.evaluation_report import write_report
+from explain.metrics.scores import ScoredImages, score_explanations
+from trainers.report.markdown import write_report
 
 # 2x2 maps whose comparisons are worked out by hand (see test_evaluation_metrics): ranks of A are 0,1,2,3 and of B
 # 0,2,1,3, so Spearman(A, B) = 1 - 6 * 2 / (4 * 15) = 0.8; the top half of A is {3, 4} and of B {3, 4} at other
@@ -106,13 +106,12 @@ def test_a_model_whose_maps_are_all_blank_gets_no_score(monkeypatch: pytest.Monk
     )
     pixels = torch.zeros(3, 3, 2, 2)
     predictions = torch.tensor([0, 1, 0])
-    scores = score_explanations(
-        {"teacher": "teacher", "student": "student"},
-        {"teacher": pixels, "student": pixels},
-        "gradcam",
-        {"teacher": predictions, "student": predictions},
-        {"teacher": predictions, "student": predictions},
+    images = ScoredImages(
+        pixel_values={"teacher": pixels, "student": pixels},
+        reference_targets={"teacher": predictions, "student": predictions},
+        predictions={"teacher": predictions, "student": predictions},
     )
+    scores = score_explanations({"teacher": "teacher", "student": "student"}, images, "gradcam")
     teacher, student = scores.numbers["teacher"]["randomization"], scores.numbers["student"]["randomization"]
     assert teacher["rank_correlation_mean"] == pytest.approx((0.8 + 1.0) / 2)  # image 2's blank map left out
     assert (teacher["pairs"], teacher["blank_maps"], teacher["blank_reinitialised_maps"]) == (2, 1, 0)

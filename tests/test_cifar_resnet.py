@@ -17,8 +17,9 @@ from explain import GradCAM, resolve_target_layer
 from pipelines import DataArguments, DevicePreprocess, load_image_dataset
 from pipelines.models import build_classifier, load_classifier
 from pipelines.models.cifar_resnet import CifarResNetConfig, CifarResNetForImageClassification
-from trainers.distillation import DistillationTrainer, TeacherLogitsCollator
+from trainers.distillation import DistillationArguments, DistillationTrainer
 from trainers.image_classification import build_trainer
+from trainers.teacher_cache import TeacherLogitsCollator
 
 from helpers.data import make_medmnist_npz
 from helpers.project import ROOT
@@ -166,6 +167,7 @@ def test_distillation_trains_a_cifar_resnet_student_from_a_cifar_resnet_teacher(
         TeacherLogitsCollator,
         teacher=teacher,
         teacher_processor=teacher_processor,
+        distillation_args=DistillationArguments("runs/teacher", cache_teacher_logits=False),
     )
     trainer.train()
     assert trainer.state.global_step == 3

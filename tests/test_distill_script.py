@@ -17,7 +17,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 import trainers.hub
 from pipelines import ConfigError, OfflineError
 from trainers.hub import REQUIRED_FILES, files_to_push
-from trainers.model_cost import count_parameters
+from trainers.report.cost import count_parameters
 
 from helpers import faults
 from helpers.distill import COUNTS, distill_config, save_teacher

@@ -1,4 +1,4 @@
-"""scripts/report.py (trainers.evaluation_run) end to end on tiny models: the report's files, its numbers, bad input, the model card."""
+"""scripts/report.py (trainers.report.run) end to end on tiny models: the report's files, its numbers, bad input, the model card."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from huggingface_hub import ModelCard
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, roc_auc_score
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from explain.metrics.faithfulness import deletion_insertion
+from explain.metrics.faithfulness import CurveSettings, deletion_insertion
 from explain.metrics.masking import random_maps
 from pipelines import ConfigError, UserFacingError
 from pipelines.io import finite_or_null
 from pipelines.models import build_classifier
-from trainers.evaluation_report import fold_into_model_card
+from trainers.hub import fold_into_model_card
+from trainers.report.markdown import render_markdown
 
 from helpers.data import make_medmnist_npz
 from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
@@ -146,7 +147,9 @@ def test_report_holds_every_measurement(setup: Path, report: dict) -> None:
         # test makes; they are left to the explain tests.
         inputs = pixel_values[chosen]
         chance = random_maps(inputs[:, 0], seed=0, rows=chosen)
-        baseline = deletion_insertion(network, inputs, chance, torch.from_numpy(predicted[chosen]), steps=3)
+        baseline = deletion_insertion(
+            network, inputs, chance, torch.from_numpy(predicted[chosen]), CurveSettings(steps=3)
+        )
         gradcam = model["faithfulness"]["gradcam"]
         assert gradcam["random_deletion_auc"] == pytest.approx(float(baseline.deletion_auc.mean()), abs=1e-5)
         assert gradcam["random_insertion_auc"] == pytest.approx(float(baseline.insertion_auc.mean()), abs=1e-5)
@@ -296,7 +299,7 @@ def test_a_new_card_gets_valid_front_matter(setup: Path, report: dict, tmp_path:
     if readme is not None:  # a README without front matter
         (tmp_path / "README.md").write_text(readme)
     for _ in range(2):
-        fold_into_model_card(tmp_path, report)
+        fold_into_model_card(tmp_path, render_markdown(report, figures=False))
     text = (tmp_path / "README.md").read_text()
     assert text.startswith("---\nlibrary_name: transformers\npipeline_tag: image-classification\n---\n")
     assert "{}" not in text and text.count("---\n") == 2

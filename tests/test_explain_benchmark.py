@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from explain.benchmarking import benchmark_gradcam, ratio_lines
+from trainers.benchmark.gradcam import GradCAMBenchmark, benchmark_gradcam, ratio_lines
 
 from helpers.project import ROOT
 
@@ -17,9 +17,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one t
 
 def test_every_path_is_timed_and_agrees() -> None:
     pytest.importorskip("pytorch_grad_cam")
-    rows, agreement = benchmark_gradcam(
-        "deit-tiny", image_size=32, batch_size=2, batches=1, repeats=1, warmup=0, use_cpu=True, bf16=True
+    settings = GradCAMBenchmark(
+        "deit-tiny", image_size=32, batch_size=2, batches=1, repeats=1, warmup=0, bf16=True, cpu=True
     )
+    rows, agreement = benchmark_gradcam(settings)
     assert [row.key for row in rows] == [
         "project-bf16",
         "project-fp32",

@@ -11,15 +11,21 @@ from scipy.sparse import lil_matrix
 from scipy.sparse.linalg import spsolve
 from scipy.stats import wilcoxon
 
-from explain.benchmarking import benchmark_road, road_masks
-from explain.metrics.faithfulness import FaithfulnessSettings, deletion_insertion, faithfulness, normalised_area
+from explain.metrics.faithfulness import (
+    CurveSettings,
+    FaithfulnessSettings,
+    deletion_insertion,
+    faithfulness,
+    normalised_area,
+)
 from explain.metrics.masking import random_maps
 from explain.metrics.road import noisy_linear_imputation
 from explain.metrics.road_solver import Multigrid, as_images, as_systems, linear_imputation, prolong
 from explain.metrics.statistics import MEASURES, PairedComparison
 from pipelines.errors import ConfigError
-from trainers.evaluation import EvaluateArguments
-from trainers.evaluation_report import render_markdown
+from trainers.benchmark.faithfulness import benchmark_road, road_masks
+from trainers.report.arguments import ReportArguments
+from trainers.report.markdown import render_markdown
 
 from helpers.explain_models import CheckerRegion, checker_images
 from helpers.reports import report_with
@@ -174,10 +180,10 @@ def test_a_map_of_the_deciding_region_beats_random_maps_on_every_measure_and_its
     # Insertion from the removed image: a blur of these 16 px images leaves the prediction where it was (a range
     # of about 0.01), too little to normalise by (explain.metrics.faithfulness.MIN_RANGE).
     settings = FaithfulnessSettings(
-        random_maps=8, random_steps=8, road_fractions=(0.2, 0.5, 0.8), insertion_start="removed"
+        random_maps=8, random_steps=8, road_fractions=(0.2, 0.5, 0.8), insertion_start="removed", steps=8
     )
-    good = faithfulness(CheckerRegion(), images, truthful, targets, steps=8, settings=settings)
-    bad = faithfulness(CheckerRegion(), images, -truthful, targets, steps=8, settings=settings)
+    good = faithfulness(CheckerRegion(), images, truthful, targets, settings)
+    bad = faithfulness(CheckerRegion(), images, -truthful, targets, settings)
     assert set(good.comparisons) == set(MEASURES)
     for name, comparison in good.comparisons.items():
         numbers = comparison.numbers()
@@ -190,7 +196,11 @@ def test_a_map_of_the_deciding_region_beats_random_maps_on_every_measure_and_its
     assert bad.numbers()["verdict"] == "is worse than random maps on every measure"
     # The long-standing keys are still there, with the meaning they had (one random map, seed 0, K steps).
     legacy = deletion_insertion(
-        CheckerRegion(), images, random_maps(truthful, seed=0), targets, steps=8, insertion_start=0 * images
+        CheckerRegion(),
+        images,
+        random_maps(truthful, seed=0),
+        targets,
+        CurveSettings(steps=8, insertion_start=0 * images),
     )
     assert good.numbers()["random_deletion_auc"] == pytest.approx(float(legacy.deletion_auc.mean()))
     assert good.numbers()["random_insertion_auc"] == pytest.approx(float(legacy.insertion_auc.mean()))
@@ -232,10 +242,10 @@ def test_the_report_warns_when_the_baseline_leaves_the_prediction_unchanged() ->
     images, truthful = checker_images(count=8)
     targets = torch.zeros(8, dtype=torch.long)
     # Insertion from zeros: the 16 px blur is too light to remove the checkerboard.
-    settings = FaithfulnessSettings(2, 4, paired_images=5, road_fractions=(0.5,), insertion_start=0 * images)
+    settings = FaithfulnessSettings(2, 4, paired_images=5, road_fractions=(0.5,), insertion_start=0 * images, steps=4)
     # A bias of 20 saturates the class: deleting, blurring or imputing any pixel leaves its probability at 1.
-    saturated = faithfulness(CheckerRegion(bias=20.0), images, truthful, targets, steps=4, settings=settings)
-    reading = faithfulness(CheckerRegion(), images, truthful, targets, steps=4, settings=settings)
+    saturated = faithfulness(CheckerRegion(bias=20.0), images, truthful, targets, settings)
+    reading = faithfulness(CheckerRegion(), images, truthful, targets, settings)
     assert saturated.median_dynamic_range["deletion"] < 1e-6 and reading.median_dynamic_range["deletion"] > 0.1
     assert (saturated.images, saturated.numbers()["paired_images"]) == (8, 5)  # the paired test on 5 of the 8
     warned = render_markdown(report_with({"gradcam": saturated.numbers()}))
@@ -267,8 +277,8 @@ def test_road_benchmark_imputes_the_same_masks_as_pytorch_grad_cam_to_1e_3() -> 
 )
 def test_bad_faithfulness_settings_are_one_sentence(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        EvaluateArguments(models=["teacher"], **values)
+        ReportArguments(models=["teacher"], **values)
 
 
 def test_evaluate_arguments_give_the_road_fractions_as_numbers() -> None:
-    assert EvaluateArguments(models=["teacher"], road_fractions="0.1, 0.9").road_fraction_values() == (0.1, 0.9)
+    assert ReportArguments(models=["teacher"], road_fractions="0.1, 0.9").road_fraction_values() == (0.1, 0.9)

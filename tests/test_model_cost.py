@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import trainers.model_cost as model_cost
-from trainers.model_cost import batch_timings, latency_text, measure_cost, per_image_ms
+import trainers.report.cost as model_cost
+from trainers.report.cost import batch_timings, latency_text, measure_cost, per_image_ms
 
 
 class ScriptedModel(torch.nn.Module):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import ConfigError
-from trainers.results import seed_summary, seed_summary_markdown
+from trainers.distill_results import seed_summary, seed_summary_markdown
 
 from helpers.distill import distill_config
 from helpers.project import load_script

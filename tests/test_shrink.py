@@ -16,8 +16,8 @@ from explain.cam import GradCAM
 from explain.metrics.agreement import blank_maps, rank_correlation
 from pipelines import ConfigError, UserFacingError
 from pipelines.models import build_classifier, load_classifier
-from trainers.model_cost import count_parameters, size_on_disk
-from trainers.shrinking import prune_structured
+from trainers.report.cost import count_parameters, size_on_disk
+from trainers.shrink.prune import prune_structured
 
 from helpers.data import make_medmnist_npz, tiny_run_config, write_config
 from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT

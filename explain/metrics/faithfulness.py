@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 from explain.metrics.masking import check_maps_fit, class_probability, image_rows, pixel_ranks, random_maps
-from explain.metrics.road import RoadCurves, road_curves
+from explain.metrics.road import RoadCurves, RoadSettings, road_curves
 from explain.metrics.statistics import MEASURES, PairedComparison, overall_verdict, paired_mask
 from pipelines.errors import ConfigError
 
@@ -128,31 +128,11 @@ def blurred(pixel_values: torch.Tensor) -> torch.Tensor:
     return TF.gaussian_blur(pixel_values, [kernel, kernel], [sigma, sigma])
 
 
+@dataclass(frozen=True)
+class CurveSettings:
+    """How `deletion_insertion` draws its curves.
 
-
-
-
-@torch.no_grad()
-def deletion_insertion(
-    model: nn.Module,
-    pixel_values: torch.Tensor,
-    maps: torch.Tensor,
-    targets: torch.Tensor,
-    steps: int = 20,
-    batch_size: int = 64,
-    multi_label: bool = False,
-    deletion_value: float = 0.0,
-    insertion_start: torch.Tensor | None = None,
-    dtype: torch.dtype | None = None,
-    lerf: bool = False,
-) -> FaithfulnessCurves:
-    """Deletion and insertion curves of `maps` for `model`.
-
-    Args:
-        model: The classifier the maps explain (eval mode is the caller's business).
-        pixel_values: (N, C, H, W) the model's inputs.
-        maps: (N, H, W) attributions at the input resolution; larger means more important.
-        targets: (N,) the class each map explains.
+    Attributes:
         steps: K, the number of steps: pixels change in K equal shares.
         batch_size: Images per forward pass (half of them deleted, half revealed).
         multi_label: Score with a sigmoid instead of a softmax.
@@ -162,10 +142,45 @@ def deletion_insertion(
         dtype: Compute dtype; lower than the parameters' (bf16 for an fp32 model) runs the forward passes under
             autocast.
         lerf: Also delete least relevant pixels first (a third curve, a third more forward passes).
+    """
+
+    steps: int = 20
+    batch_size: int = 64
+    multi_label: bool = False
+    deletion_value: float = 0.0
+    insertion_start: torch.Tensor | None = None
+    dtype: torch.dtype | None = None
+    lerf: bool = False
+
+
+@torch.no_grad()
+def deletion_insertion(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    maps: torch.Tensor,
+    targets: torch.Tensor,
+    settings: CurveSettings | None = None,
+) -> FaithfulnessCurves:
+    """Deletion and insertion curves of `maps` for `model`.
+
+    Args:
+        model: The classifier the maps explain (eval mode is the caller's business).
+        pixel_values: (N, C, H, W) the model's inputs.
+        maps: (N, H, W) attributions at the input resolution; larger means more important.
+        targets: (N,) the class each map explains.
+        settings: Steps, batching, baselines (`CurveSettings`); None: its defaults.
 
     Returns:
         `FaithfulnessCurves` with (N, K + 1) curves.
     """
+    settings = settings or CurveSettings()
+    steps, batch_size, multi_label = settings.steps, settings.batch_size, settings.multi_label
+    deletion_value, insertion_start, dtype, lerf = (
+        settings.deletion_value,
+        settings.insertion_start,
+        settings.dtype,
+        settings.lerf,
+    )
     if steps < 2:
         raise ConfigError(f"steps is {steps}; deletion and insertion curves need at least 2 steps.")
     check_maps_fit(maps, pixel_values)
@@ -200,21 +215,14 @@ def deletion_insertion(
     return FaithfulnessCurves(fractions.cpu(), **shaped)
 
 
-
-
-
-
-
-
-
-
-
-
 @dataclass
 class FaithfulnessSettings:
-    """How faithfulness is measured besides the curves' K steps: the baselines, the random maps of the paired
-    test, and ROAD's removal fractions. The defaults keep a 256-image report affordable on a CPU: the R random
-    maps are scored on `random_steps` curve steps (the method's maps too, for the paired test)."""
+    """How faithfulness is measured: the curves' K steps, batching, seed and compute dtype, the baselines, the random
+    maps of the paired test, and ROAD's removal fractions. The defaults keep a 256-image report affordable on a CPU:
+    the R random maps are scored on `random_steps` curve steps (the method's maps too, for the paired test).
+
+    Random maps and ROAD's noise are seeded per image by (`seed` + draw, the image's row), so an image's numbers do
+    not depend on the batch or process it is scored in."""
 
     random_maps: int = 8
     random_steps: int = 5
@@ -225,8 +233,14 @@ class FaithfulnessSettings:
     # (N, C, H, W) images; "blurred" or None: a blurred copy of the inputs (RISE); "removed": every pixel removed
     # (set to `deletion_value`, where deletion ends), for images that a blur does not change (28 px upsampled).
     insertion_start: torch.Tensor | str | None = None
+    steps: int = 20
+    batch_size: int = 64
+    seed: int = 0
+    dtype: torch.dtype | None = None
 
     def __post_init__(self) -> None:
+        if self.steps < 2:
+            raise ConfigError(f"steps is {self.steps}; deletion and insertion curves need at least 2 steps.")
         if self.random_maps < 1:
             raise ConfigError(f"random_maps is {self.random_maps}; the paired test needs at least 1 random map.")
         if self.paired_images is not None and self.paired_images < 1:
@@ -449,10 +463,6 @@ def faithfulness_parts(
     pixel_values: torch.Tensor,
     maps: torch.Tensor,
     targets: torch.Tensor,
-    steps: int = 20,
-    batch_size: int = 64,
-    seed: int = 0,
-    dtype: torch.dtype | None = None,
     settings: FaithfulnessSettings | None = None,
     rows: Sequence[int] | None = None,
     paired: np.ndarray | None = None,
@@ -461,39 +471,43 @@ def faithfulness_parts(
     `pixel_values` (N, C, H, W), and of their random maps, with nothing averaged.
 
     Args:
-        rows: (N,) the images' rows in their split: image i's random maps are seeded by (`seed` + d, rows[i]) for
-            draw d (0 the long-standing random row, 1 to R the paired test's) and its ROAD noise by (`seed`,
-            rows[i], ...), so an image's numbers do not depend on the batch or process it is scored in. None:
-            0, 1, ..., N - 1.
+        rows: (N,) the images' rows in their split: image i's random maps are seeded by (seed + d, rows[i]) for
+            draw d (0 the random row of the deletion and insertion table, 1 to R the paired test's) and its ROAD
+            noise by (seed, rows[i], ...), so an image's numbers do not depend on the batch or process it is scored
+            in. None: 0, 1, ..., N - 1.
         paired: (N,) bool, the images of the paired test and ROAD; None: `paired_mask(N, settings.paired_images)`.
     """
     settings = settings or FaithfulnessSettings()
+    seed = settings.seed
     rows = image_rows(pixel_values.shape[0], rows)
     paired = paired_mask(len(rows), settings.paired_images) if paired is None else np.asarray(paired, dtype=bool)
     multi_label = getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification"
-    shared = {"batch_size": batch_size, "multi_label": multi_label, "dtype": dtype}
     start = settings.start_images(pixel_values)
-    options = {**shared, "deletion_value": settings.deletion_value, "insertion_start": start}
-    curves = deletion_insertion(model, pixel_values, maps, targets, steps, **options)
-    baseline = deletion_insertion(model, pixel_values, random_maps(maps, seed, rows), targets, steps, **options)
+    curve = CurveSettings(
+        settings.steps, settings.batch_size, multi_label, settings.deletion_value, start, settings.dtype
+    )
+    curves = deletion_insertion(model, pixel_values, maps, targets, curve)
+    baseline = deletion_insertion(model, pixel_values, random_maps(maps, seed, rows), targets, curve)
     index = np.flatnonzero(paired)
     chosen = lambda values: None if values is None else values[torch.from_numpy(index).to(values.device)]  # noqa: E731
     pixel_values, maps, targets, start = (chosen(values) for values in (pixel_values, maps, targets, start))
     paired_rows = [rows[i] for i in index]
-    coarse = {**options, "steps": settings.random_steps, "lerf": True, "insertion_start": start}
-    road = {**shared, "fractions": settings.road_fractions, "noise": settings.road_noise, "seed": seed}
+    coarse = replace(curve, steps=settings.random_steps, lerf=True, insertion_start=start)
+    road = RoadSettings(
+        settings.road_fractions, settings.batch_size, multi_label, settings.road_noise, seed, settings.dtype
+    )
     random_curves, random_road = [], []
     for draw in range(settings.random_maps):
         chance = random_maps(maps, seed + 1 + draw, paired_rows)
-        random_curves.append(deletion_insertion(model, pixel_values, chance, targets, **coarse))
-        random_road.append(road_curves(model, pixel_values, chance, targets, **road, rows=paired_rows))
+        random_curves.append(deletion_insertion(model, pixel_values, chance, targets, coarse))
+        random_road.append(road_curves(model, pixel_values, chance, targets, road, paired_rows))
     return FaithfulnessParts(
         curves=curves,
         baseline=baseline,
         rows=np.asarray(rows, dtype=np.int64),
-        paired=deletion_insertion(model, pixel_values, maps, targets, **coarse),
+        paired=deletion_insertion(model, pixel_values, maps, targets, coarse),
         random=random_curves,
-        road=road_curves(model, pixel_values, maps, targets, **road, rows=paired_rows),
+        road=road_curves(model, pixel_values, maps, targets, road, paired_rows),
         random_road=random_road,
     )
 
@@ -503,24 +517,20 @@ def faithfulness(
     pixel_values: torch.Tensor,
     maps: torch.Tensor,
     targets: torch.Tensor,
-    steps: int = 20,
-    batch_size: int = 64,
-    seed: int = 0,
-    dtype: torch.dtype | None = None,
     settings: FaithfulnessSettings | None = None,
 ) -> Faithfulness:
     """Faithfulness of `maps` (N, H, W) explaining `targets` (N,) on `pixel_values` (N, C, H, W).
 
-    Deletion and insertion with K = `steps` for the maps and for one uniform random map per image (the report's
-    long-standing random row, seed `seed`); then the paired test on `settings.paired_images` of the images (all
-    when None or N or more): the maps and `settings.random_maps` more random maps per image (seeds `seed + 1`,
-    ...), deletion most and least relevant first and insertion on `settings.random_steps` steps, and ROAD at
-    `settings.road_fractions`. Random maps and ROAD's noise are drawn per image (`faithfulness_parts`, the images
-    taken as rows 0 to N - 1); this is `faithfulness_parts` then `Faithfulness.from_parts`.
+    Deletion and insertion with K = ``settings.steps`` for the maps and for one uniform random map per image (the
+    random row of the report's deletion and insertion table, seed ``settings.seed``); then the paired test on
+    ``settings.paired_images`` of the images (all when None or N or more): the maps and ``settings.random_maps``
+    more random maps per image (seeds ``seed + 1``, ...), deletion most and least relevant first and insertion on
+    ``settings.random_steps`` steps, and ROAD at ``settings.road_fractions``. Random maps and ROAD's noise are drawn
+    per image (`faithfulness_parts`, the images taken as rows 0 to N - 1); this is `faithfulness_parts` then
+    `Faithfulness.from_parts`.
     """
     settings = settings or FaithfulnessSettings()
-    parts = faithfulness_parts(model, pixel_values, maps, targets, steps, batch_size, seed, dtype, settings)
-    return Faithfulness.from_parts(parts, settings)
+    return Faithfulness.from_parts(faithfulness_parts(model, pixel_values, maps, targets, settings), settings)
 
 
 def aggregate_faithfulness(parts: Sequence[FaithfulnessParts], settings: FaithfulnessSettings) -> Faithfulness:

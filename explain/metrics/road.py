@@ -7,6 +7,7 @@ pixels fixed, plus a little Gaussian noise; `explain.metrics.road_solver` solves
 once on the device. Removing most relevant pixels first (MoRF) should make a faithful map's class probability fall,
 least relevant first (LeRF) should keep it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -87,19 +88,38 @@ class RoadCurves:
         )
 
 
+@dataclass(frozen=True)
+class RoadSettings:
+    """How `road_curves` removes pixels and scores the imputed images.
+
+    Attributes:
+        fractions: The shares of pixels removed, each in (0, 1).
+        batch_size: Imputed images per forward pass (and per imputation).
+        multi_label: Score with a sigmoid instead of a softmax.
+        noise: The imputation's noise (`noisy_linear_imputation`).
+        seed: Seed of that noise. Each image's noise at each fraction and order comes from a generator of its own,
+            seeded by (seed, its row, the fraction's position, 0 for MoRF or 1 for LeRF), so an image's curves do not
+            depend on the batch or the process it is scored in.
+        dtype: Compute dtype of the forward passes (autocast when lower than the parameters').
+        max_iterations: Passed to `linear_imputation`.
+    """
+
+    fractions: tuple[float, ...] = ROAD_FRACTIONS
+    batch_size: int = 64
+    multi_label: bool = False
+    noise: float = 0.01
+    seed: int = 0
+    dtype: torch.dtype | None = None
+    max_iterations: int | None = None
+
+
 @torch.no_grad()
 def road_curves(
     model: nn.Module,
     pixel_values: torch.Tensor,
     maps: torch.Tensor,
     targets: torch.Tensor,
-    fractions: tuple[float, ...] = ROAD_FRACTIONS,
-    batch_size: int = 64,
-    multi_label: bool = False,
-    noise: float = 0.01,
-    seed: int = 0,
-    dtype: torch.dtype | None = None,
-    max_iterations: int | None = None,
+    settings: RoadSettings | None = None,
     rows: Sequence[int] | None = None,
 ) -> RoadCurves:
     """MoRF and LeRF ROAD curves of `maps`: remove each share of pixels in order of attribution, impute them, and
@@ -110,20 +130,15 @@ def road_curves(
         pixel_values: (N, C, H, W) the model's inputs.
         maps: (N, H, W) attributions at the input resolution.
         targets: (N,) the class each map explains.
-        fractions: The shares of pixels removed, each in (0, 1).
-        batch_size: Imputed images per forward pass (and per imputation).
-        multi_label: Score with a sigmoid instead of a softmax.
-        noise: The imputation's noise (`noisy_linear_imputation`).
-        seed: Seed of that noise. Each image's noise at each fraction and order comes from a generator of its
-            own, seeded by (seed, its row, the fraction's position, 0 for MoRF or 1 for LeRF), so an image's curves
-            do not depend on the batch or the process it is scored in.
-        dtype: Compute dtype of the forward passes (autocast when lower than the parameters').
-        max_iterations: Passed to `linear_imputation`.
+        settings: Fractions, batching, noise (`RoadSettings`); None: its defaults.
         rows: (N,) the images' rows in their split, for the noise's seeds; None: 0, 1, ..., N - 1.
 
     Returns:
         `RoadCurves` with (N, F) curves.
     """
+    settings = settings or RoadSettings()
+    fractions, batch_size, multi_label = settings.fractions, settings.batch_size, settings.multi_label
+    noise, seed, dtype, max_iterations = settings.noise, settings.seed, settings.dtype, settings.max_iterations
     if not fractions or not all(0 < fraction < 1 for fraction in fractions):
         raise ConfigError(f"ROAD fractions {fractions} must each lie strictly between 0 and 1.")
     check_maps_fit(maps, pixel_values)

@@ -48,50 +48,66 @@ class ModelParts:
     maps_computed: int = 0
 
 
+@dataclass
+class ScoredImages:
+    """One batch of N images as each model sees them, and what their maps are compared against.
+
+    Attributes:
+        pixel_values: Name -> (N, C, H, W) the same N images, preprocessed for that model.
+        reference_targets: Name -> (N,) the reference's predicted class, as that model's output index.
+        predictions: Name -> (N,) or (N, L) the model's predictions in a shared label order.
+        given_maps: Name -> (maps (N, H, W), targets (N,)) of each model for its own predictions, computed once
+            elsewhere (a maps dataset, `explain.maps_dataset.read_maps`); None: computed here. The agreement's maps
+            at the reference's class are taken from them too wherever the model's own target is that class, and
+            computed for the other images only.
+        rows: (N,) the images' rows in their split, which seed each image's random maps and noise; None: 0 to N - 1.
+        paired: (N,) bool, the images of the paired test (chosen over every explained image by a caller that
+            scores a split in chunks); None: `paired_mask` over these N.
+    """
+
+    pixel_values: dict[str, torch.Tensor]
+    reference_targets: dict[str, torch.Tensor]
+    predictions: dict[str, torch.Tensor]
+    given_maps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+    rows: Sequence[int] | None = None
+    paired: np.ndarray | None = None
+
+
 def explanation_parts(
     models: dict[str, nn.Module],
-    pixel_values: dict[str, torch.Tensor],
+    images: ScoredImages,
     method: str,
-    reference_targets: dict[str, torch.Tensor],
-    predictions: dict[str, torch.Tensor],
-    steps: int = 20,
-    top_fraction: float = 0.1,
-    batch_size: int = 64,
-    seed: int = 0,
-    dtype: torch.dtype | None = None,
     settings: FaithfulnessSettings | None = None,
-    given_maps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-    rows: Sequence[int] | None = None,
-    paired: np.ndarray | None = None,
+    top_fraction: float = 0.1,
     reinitialised: dict[str, nn.Module] | None = None,
 ) -> dict[str, ModelParts]:
     """The per-image part of `score_explanations` for one batch of images: each model's `ModelParts`.
 
-    Args (beyond `score_explanations`'):
-        given_maps: As there; the agreement's maps at the reference's class are taken from them too wherever the
-            model's own target is that class, and computed for the other images only.
-        rows: (N,) the images' rows in their split, which seed each image's random maps and noise.
-        paired: (N,) bool, the images of the paired test (chosen over every explained image by the caller).
+    Args:
+        models: Name -> classifier; the first is the reference.
+        images: The images as each model sees them (`ScoredImages`).
+        method: An explanation method's name.
+        settings: How faithfulness is measured (its batch size, seed and dtype serve every measure).
+        top_fraction: Share of top pixels the agreement's overlap compares.
         reinitialised: Name -> the model's `randomized_copy`, made once for many batches; None: made here.
     """
-    options = {"dtype": dtype, "batch_size": batch_size}
+    settings = settings or FaithfulnessSettings()
+    options = {"dtype": settings.dtype, "batch_size": settings.batch_size}
+    given_maps = images.given_maps
     parts, reference, reference_maps = {}, next(iter(models)), None
     for name, model in models.items():
-        inputs = pixel_values[name]
+        inputs = images.pixel_values[name]
         if given_maps is not None:
             maps, targets = (tensor.to(inputs.device) for tensor in given_maps[name])
         else:
             maps, targets = explain_maps(model, method, inputs, None, **options)
         copy = None if reinitialised is None else reinitialised[name]
-        common_maps, computed = maps_at_class(
-            model, method, inputs, reference_targets[name], (maps, targets) if given_maps is not None else None, options
-        )
+        given = (maps, targets) if given_maps is not None else None
+        common_maps, computed = maps_at_class(model, method, inputs, images.reference_targets[name], given, options)
         own_read = len(maps) if given_maps is not None else 0
         parts[name] = ModelParts(
-            faithfulness=faithfulness_parts(
-                model, inputs, maps, targets, steps, batch_size, seed, dtype, settings, rows, paired
-            ),
-            randomization=randomization(model, method, inputs, maps, targets, seed, copy, **options),
+            faithfulness=faithfulness_parts(model, inputs, maps, targets, settings, images.rows, images.paired),
+            randomization=randomization(model, method, inputs, maps, targets, settings.seed, copy, **options),
             agreement=None,
             maps_read=own_read + len(maps) - computed,
             maps_computed=len(maps) - own_read + computed,
@@ -100,7 +116,7 @@ def explanation_parts(
             reference_maps = common_maps
             continue
         parts[name].agreement = agreement(
-            reference_maps, common_maps, predictions[reference], predictions[name], top_fraction
+            reference_maps, common_maps, images.predictions[reference], images.predictions[name], top_fraction
         )
     return parts
 
@@ -161,46 +177,14 @@ def scores_from_parts(
 
 def score_explanations(
     models: dict[str, nn.Module],
-    pixel_values: dict[str, torch.Tensor],
+    images: ScoredImages,
     method: str,
-    reference_targets: dict[str, torch.Tensor],
-    predictions: dict[str, torch.Tensor],
-    steps: int = 20,
-    top_fraction: float = 0.1,
-    batch_size: int = 64,
-    seed: int = 0,
-    dtype: torch.dtype | None = None,
     settings: FaithfulnessSettings | None = None,
-    given_maps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    top_fraction: float = 0.1,
 ) -> ExplanationScores:
     """Faithfulness and the randomisation check of each model's maps for its own predictions, and agreement of
     each model's maps with the first model's (the reference) for the class the reference predicts, on one batch
-    of images (rows 0 to N - 1): `explanation_parts`, then `scores_from_parts`.
-
-    Args:
-        models: Name -> classifier; the first is the reference.
-        pixel_values: Name -> (N, C, H, W) the same N images, preprocessed for that model.
-        method: An explanation method's name.
-        reference_targets: Name -> (N,) the reference's predicted class, as that model's output index.
-        predictions: Name -> (N,) or (N, L) the model's predictions in a shared label order.
-        settings: Random maps, their steps and ROAD's fractions for `faithfulness`.
-        given_maps: Name -> (maps (N, H, W), targets (N,)) of each model for its own predictions, computed once
-            elsewhere (a maps dataset, `explain.maps_dataset.read_maps`); None: computed here. The agreement's maps
-            at the reference's class are taken from them where the model's own target is that class, and computed
-            for the other images.
+    of images: `explanation_parts`, then `scores_from_parts`.
     """
-    parts = explanation_parts(
-        models,
-        pixel_values,
-        method,
-        reference_targets,
-        predictions,
-        steps,
-        top_fraction,
-        batch_size,
-        seed,
-        dtype,
-        settings,
-        given_maps,
-    )
+    parts = explanation_parts(models, images, method, settings, top_fraction)
     return scores_from_parts([parts], settings, top_fraction)

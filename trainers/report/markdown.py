@@ -5,13 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
-
-from pipelines.errors import ConfigError
 from pipelines.io import atomic_write_json, atomic_write_text
-from trainers.model_cost import latency_text
-
-SECTION_TITLE = "## Evaluation report"
+from trainers.report.cost import latency_text
 
 
 def _f4(value: float) -> str:
@@ -345,42 +340,3 @@ def write_report(out: str | Path, report: dict[str, Any]) -> Path:
     return out / "index.md"
 
 
-def check_model_card_folder(model_folder: str | Path) -> Path:
-    """The model folder whose card gets the report; checked before the evaluation, so that a mistyped path is
-    refused at once instead of after minutes of work (and never created: a card without its model is no card).
-
-    Raises:
-        ConfigError: the folder does not exist or is not a folder.
-    """
-    folder = Path(model_folder)
-    if not folder.is_dir():
-        problem = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise ConfigError(
-            f"Model card folder {folder} {problem}; give the folder of the model whose card gets the report."
-        )
-    return folder
-
-
-def card_metadata() -> ModelCardData:
-    """Front matter for a card that has none: every model this project evaluates is a transformers image classifier."""
-    return ModelCardData(library_name="transformers", pipeline_tag="image-classification")
-
-
-def fold_into_model_card(model_folder: str | Path, report: dict[str, Any]) -> Path:
-    """Put the report's tables into the model's card (README.md) as its 'Evaluation report' section, replacing
-    an earlier one; figures stay in the report folder.
-
-    Raises:
-        ConfigError: `model_folder` does not exist.
-    """
-    path = check_model_card_folder(model_folder) / "README.md"
-    card = ModelCard.load(path) if path.is_file() else ModelCard(f"---\n{card_metadata().to_yaml()}\n---\n")
-    if not card.data.to_dict():  # a README without front matter: str(card) would write an empty `{}` block
-        card.data = card_metadata()
-    body = card.text.split(f"\n{SECTION_TITLE}\n")[0].rstrip()
-    section = render_markdown(report, figures=False).replace("# Evaluation report", SECTION_TITLE, 1)
-    section = section.replace("\n## ", "\n### ")
-    # The section always follows a newline, so that the split above finds (and replaces) it on the next run.
-    card.text = f"{body}\n\n{section}" if body else f"\n{section}"
-    atomic_write_text(path, str(card))
-    return path

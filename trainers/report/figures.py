@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from pipelines.io import atomic_save_figure
-from trainers.evaluation import Calibration, calibration_of, roc_curves
-from trainers.reporting import plot_confusion_matrix, predicted_classes
+from pipelines.labels import predicted_classes
+from trainers.report.classification import Calibration, calibration_of, roc_curves
 
 
 def _panels(count: int, width: float = 4.0, height: float = 3.6) -> tuple[Figure, np.ndarray]:
@@ -211,3 +212,49 @@ def classification_figures(
         "Reliability diagrams": "reliability.png",
         "Accuracy vs latency": "accuracy_latency.png",
     }
+
+
+def plot_confusion_matrix(
+    labels: np.ndarray, predictions: np.ndarray, label_names: list[str], path: str | Path, title: str = ""
+) -> None:
+    """Counts per (true, predicted) class, coloured by the share of each true class.
+
+    Args:
+        labels: (N,) true class indices, or (N, L) 0/1 for multi-label (one 2x2 matrix per label).
+        predictions: Same shape as `labels`: predicted class indices, or 0/1 per label.
+    """
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    if labels.ndim == 2:
+        matrices = [_confusion(labels[:, i], predictions[:, i], 2) for i in range(labels.shape[1])]
+        titles, ticks = label_names, ["no", "yes"]
+    else:
+        matrices = [_confusion(labels, predictions, len(label_names))]
+        titles, ticks = [title or "Confusion matrix"], label_names
+    columns = min(len(matrices), 4)
+    rows = -(-len(matrices) // columns)
+    side = max(3.0, 0.6 * len(ticks) + 2) if len(matrices) == 1 else 2.6
+    figure = Figure(figsize=(side * columns + 1, side * rows), layout="constrained")  # no title over a label above
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for axis, matrix, name in zip(axes, matrices, titles):
+        _draw_matrix(axis, matrix, ticks, name)
+    for axis in axes[len(matrices) :]:
+        axis.set_axis_off()
+    atomic_save_figure(figure, path)
+
+
+def _confusion(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels.astype(np.int64), predictions.astype(np.int64)), 1)
+    return matrix
+
+
+def _draw_matrix(axis: Any, matrix: np.ndarray, ticks: list[str], title: str) -> None:
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(matrix):
+        colour = "white" if shares[row, column] > 0.5 else "black"
+        axis.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=9)
+    positions = range(len(ticks))
+    axis.set_xticks(positions, ticks, rotation=45 if len(ticks) > 2 else 0, ha="right" if len(ticks) > 2 else "center")
+    axis.set_yticks(positions, ticks)
+    axis.set(xlabel="predicted", ylabel="true", title=title)

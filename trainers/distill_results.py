@@ -16,9 +16,11 @@ from explain.base import forward_logits
 from explain.metrics.agreement import Agreement, agreement
 from explain.registry import explain_maps
 from pipelines.io import atomic_write_json, atomic_write_text, finite_or_null
+from pipelines.labels import predicted_classes
 from pipelines.preprocess import processed_size
-from trainers.model_cost import ModelCost, latency_text, measure_cost
-from trainers.reporting import predicted_classes, strip_prefix
+from trainers.arguments import training_dtype
+from trainers.report.cost import ModelCost, latency_text, measure_cost
+from trainers.run_outputs import strip_prefix
 
 METRIC_COLUMNS = ("accuracy", "auc", "f1")
 AGREEMENT_METHOD = "gradcam"
@@ -141,7 +143,7 @@ def measure_row(
     sample = trainer.data_collator([data.dataset["test"][0]])["pixel_values"]
     native = tuple((sample[0] if isinstance(sample, list) else sample[0]).shape[-2:])
     image_size = processed_size(trainer.processing_class, native)
-    dtype = torch.bfloat16 if trainer.args.bf16 else torch.float16 if trainer.args.fp16 else torch.float32
+    dtype = training_dtype(trainer.args)
     cost = measure_cost(model, folder, image_size, trainer.args.device, dtype, repeats)
     with_teacher = (
         None if teacher_trainer is None else teacher_agreement(teacher_trainer, trainer, data.dataset["test"])

@@ -13,17 +13,45 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import ViTImageProcessor
 
-from explain.benchmarking import build_model
 from explain.maps_dataset import MANIFEST
+from pipelines.errors import ConfigError
+from pipelines.runtime import default_device
+from trainers.benchmark.models import build_model, check_preset
 
 FLAG = "pathmnist"  # nine classes, RGB: the shape the benchmark's ViT presets are built for
+
+
+@dataclass
+class MapsBenchmark:
+    """``scripts/benchmark.py maps``: maps dataset rows/s on 1 and 2 processes, and the share spent writing."""
+
+    model: str = field(default="deit-tiny", metadata={"help": "A ViT preset (trainers/benchmark/models.py)."})
+    image_size: int = field(default=224, metadata={"help": "The model's input size."})
+    source_size: int = field(default=28, metadata={"help": "The stored images' size: 28, 64, 128 or 224."})
+    images: int = field(default=512, metadata={"help": "Images of the split explained."})
+    batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
+    shard_size: int = field(default=1024, metadata={"help": "Images per Arrow shard."})
+    methods: str = field(default="gradcam", metadata={"help": "Comma-separated, as python -m explain takes them."})
+    cpu: bool = field(default=False, metadata={"help": "Measure on the CPU even when a GPU is present."})
+
+    def __post_init__(self) -> None:
+        check_preset(self.model)
+        if self.source_size not in (28, 64, 128, 224):
+            raise ConfigError(f"--source_size is {self.source_size}; MedMNIST comes in 28, 64, 128 and 224.")
+        for name in ("image_size", "images", "batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} is {getattr(self, name)}; it must be at least 1.")
+
+    @property
+    def use_cpu(self) -> bool:
+        return default_device(self.cpu).type == "cpu"
 
 
 @dataclass
@@ -50,7 +78,7 @@ def write_split(folder: Path, images: int, size: int, seed: int = 0) -> Path:
 
 
 def save_checkpoint(folder: Path, preset: str, image_size: int) -> Path:
-    model = build_model(preset, image_size, torch.device("cpu"))
+    model = build_model(preset, image_size).eval()
     model.save_pretrained(folder)
     ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
     return folder
@@ -81,26 +109,18 @@ def process_counts(use_cpu: bool) -> list[int]:
     return [1, 2] if torch.cuda.device_count() >= 2 else [1]
 
 
-def benchmark_maps(
-    preset: str,
-    image_size: int,
-    source_size: int,
-    images: int,
-    batch_size: int,
-    shard_size: int,
-    methods: str,
-    use_cpu: bool,
-) -> list[MapsRow]:
-    """Fill a maps dataset of `images` images with each process count of `process_counts`, in one run.
+def benchmark_maps(settings: MapsBenchmark) -> list[MapsRow]:
+    """Fill a maps dataset of ``settings.images`` images with each process count of `process_counts`, in one run.
 
     Returns:
         One row per process count.
     """
+    use_cpu, batch_size, source_size = settings.use_cpu, settings.batch_size, settings.source_size
     rows = []
     with tempfile.TemporaryDirectory(prefix="maps-benchmark-") as work:
         work = Path(work)
-        data = write_split(work / "data", images, source_size)
-        model = save_checkpoint(work / "model", preset, image_size)
+        data = write_split(work / "data", settings.images, source_size)
+        model = save_checkpoint(work / "model", settings.model, settings.image_size)
         environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
         counts = process_counts(use_cpu)
         threads = cpu_threads(counts) if use_cpu else None
@@ -109,9 +129,18 @@ def benchmark_maps(
         for processes in counts:
             out = work / f"maps-{processes}"
             arguments = [
-                *("--model", str(model), "--methods", methods, "--dataset_name", FLAG, "--data_dir", str(data)),
+                *(
+                    "--model",
+                    str(model),
+                    "--methods",
+                    settings.methods,
+                    "--dataset_name",
+                    FLAG,
+                    "--data_dir",
+                    str(data),
+                ),
                 *("--medmnist_size", str(source_size), "--verify_md5", "false", "--split", "test"),
-                *("--batch_size", str(batch_size), "--shard_size", str(shard_size), "--save_maps", str(out)),
+                *("--batch_size", str(batch_size), "--shard_size", str(settings.shard_size), "--save_maps", str(out)),
                 *(["--device", "cpu"] if use_cpu else []),
             ]
             result = subprocess.run(
