@@ -61,7 +61,7 @@ def as_rows(folder: Path) -> list[dict]:
 def command(arguments: list[str], processes: int = 1, fault: bool = False) -> list[str]:
     """`python -m explain` (through tests/helpers/faults.py when `fault`), or `accelerate launch -m explain` on 2+ CPUs."""
     if processes == 1:
-        program = [str(ROOT / "tests" / "faults.py"), "explain"] if fault else ["-m", "explain"]
+        program = [faults.__file__, "explain"] if fault else ["-m", "explain"]
         return [sys.executable, *program, *arguments]
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     launch = [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1"]

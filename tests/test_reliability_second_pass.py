@@ -1,5 +1,5 @@
-"""Reliability, second pass (issue 14): one writer per run folder, EXIF orientation, images that fail only when
-decoded, and errors that used to end in a traceback or lose their cause."""
+"""Reliability: one writer per run folder, EXIF orientation, images that fail only when decoded, and errors that
+must end in one sentence that keeps their cause."""
 
 from __future__ import annotations
 
@@ -139,8 +139,8 @@ def test_an_output_dir_that_cannot_be_written_is_one_sentence(tmp_path: Path, np
 def test_a_second_run_into_a_live_runs_folder_is_refused_and_the_first_keeps_its_own_metrics(tmp_path: Path) -> None:
     data = tmp_path / "data"
     make_medmnist_npz(data / "breastmnist.npz", counts=(64, 24, 24))
-    # Evaluated and saved every 2 steps, best model reloaded at the end: the path on which run A used to load run
-    # B's checkpoint as its own "best".
+    # Evaluated and saved every 2 steps, best model reloaded at the end: the path on which two runs sharing a folder
+    # would load each other's checkpoints as their own "best".
     values = tiny_run_config(
         tmp_path,
         data,

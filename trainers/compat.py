@@ -6,10 +6,10 @@ instead of quietly training or resuming wrongly; setup.cfg bounds transformers t
   uint8 images become the model's `pixel_values` (device preprocessing), for training, evaluation and prediction
   alike. Checked on 5.25.
 - `Trainer._load_from_checkpoint` and `Trainer._load_best_model` (overridden and called): transformers'
-  `save_pretrained` can write ViT/DeiT weights under legacy names that Trainer's own reload, a
-  `load_state_dict(strict=False)`, does not match, so resume and `load_best_model_at_end` went on with the wrong
-  weights after a warning; a plain checkpoint is reloaded through `from_pretrained`, strictly, instead. Checked on
-  5.25.
+  `save_pretrained` writes ViT/DeiT weights under legacy names (``vit.encoder.layer.0.attention.attention.key``)
+  that Trainer's own reload, a `load_state_dict(strict=False)`, does not match: on 5.25 it leaves every transformer
+  layer's weights as they were, after a warning, so resume and `load_best_model_at_end` would go on with the wrong
+  weights. A plain checkpoint is reloaded through `from_pretrained` (which converts the names), strictly, instead.
 - `Trainer._created_lr_scheduler` (set): how Trainer marks a scheduler it made itself, so that a later `train()`
   call makes a new one for its own steps. Checked on 5.25.
 

@@ -241,9 +241,10 @@ def warn_about_earlier_checkpoints(output_dir: str) -> None:
 def restore_finished_run(trainer: ImageClassificationTrainer, checkpoint: str) -> None:
     """Take the trainer state and weights of a checkpoint saved after the last step, without training.
 
-    transformers resumes such a checkpoint by running one more optimizer step (it checks max_steps only after a
-    step; checked on 5.25), so a run killed during its final save would come back with max_steps + 1 steps and other
-    weights than the run it continues.
+    Some transformers releases resume such a checkpoint by running one more optimizer step (5.23 checked max_steps
+    only after a step; 5.25 runs none, checked), and a run killed during its final save would then come back with
+    max_steps + 1 steps and other weights than the run it continues; restoring it without `train()` does not depend
+    on how the release resumes.
     """
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
     load_checkpoint(trainer, checkpoint)

@@ -227,7 +227,7 @@ def agreement(maps: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def ratio_lines(rows: list[GradCAMRow], best: bool = False) -> list[str]:
-    """The ratios the issue's goals are stated in, for the fastest project path available.
+    """The ratios the speed goals are stated in, for the fastest project path available.
 
     Args:
         rows: The measurements.

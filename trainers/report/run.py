@@ -150,7 +150,7 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
     figures.update(probability_figure(args, run, logits, chosen, out))
     for method in methods:
         per_chunk = [chunk[method] for chunk in parts]
-        figures.update(method_figures(args, method, per_chunk, settings, names, models, out))
+        figures.update(method_figures(args, method, per_chunk, settings, models, out))
     report = {
         "command": command,
         "dataset": data_args.dataset_name or data_args.data_dir,
@@ -225,11 +225,12 @@ def method_figures(
     method: str,
     parts: list[dict[str, ModelParts]],
     settings: FaithfulnessSettings,
-    names: list[str],
     models: dict[str, dict[str, Any]],
     out: Path,
 ) -> dict[str, str]:
-    """The aggregate step for one method: its numbers into `models`, and its faithfulness and agreement figures."""
+    """The aggregate step for one method: its numbers into `models` (the reference first), and its faithfulness and
+    agreement figures."""
+    reference = next(iter(models))
     scores = scores_from_parts(parts, settings, args.top_fraction)
     for name, numbers in scores.numbers.items():
         for key, value in numbers.items():
@@ -237,8 +238,8 @@ def method_figures(
     plot_faithfulness(scores.curves, method, out / f"faithfulness_{method}.png")
     figures = {f"Deletion, insertion and ROAD curves against random maps: {method}": f"faithfulness_{method}.png"}
     if scores.distributions:
-        plot_agreement(scores.distributions, names[0], method, out / f"agreement_{method}.png", args.top_fraction)
-        figures[f"Agreement with {names[0]}: {method}"] = f"agreement_{method}.png"
+        plot_agreement(scores.distributions, reference, method, out / f"agreement_{method}.png", args.top_fraction)
+        figures[f"Agreement with {reference}: {method}"] = f"agreement_{method}.png"
     return figures
 
 

@@ -13,7 +13,7 @@ METHODS = ("int8", "prune")
 INT8_ACTIVATIONS = ("none", "static", "dynamic")
 
 
-# --int8_activations true/false, as it was a flag before dynamic activations came.
+# --int8_activations also reads true and false, as static and none.
 INT8_ACTIVATION_ALIASES = {"true": "static", "false": "none"}
 
 

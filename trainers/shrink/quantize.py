@@ -14,8 +14,8 @@
   backward; ``load_classifier`` gives them one (``pipelines.models.quantized``).
 
 Why quanto for the first two and not torchao: torchao's int8 configs quantize ``nn.Linear`` only (on the quickstart
-ResNet that is its classifier, 0.04% of the weights), and transformers' torchao loader fails on a ResNet (it calls
-``get_input_embeddings``, which ResNet lacks; checked on 5.25).
+ResNet that is its classifier, 0.04% of the weights), and transformers' torchao loader fails on a ResNet (5.25 ends
+in a RuntimeError about the weights' conversion, checked).
 """
 
 from __future__ import annotations

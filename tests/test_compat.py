@@ -1,6 +1,8 @@
-"""The private Trainer methods `ImageClassificationTrainer` overrides are still there, with the signatures it was
-written against, and still called where the override matters: a transformers release that renames or reshapes one
-fails here instead of quietly resuming or finishing with the wrong weights."""
+"""Every private transformers API the project uses (trainers/compat.py lists them) is still there and still means
+what the project relies on: the Trainer methods `TrainerHooks` overrides keep their signatures and are still called
+where the override matters, Trainer still reads the scheduler mark, and a model's attention implementation is still
+read from its config. A transformers release that renames or reshapes one fails here instead of quietly resuming or
+finishing with the wrong weights."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageClassification, Trainer
 
+from trainers.compat import TrainerHooks, mark_scheduler_created
 from trainers.image_classification import ImageClassificationTrainer
 
 from helpers.data import make_medmnist_npz, tiny_run_config, write_config
@@ -28,7 +31,8 @@ def parameters(function) -> list[tuple[str, object, object]]:
 @pytest.mark.parametrize("name", OVERRIDDEN)
 def test_overridden_private_methods_keep_their_signature(name: str) -> None:
     assert hasattr(Trainer, name), f"transformers' Trainer no longer has {name}: the override is never called"
-    assert parameters(getattr(ImageClassificationTrainer, name)) == parameters(getattr(Trainer, name))
+    assert parameters(getattr(TrainerHooks, name)) == parameters(getattr(Trainer, name))
+    assert getattr(ImageClassificationTrainer, name) is getattr(TrainerHooks, name)  # one home for each override
 
 
 def test_best_model_reload_and_resume_go_through_the_overrides_and_restore_the_saved_weights(
@@ -91,3 +95,27 @@ def assert_same(weights: dict[str, torch.Tensor], reference: dict[str, torch.Ten
     assert weights.keys() == reference.keys()
     different = [key for key in reference if not torch.equal(weights[key], reference[key])]
     assert not different, f"weights differ from the saved checkpoint: {different[:3]}"
+
+
+def test_trainer_still_reads_the_scheduler_mark() -> None:
+    # Trainer makes a new scheduler for a later train() call only when it marked the current one as its own.
+    source = inspect.getsource(Trainer)
+    assert "_created_lr_scheduler" in source
+    trainer = Trainer.__new__(Trainer)
+    mark_scheduler_created(trainer)
+    assert trainer._created_lr_scheduler is True
+
+
+def test_the_attention_implementation_is_read_from_the_config_and_set_by_the_public_setter() -> None:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from explain.hooks import eager_attention
+
+    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32)
+    model = ViTForImageClassification(config)
+    assert model.config._attn_implementation == "sdpa"  # what explain.hooks.eager_attention reads
+    with eager_attention(model):
+        assert model.config._attn_implementation == "eager"
+        attentions = model(torch.zeros(1, 3, 32, 32), output_attentions=True).attentions
+        assert attentions is not None and attentions[0].shape == (1, 2, 5, 5)
+    assert model.config._attn_implementation == "sdpa"
