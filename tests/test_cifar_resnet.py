@@ -107,6 +107,7 @@ print(json.dumps({"known_before": known_before, "predictions": classify(image, t
 """
 
 
+@pytest.mark.slow
 def test_transformers_pipeline_loads_the_saved_model_once_pipelines_is_imported(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model, processor = build_classifier(TINY_CIFAR_RESNET, CIFAR_CLASSES, image_processor_config=PROCESSOR_32)

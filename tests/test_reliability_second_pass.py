@@ -95,6 +95,7 @@ def test_the_lock_is_released_on_an_error_and_the_outputs_stay(tmp_path: Path) -
     assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["metrics.json"]
 
 
+@pytest.mark.slow
 def test_the_lock_is_released_on_sigterm(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     code = (
