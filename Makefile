@@ -1,4 +1,5 @@
-# The two commands: `make demo` (quickstart end to end) and `make test` (the test suite).
+# The two commands: `make demo` (quickstart end to end) and `make test` (the test suite); `make test-fast` is the
+# development loop.
 # Both create .venv and install the project into it when missing.
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
@@ -6,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 MEDMNIST_ROOT ?= $(if $(wildcard ../shared/data/medmnist/*.npz),$(abspath ../shared/data/medmnist),)
 export MEDMNIST_ROOT
 
-.PHONY: demo shrink-demo test lint install
+.PHONY: demo shrink-demo test test-fast lint install
 
 install: $(VENV)/.installed
 
@@ -50,6 +51,10 @@ shrink-demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q
+
+# The development loop: every test but the end-to-end runs in subprocesses (marked slow), which `make test` adds.
+test-fast: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
