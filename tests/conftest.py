@@ -40,14 +40,21 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def standin_hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Hugging Face home whose hub cache holds a stand-in of every checkpoint in ../shared/hub-standins/, laid
-    out as a download (random weights; see tests/helpers/standins.py). Give it to subprocesses as HF_HOME."""
+    """A Hugging Face home whose hub cache holds a stand-in of every checkpoint in ../shared/hub-standins/ at its
+    published config, laid out as a download (random weights; see tests/helpers/standins.py). Give it to
+    subprocesses as HF_HOME."""
     if not standins.HUB_STANDINS.is_dir():
         pytest.skip(f"no stand-in Hub checkpoints: {standins.HUB_STANDINS} is absent")
-    home = tmp_path_factory.mktemp("hf-home")
-    for repo_id in standins.standin_ids():
-        standins.cache_checkpoint(home, repo_id)
-    return home
+    return standins.cache_checkpoints(tmp_path_factory.mktemp("hf-home"))
+
+
+@pytest.fixture(scope="session")
+def smaller_standin_hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like `standin_hf_home`, but the checkpoints in `standins.SMALLER_STANDINS` are built with those few published
+    config fields changed (ViT-B/16 with one encoder block); the others are at their published configs."""
+    if not standins.HUB_STANDINS.is_dir():
+        pytest.skip(f"no stand-in Hub checkpoints: {standins.HUB_STANDINS} is absent")
+    return standins.cache_checkpoints(tmp_path_factory.mktemp("hf-home-smaller"), smaller=True)
 
 
 @pytest.fixture(scope="session")
