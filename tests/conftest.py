@@ -58,8 +58,13 @@ def smaller_standin_hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rehearsals(standin_hf_home: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Every recipe in configs/ rehearsed at most once per session (a distill recipe's teacher recipe first)."""
+def rehearsals(standin_hf_home: Path, smaller_standin_hf_home: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Every recipe in configs/ rehearsed at most once per session (a distill recipe's teacher recipe first): one
+    per architecture family against the published stand-ins, the others against the smaller ones (which is which:
+    tests/helpers/rehearsal.py)."""
     return rehearsal.Rehearsals(
-        tmp_path_factory.mktemp("rehearsals"), standin_hf_home, sorted((ROOT / "configs").glob("*.yaml"))
+        tmp_path_factory.mktemp("rehearsals"),
+        standin_hf_home,
+        sorted((ROOT / "configs").glob("*.yaml")),
+        smaller_standin_hf_home,
     )
