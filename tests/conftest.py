@@ -51,7 +51,8 @@ def standin_hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smaller_standin_hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like `standin_hf_home`, but the checkpoints in `standins.SMALLER_STANDINS` are built with those few published
-    config fields changed (ViT-B/16 with one encoder block); the others are at their published configs."""
+    config fields changed (ViT-B/16 and ResNet-18 with fewer and narrower blocks); the others are at their published
+    configs."""
     if not standins.HUB_STANDINS.is_dir():
         pytest.skip(f"no stand-in Hub checkpoints: {standins.HUB_STANDINS} is absent")
     return standins.cache_checkpoints(tmp_path_factory.mktemp("hf-home-smaller"), smaller=True)

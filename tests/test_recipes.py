@@ -5,10 +5,10 @@ shape; then explain, evaluate, `transformers.pipeline` and a reload on what it w
 One rehearsal per architecture family starts from the published configs: deit_tiny_pathmnist (ViT, as
 facebook/deit-tiny-patch16-224), distill_vit_base_to_deit_tiny's students (DeiT, facebook/deit-tiny-distilled-
 patch16-224) and resnet18_pathmnist (ResNet, microsoft/resnet-18). The others start from smaller stand-ins of the
-same checkpoints, fewer blocks of the published config (vit_base_pathmnist, whose output is also the distillation's
-teacher, and vit_base_cifar10: ViT-B/16 with one encoder block; plants_folder: ResNet-18 with one block per stage;
-tests/helpers/standins.py says why), and each test checks that its saved model differs from the published config in
-exactly those fields and its labels."""
+same checkpoints, fewer and narrower blocks of the published configs (vit_base_pathmnist, whose output is also the
+distillation's teacher, and vit_base_cifar10: ViT-B/16 with one encoder block 192 wide; plants_folder: ResNet-18
+with one block per stage, a quarter as wide; tests/helpers/standins.py says why), and each test checks that its
+saved model differs from the published config in exactly those fields and its labels."""
 
 from __future__ import annotations
 

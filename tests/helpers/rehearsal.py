@@ -13,10 +13,11 @@ published config's model_type) starts from the published configs, `PUBLISHED_CON
   facebook/deit-tiny-distilled-patch16-224;
 - ResNet: ``resnet18_pathmnist`` (microsoft/resnet-18).
 
-Every other rehearsal starts from the smaller stand-ins (`standins.SMALLER_STANDINS`: ViT-B/16 with one encoder
-block for ``vit_base_pathmnist``, whose output is also the distillation's teacher, and ``vit_base_cifar10``;
-ResNet-18 with one block per stage for ``plants_folder``); the quickstart and CIFAR ResNet recipes build their
-models from their own configs and start from no checkpoint.
+Every other rehearsal starts from the smaller stand-ins (`standins.SMALLER_STANDINS`, fewer and narrower blocks of
+the published configs): ViT-B/16 with one encoder block 192 wide for ``vit_base_pathmnist``, whose output is also
+the distillation's teacher, and ``vit_base_cifar10``; ResNet-18 with one block per stage, a quarter as wide, for
+``plants_folder``. The quickstart and CIFAR ResNet recipes build their models from their own configs and start from
+no checkpoint.
 """
 
 from __future__ import annotations

@@ -32,25 +32,35 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 # Images per split: a handful, so that a 224 px ViT-B step stays around a second on a 2-core CPU, and two
 # steps of batch 2 make one epoch (the recipes evaluate, save and reload the best checkpoint at epoch ends).
 SPLIT_COUNTS = {"train": 4, "val": 4, "test": 4}
-# The published config fields that a smaller stand-in changes, and nothing else: fewer of the repeated blocks, the
-# published width, so that the stand-in still has every kind of weight the published checkpoint has, under the same
-# names and shapes, and loading it by its Hub id, replacing or creating its head (whose input size is the width),
-# the published preprocessing and Grad-CAM's structural target layer are exercised as with the published checkpoint.
-# The blocks left out only repeat the ones kept, and multiply the cost of every forward pass of every rehearsal that
-# starts from them (training, evaluation, explanation, and the latency figures' batches of 64 at 224 px).
+# The published config fields that a smaller stand-in changes, and nothing else: fewer of the repeated blocks, and
+# narrower ones. What a recipe exercises in a checkpoint stays as published: its model_type and architecture class
+# (so the same head is replaced, or created where the published checkpoint has none), the kinds of layer it has and
+# their order, its input (channels, patch and image size) and its published preprocessor. The head is rebuilt
+# from the config's width and every layer's shape follows from it, so no rehearsal depends on the width; the blocks
+# left out only repeat the ones kept. Both multiply the cost of every forward pass of every rehearsal that starts
+# from the checkpoint: training, evaluation, explanation, and the latency figures' batches of 64 at 224 px.
 # tests/helpers/rehearsal.py keeps one rehearsal per architecture family at the published configs.
 SMALLER_STANDINS: dict[str, dict[str, Any]] = {
-    # ViT-B/16: one of its twelve encoder blocks (768 wide, 12 heads, about 1.5 GFLOPs each per 224 px image), with
-    # the 16 px patch embedding of a 224 px image, the position embeddings, the final layernorm and the in21k
-    # checkpoint's pooler and missing head, or the other's 1000-label head. Grad-CAM reads the last block's first
-    # layernorm, which one block still has.
-    "google/vit-base-patch16-224-in21k": {"num_hidden_layers": 1},
-    "google/vit-base-patch16-224": {"num_hidden_layers": 1},
-    # ResNet-18: one basic block per stage instead of two, about half the 1.8 GFLOPs per 224 px image. The four
-    # stages (so Grad-CAM's last stage is still 7x7 at 224 px), the stem, the first stage's identity shortcut and the
-    # later stages' strided projection shortcuts all stay; each stage's second block (stride 1, identity shortcut)
-    # is of the kind the first stage's block already is.
-    "microsoft/resnet-18": {"depths": [1, 1, 1, 1]},
+    # ViT-B/16 (12 blocks, 768 wide, about 17.5 GFLOPs per 224 px image): one block 192 wide, with the published 12
+    # heads (of 16 dimensions) and 4x MLP, about 0.25 GFLOPs. The 16 px patch embedding of a 224 px image, the
+    # position embeddings, the final layernorm, the in21k checkpoint's pooler and missing head and the other's
+    # 1000-label head stay; Grad-CAM reads the last block's first layernorm, which one block still has.
+    "google/vit-base-patch16-224-in21k": {
+        "num_hidden_layers": 1,
+        "hidden_size": 192,
+        "intermediate_size": 768,
+    },
+    "google/vit-base-patch16-224": {
+        "num_hidden_layers": 1,
+        "hidden_size": 192,
+        "intermediate_size": 768,
+    },
+    # ResNet-18 (1.8 GFLOPs per 224 px image): one basic block per stage instead of two, a quarter as wide (about
+    # 0.06 GFLOPs). The stem with its max-pool, the four stages (so Grad-CAM's last stage is still 7x7 at 224 px),
+    # the first stage's identity shortcut (the stem's width is still the first stage's) and the later stages'
+    # strided projection shortcuts all stay; each stage's second block (stride 1, identity shortcut) is of the kind
+    # the first stage's block already is.
+    "microsoft/resnet-18": {"depths": [1, 1, 1, 1], "embedding_size": 16, "hidden_sizes": [16, 32, 64, 128]},
 }
 
 
