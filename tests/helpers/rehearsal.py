@@ -40,6 +40,7 @@ from helpers.project import ROOT
 from helpers.standins import (
     CIFAR10_CLASSES,
     SPLIT_COUNTS,
+    StandinCaches,
     cache_cifar10_like,
     published_model_type,
     standin_ids,
@@ -173,23 +174,21 @@ class Rehearsals:
     """Rehearse recipes once per session, each in its own folder under `root`; a distill recipe's teacher is the
     rehearsal of the recipe whose ``output_dir`` the distill recipe names as its teacher.
 
-    The recipes of `published_config_rehearsals` run against `hf_home` (the stand-ins at their published configs),
-    the others against `smaller_hf_home` (the smaller stand-ins), or `hf_home` too when it is None.
+    The recipes of `published_config_rehearsals` run against the stand-ins at their published configs, the others
+    against the smaller stand-ins (`StandinCaches`).
     """
 
-    def __init__(self, root: Path, hf_home: Path, recipes: list[Path], smaller_hf_home: Path | None = None) -> None:
+    def __init__(self, root: Path, caches: StandinCaches, recipes: list[Path]) -> None:
         self.root = root
-        self.hf_home = hf_home
-        self.smaller_hf_home = smaller_hf_home
+        self.caches = caches
         self.recipes = recipes
         self.published = set(published_config_rehearsals(recipes).values())
         self.done: dict[Path, Rehearsed] = {}
 
-    def home(self, recipe: Path) -> Path:
-        """The Hugging Face home that `recipe` is rehearsed against."""
-        if recipe in self.published or self.smaller_hf_home is None:
-            return self.hf_home
-        return self.smaller_hf_home
+    def home(self, recipe: Path, values: dict[str, Any]) -> Path:
+        """The Hugging Face home that `recipe` is rehearsed against, holding the checkpoints it starts from."""
+        wanted = [name for name in hub_checkpoints(values) if name in standin_ids()]
+        return self.caches.home(wanted, smaller=recipe not in self.published)
 
     def env(self, hf_home: Path) -> dict[str, str]:
         env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -204,7 +203,7 @@ class Rehearsals:
     def _rehearse(self, recipe: Path) -> Rehearsed:
         values = read_recipe(recipe)
         folder = self.root / recipe.stem
-        hf_home = self.home(recipe)
+        hf_home = self.home(recipe, values)
         data_overrides, label_names = self.stage_data(values, folder / "data", hf_home)
         self.check_checkpoints(values, recipe)
         outputs = {"output_dir": folder / "out" / "model"}
@@ -234,7 +233,7 @@ class Rehearsals:
             if "baseline_output_dir" in outputs:
                 folders["baseline"] = outputs["baseline_output_dir"]
             folders["model"] = outputs["output_dir"]
-        published = hf_home == self.hf_home
+        published = recipe in self.published
         return Rehearsed(
             recipe, values, overrides, cli(data_values), label_names, folders, hf_home, published, {script: log}
         )

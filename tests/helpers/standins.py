@@ -6,10 +6,11 @@ with random weights. With ``HF_HOME`` at the cache written here and ``HF_HUB_OFF
 "<org>/<name>")`` and ``load_dataset("<name>")`` resolve through huggingface_hub's cache lookup as for a user who
 downloaded them once.
 
-Two caches are built from them: one of every checkpoint at its published config exactly, and one where the
-checkpoints in `SMALLER_STANDINS` have those few config fields changed (every other field, the published
+Two caches are built from them (`StandinCaches`): one of the checkpoints at their published configs exactly, and one
+where the checkpoints in `SMALLER_STANDINS` have those few config fields changed (every other field, the published
 preprocessor, the Hub id and the cache layout as published), for the recipe rehearsals that do not need the
-published size (tests/helpers/rehearsal.py says which rehearsals run the published configs).
+published size (tests/helpers/rehearsal.py says which rehearsals run the published configs). Each checkpoint is
+built the first time a test asks for it, so a session that needs no published ViT-B/16 never builds one.
 """
 
 from __future__ import annotations
@@ -105,12 +106,24 @@ def cache_checkpoint(hf_home: Path, repo_id: str, seed: int = 0, changes: dict[s
     return snapshot
 
 
-def cache_checkpoints(hf_home: Path, smaller: bool = False) -> Path:
-    """A stand-in of every checkpoint in ../shared/hub-standins/ in `hf_home`'s hub cache: at its published config,
-    or with `SMALLER_STANDINS`' changes where `smaller` and it has some. Returns `hf_home`."""
-    for repo_id in standin_ids():
-        cache_checkpoint(hf_home, repo_id, changes=SMALLER_STANDINS.get(repo_id) if smaller else None)
-    return hf_home
+class StandinCaches:
+    """Two Hugging Face homes under `root`, ``published/`` (the stand-ins at their published configs) and
+    ``smaller/`` (with `SMALLER_STANDINS`' changes where a checkpoint has some), each checkpoint built into its home
+    the first time `home` is asked for it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.built: set[tuple[str, bool]] = set()
+
+    def home(self, repo_ids: list[str], smaller: bool = False) -> Path:
+        """The home holding (at least) `repo_ids`, smaller ones where `smaller`; give it to subprocesses as HF_HOME."""
+        hf_home = self.root / ("smaller" if smaller else "published")
+        hf_home.mkdir(parents=True, exist_ok=True)
+        for repo_id in repo_ids:
+            if (repo_id, smaller) not in self.built:
+                cache_checkpoint(hf_home, repo_id, changes=SMALLER_STANDINS.get(repo_id) if smaller else None)
+                self.built.add((repo_id, smaller))
+        return hf_home
 
 
 def config_differences(repo_id: str, config: Any) -> dict[str, Any]:
