@@ -39,20 +39,34 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def standin_hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Hugging Face home whose hub cache holds a stand-in of every checkpoint in ../shared/hub-standins/, laid
-    out as a download (random weights; see tests/helpers/standins.py). Give it to subprocesses as HF_HOME."""
+def standin_caches(tmp_path_factory: pytest.TempPathFactory) -> standins.StandinCaches:
+    """The published and the smaller stand-in Hugging Face homes, each checkpoint built the first time it is needed
+    (random weights; see tests/helpers/standins.py)."""
     if not standins.HUB_STANDINS.is_dir():
         pytest.skip(f"no stand-in Hub checkpoints: {standins.HUB_STANDINS} is absent")
-    home = tmp_path_factory.mktemp("hf-home")
-    for repo_id in standins.standin_ids():
-        standins.cache_checkpoint(home, repo_id)
-    return home
+    return standins.StandinCaches(tmp_path_factory.mktemp("hf-homes"))
 
 
 @pytest.fixture(scope="session")
-def rehearsals(standin_hf_home: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Every recipe in configs/ rehearsed at most once per session (a distill recipe's teacher recipe first)."""
+def standin_hf_home(standin_caches: standins.StandinCaches) -> Path:
+    """A Hugging Face home whose hub cache holds a stand-in of every checkpoint in ../shared/hub-standins/ at its
+    published config, laid out as a download. Give it to subprocesses as HF_HOME."""
+    return standin_caches.home(standins.standin_ids())
+
+
+@pytest.fixture(scope="session")
+def smaller_standin_hf_home(standin_caches: standins.StandinCaches) -> Path:
+    """Like `standin_hf_home`, but the checkpoints in `standins.SMALLER_STANDINS` are built with those few published
+    config fields changed (ViT-B/16 and ResNet-18 with fewer and narrower blocks); the others are at their published
+    configs."""
+    return standin_caches.home(standins.standin_ids(), smaller=True)
+
+
+@pytest.fixture(scope="session")
+def rehearsals(standin_caches: standins.StandinCaches, tmp_path_factory: pytest.TempPathFactory):
+    """Every recipe in configs/ rehearsed at most once per session (a distill recipe's teacher recipe first): one
+    per architecture family against the published stand-ins, the others against the smaller ones (which is which:
+    tests/helpers/rehearsal.py)."""
     return rehearsal.Rehearsals(
-        tmp_path_factory.mktemp("rehearsals"), standin_hf_home, sorted((ROOT / "configs").glob("*.yaml"))
+        tmp_path_factory.mktemp("rehearsals"), standin_caches, sorted((ROOT / "configs").glob("*.yaml"))
     )

@@ -4,6 +4,20 @@ stand-in checkpoints and stand-in data of the recipe's shape (see tests/helpers/
 What a recipe needs is read from the file's content (where its data comes from, which checkpoints it starts from,
 whether it distils and from which other recipe's output), never from its name. A recipe whose needs cannot be
 derived raises `RecipeNeedsUnknown`, so a new recipe that the rehearsal cannot stage fails loudly.
+
+Which stand-ins a rehearsal starts from is the one choice made by name: one rehearsal per architecture family (the
+published config's model_type) starts from the published configs, `PUBLISHED_CONFIG_REHEARSALS`:
+
+- ViT: ``deit_tiny_pathmnist`` (facebook/deit-tiny-patch16-224, a plain ViT: 12 blocks, 192 wide);
+- DeiT: ``distill_vit_base_to_deit_tiny``, whose student and student without a teacher both start from
+  facebook/deit-tiny-distilled-patch16-224;
+- ResNet: ``resnet18_pathmnist`` (microsoft/resnet-18).
+
+Every other rehearsal starts from the smaller stand-ins (`standins.SMALLER_STANDINS`, fewer and narrower blocks of
+the published configs): ViT-B/16 with one encoder block 192 wide for ``vit_base_pathmnist``, whose output is also
+the distillation's teacher, and ``vit_base_cifar10``; ResNet-18 with one block per stage, a quarter as wide, for
+``plants_folder``. The quickstart and CIFAR ResNet recipes build their models from their own configs and start from
+no checkpoint.
 """
 
 from __future__ import annotations
@@ -23,7 +37,15 @@ from pipelines.medmnist_npz import medmnist_file_name, medmnist_info
 
 from helpers.data import make_medmnist_npz
 from helpers.project import ROOT
-from helpers.standins import CIFAR10_CLASSES, SPLIT_COUNTS, cache_cifar10_like, standin_ids, write_plants_folder
+from helpers.standins import (
+    CIFAR10_CLASSES,
+    SPLIT_COUNTS,
+    StandinCaches,
+    cache_cifar10_like,
+    published_model_type,
+    standin_ids,
+    write_plants_folder,
+)
 
 # Data fields that `python -m explain` and scripts/report.py take as the recipe's script does.
 DATA_FIELDS = tuple(DataArguments.__dataclass_fields__)
@@ -47,10 +69,43 @@ FAST_EVALUATE = [
 # rehearsal shows that the recipe's outputs can be explained, not every method (tests/test_explain_*.py do that).
 FAST_EXPLAIN = ["--n", "2", "--batch_size", "4", "--precision", "fp32", "--methods", "gradcam"]
 SCRIPT_TIMEOUT_S = 1800  # a stuck run fails the test rather than the whole suite
+# Architecture family -> the recipe whose rehearsal starts from that family's published configs (see the module
+# docstring): the cheapest checkpoint of each family, so the published size is rehearsed once and paid once.
+PUBLISHED_CONFIG_REHEARSALS = {
+    "vit": "deit_tiny_pathmnist",
+    "deit": "distill_vit_base_to_deit_tiny",
+    "resnet": "resnet18_pathmnist",
+}
 
 
 class RecipeNeedsUnknown(AssertionError):
     """The rehearsal cannot tell what this recipe needs (a new data source, an unknown checkpoint, ...)."""
+
+
+def published_config_rehearsals(recipes: list[Path]) -> dict[str, Path]:
+    """Family -> the recipe rehearsed at that family's published configs, checked against the recipes' content:
+    every family that a recipe's Hub checkpoint belongs to has one, and that recipe starts from a checkpoint of it.
+
+    Raises:
+        RecipeNeedsUnknown: a family has no such recipe (a new family, or the named recipe was renamed or changed).
+    """
+    families: dict[str, set[str]] = {}
+    by_stem = {recipe.stem: recipe for recipe in recipes}
+    for recipe in recipes:
+        for name in hub_checkpoints(read_recipe(recipe)):
+            if name in standin_ids():
+                families.setdefault(published_model_type(name), set()).add(recipe.stem)
+    chosen = {}
+    for family, users in sorted(families.items()):
+        stem = PUBLISHED_CONFIG_REHEARSALS.get(family)
+        if stem not in users:
+            raise RecipeNeedsUnknown(
+                f"No rehearsal starts from the published config of a '{family}' checkpoint: "
+                f"PUBLISHED_CONFIG_REHEARSALS names {stem!r}, and the recipes starting from one are "
+                f"{', '.join(sorted(users))}; name the cheapest of them."
+            )
+        chosen[family] = by_stem[stem]
+    return chosen
 
 
 @dataclass
@@ -64,6 +119,7 @@ class Rehearsed:
     label_names: list[str]
     folders: dict[str, Path]  # role -> saved model folder: "model", or "student"/"baseline" (and "teacher")
     hf_home: Path  # the stand-in Hugging Face home it ran against
+    published_configs: bool  # its Hub checkpoints were at their published configs, else the smaller stand-ins
     logs: dict[str, str] = field(default_factory=dict)
 
 
@@ -116,15 +172,28 @@ def check_ran(result: subprocess.CompletedProcess, what: str) -> str:
 
 class Rehearsals:
     """Rehearse recipes once per session, each in its own folder under `root`; a distill recipe's teacher is the
-    rehearsal of the recipe whose ``output_dir`` the distill recipe names as its teacher."""
+    rehearsal of the recipe whose ``output_dir`` the distill recipe names as its teacher.
 
-    def __init__(self, root: Path, hf_home: Path, recipes: list[Path]) -> None:
+    The recipes of `published_config_rehearsals` run against the stand-ins at their published configs, the others
+    against the smaller stand-ins (`StandinCaches`).
+    """
+
+    def __init__(self, root: Path, caches: StandinCaches, recipes: list[Path]) -> None:
         self.root = root
-        self.hf_home = hf_home
+        self.caches = caches
         self.recipes = recipes
+        self.published = set(published_config_rehearsals(recipes).values())
         self.done: dict[Path, Rehearsed] = {}
-        self.env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-        self.env.pop("HF_DATASETS_CACHE", None)  # the stand-in datasets sit in $HF_HOME/datasets
+
+    def home(self, recipe: Path, values: dict[str, Any]) -> Path:
+        """The Hugging Face home that `recipe` is rehearsed against, holding the checkpoints it starts from."""
+        wanted = [name for name in hub_checkpoints(values) if name in standin_ids()]
+        return self.caches.home(wanted, smaller=recipe not in self.published)
+
+    def env(self, hf_home: Path) -> dict[str, str]:
+        env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        env.pop("HF_DATASETS_CACHE", None)  # the stand-in datasets sit in $HF_HOME/datasets
+        return env
 
     def get(self, recipe: Path) -> Rehearsed:
         if recipe not in self.done:
@@ -134,7 +203,8 @@ class Rehearsals:
     def _rehearse(self, recipe: Path) -> Rehearsed:
         values = read_recipe(recipe)
         folder = self.root / recipe.stem
-        data_overrides, label_names = self.stage_data(values, folder / "data")
+        hf_home = self.home(recipe, values)
+        data_overrides, label_names = self.stage_data(values, folder / "data", hf_home)
         self.check_checkpoints(values, recipe)
         outputs = {"output_dir": folder / "out" / "model"}
         if is_distill_recipe(values):
@@ -151,7 +221,9 @@ class Rehearsals:
         if is_distill_recipe(values):
             overrides["latency_repeats"] = 1
         script = "distill.py" if is_distill_recipe(values) else "finetune.py"
-        log = check_ran(run_script(script, [str(recipe), *cli(overrides)], self.env, ROOT), f"{script} {recipe.name}")
+        log = check_ran(
+            run_script(script, [str(recipe), *cli(overrides)], self.env(hf_home), ROOT), f"{script} {recipe.name}"
+        )
         data_values = {key: value for key, value in {**values, **data_overrides}.items() if key in DATA_FIELDS}
         folders = {"model": outputs["output_dir"]}
         if is_distill_recipe(values):
@@ -161,7 +233,10 @@ class Rehearsals:
             if "baseline_output_dir" in outputs:
                 folders["baseline"] = outputs["baseline_output_dir"]
             folders["model"] = outputs["output_dir"]
-        return Rehearsed(recipe, values, overrides, cli(data_values), label_names, folders, self.hf_home, {script: log})
+        published = recipe in self.published
+        return Rehearsed(
+            recipe, values, overrides, cli(data_values), label_names, folders, hf_home, published, {script: log}
+        )
 
     def teacher_rehearsal(self, values: dict[str, Any], recipe: Path) -> Rehearsed | None:
         """The rehearsal of the recipe whose output_dir is this recipe's teacher; None for a Hub teacher."""
@@ -190,8 +265,9 @@ class Rehearsals:
         if "model_name_or_path" not in values and "model_config" not in values:
             raise RecipeNeedsUnknown(f"{recipe.name} names neither model_name_or_path nor model_config.")
 
-    def stage_data(self, values: dict[str, Any], folder: Path) -> tuple[dict[str, Any], list[str]]:
-        """Generate stand-in data of the recipe's shape; returns the overrides pointing at it and its label names."""
+    def stage_data(self, values: dict[str, Any], folder: Path, hf_home: Path) -> tuple[dict[str, Any], list[str]]:
+        """Generate stand-in data of the recipe's shape (a Hub dataset in `hf_home`'s datasets cache); returns the
+        overrides pointing at it and its label names."""
         source = values.get("dataset_source", DataArguments.dataset_source)
         if source == "medmnist":
             flag = values.get("dataset_name")
@@ -218,8 +294,8 @@ class Rehearsals:
                     f"Hub dataset {name!r}: the stand-in is a cifar10-like dataset (a plain id, ClassLabel labels); "
                     "add one of this shape to tests/helpers/standins.py."
                 )
-            if not (self.hf_home / "datasets" / name).is_dir():
-                cache_cifar10_like(self.hf_home, name, *columns)
+            if not (hf_home / "datasets" / name).is_dir():
+                cache_cifar10_like(hf_home, name, *columns)
             # Found where the recipe looks, by its Hub id: the datasets cache under $HF_HOME.
             return {}, list(CIFAR10_CLASSES)
         if source == "folder":
