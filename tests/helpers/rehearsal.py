@@ -49,7 +49,7 @@ from helpers.standins import (
 
 # Data fields that `python -m explain` and scripts/report.py take as the recipe's script does.
 DATA_FIELDS = tuple(DataArguments.__dataclass_fields__)
-# Small enough that a ViT-B step at 224 px stays around a second on a 2-core CPU (see the budget).
+# Small enough that a ViT-B step at 224 px stays around a second on a 2-core CPU.
 FAST_TRAINING = {
     "max_steps": 2,
     "per_device_train_batch_size": 2,
