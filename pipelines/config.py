@@ -87,7 +87,10 @@ def read_flags(
         close = difflib.get_close_matches(unknown[0], list(hints), n=1)
         hint = f" (did you mean --{close[0]}?)" if close else ""
         raise ConfigError(f"Unknown option --{unknown[0]}{hint}; --help lists the options.")
-    return {key: coerce(value, hints[key], key) for key, value in values.items()}
+    values = {key: coerce(value, hints[key], key) for key, value in values.items()}
+    # A float option is a float, as argparse gives it (`coerce` keeps YAML's whole numbers for TrainingArguments,
+    # whose float fields read 1 and 1.0 differently, and which no flag script takes).
+    return {key: float(value) if _strip_optional(hints[key]) is float else value for key, value in values.items()}
 
 
 def build(dataclass_type: type, values: dict[str, Any], where: str = "the command line") -> Any:
@@ -175,14 +178,17 @@ def read_value(tokens: list[str], hint: Any, key: str) -> Any:
     """The command-line text after ``--key`` as the field's type.
 
     Text fields (str, or a union with str such as eval_strategy's ``IntervalStrategy | str``, report_to, a hub id
-    or model path) keep the text as typed: read as YAML, ``--eval_strategy no`` became false ("False is not a
-    valid IntervalStrategy") and a hub id such as ``1e5`` a number. List fields take several values (``--class_names
-    A B C``) or one YAML list (``"[A, B, C]"``). Everything else is read as YAML (numbers, bools, mappings).
+    or model path) keep the text as typed, so that ``--eval_strategy no`` stays the word (YAML reads it as false)
+    and a hub id such as ``1e5`` stays a name. Number fields read the text as a number (``--seed 010`` is 10). List
+    fields take several values (``--class_names A B C``) or one YAML list (``"[A, B, C]"``). A bare ``--flag`` is
+    true for a bool field; any other field needs a value. Everything else is read as YAML (bools, mappings).
     """
-    if not tokens:
-        return True
     base = _strip_optional(hint)
     members = typing.get_args(base) if typing.get_origin(base) in (typing.Union, types.UnionType) else (base,)
+    if not tokens:
+        if base is Any or bool in members:
+            return True
+        raise ConfigError(f"--{key} needs a value.")
     list_member = next((member for member in members if typing.get_origin(member) is list), None)
     if len(tokens) > 1 and list_member is None:
         raise ConfigError(
@@ -191,16 +197,30 @@ def read_value(tokens: list[str], hint: Any, key: str) -> Any:
     if _takes_text(members):
         return tokens if len(tokens) > 1 else tokens[0]
     if list_member is not None:
-        if len(tokens) == 1 and isinstance(parsed := _yaml_value(tokens[0], key), list):
-            return parsed
+        if len(tokens) == 1 and (listed := _yaml_list(tokens[0])) is not None:
+            return listed
         text_elements = typing.get_args(list_member) == (str,)
         return [token if text_elements else _yaml_value(token, key) for token in tokens]
+    if base in (int, float) and _parse_number(tokens[0]) is not None:
+        return _parse_number(tokens[0])
     return _yaml_value(tokens[0], key)
 
 
 def _takes_text(members: tuple[Any, ...]) -> bool:
     """Whether a field of one of these types takes text as it is: str, or a str-valued enum (IntervalStrategy)."""
     return any(isinstance(member, type) and issubclass(member, str) for member in members)
+
+
+def _yaml_list(text: str) -> list | None:
+    """One value written as a YAML list (``"[A, B, C]"``), or None for anything else (a file named ``[a].png``)."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return parsed if isinstance(parsed, list) else None
 
 
 def _yaml_value(text: str, key: str) -> Any:
@@ -301,9 +321,9 @@ def _as_bool(value: Any, key: str) -> bool:
     if isinstance(value, bool):
         return value
     lowered = str(value).lower()
-    if lowered not in {"true", "false", "yes", "no", "1", "0"}:
+    if lowered not in {"true", "false", "yes", "no", "t", "f", "y", "n", "1", "0"}:
         raise ConfigError(f"{key} is {value!r}; use true or false.")
-    return lowered in {"true", "yes", "1"}
+    return lowered in {"true", "yes", "t", "y", "1"}
 
 
 def _as_number(value: Any, base: type, key: str) -> int | float:

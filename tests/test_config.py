@@ -14,7 +14,7 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy, Scheduler
 
 import explain.cli
 from pipelines import ConfigError, DataArguments
-from pipelines.config import field_types, parse_config, parse_flags
+from pipelines.config import field_types, parse_config, parse_flags, read_flags
 from pipelines.runtime import PRECISIONS, compute_dtype, precision_name
 from trainers.arguments import ModelArguments, OneCycleTrainingArguments, apply_precision, launch_command
 from trainers.report.arguments import ReportArguments
@@ -145,7 +145,7 @@ def test_values_of_the_wrong_kind_are_refused_by_name(tmp_path: Path, override: 
 
 
 def test_a_file_value_of_the_wrong_kind_is_refused_by_name(tmp_path: Path) -> None:
-    # A string given as class_names once silently became one class per letter.
+    # A string given as class_names must not become one class per letter.
     path = write_config(
         tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"}, class_names="catdog"
     )
@@ -326,3 +326,25 @@ def test_flag_scripts_read_both_spellings_and_name_an_unknown_option() -> None:
         parse_flags((ReportArguments, DataArguments), ["--models", "a", "--batch_sise", "8", *data])
     with pytest.raises(ConfigError, match=r"^--model is required: A model folder or Hub id"):
         load_script("shrink").parse_arguments(["--method", "int8", "--out", "x"])
+
+
+@dataclasses.dataclass
+class Flags:
+    seed: int = 0
+    ratio: float = 0.5
+    cpu: bool = False
+    names: list[str] = dataclasses.field(default_factory=list)
+
+
+def test_flags_are_read_as_their_fields_types() -> None:
+    # Numbers as numbers (YAML would read 010 as octal 8), a whole number in a float field as a float, a bool
+    # spelt t/f or bare, and one list value as a list only when it is written as a YAML list.
+    read = read_flags((Flags,), ["--seed", "010", "--ratio", "1", "--cpu", "--names", "[a].png"])
+    assert read == {"seed": 10, "ratio": 1.0, "cpu": True, "names": ["[a].png"]}
+    assert isinstance(read["ratio"], float)
+    assert read_flags((Flags,), ["--cpu", "f", "--names", "[a, b]"]) == {"cpu": False, "names": ["a", "b"]}
+
+
+def test_a_bare_flag_needs_a_value_unless_it_is_a_bool() -> None:
+    with pytest.raises(ConfigError, match=r"^--seed needs a value\.$"):
+        read_flags((Flags,), ["--seed", "--cpu"])

@@ -56,11 +56,11 @@ class ModelArguments:
 
 
 def apply_precision(training_args: TrainingArguments, precision: str) -> TrainingArguments:
-    """Set bf16/fp16 from `precision` unless the config already set one of them itself ('auto': bf16 when the run
-    is on a GPU that supports it)."""
+    """Set bf16/fp16 from `precision` unless the config already set one of them itself ('auto': bf16 when this
+    machine has a GPU that supports it, also with ``use_cpu``)."""
     if training_args.bf16 or training_args.fp16:
         return training_args
-    precision = resolved_precision(precision, default_device(training_args.use_cpu))
+    precision = resolved_precision(precision, default_device())
     training_args.bf16 = precision == "bf16"
     training_args.fp16 = precision == "fp16"
     return training_args
