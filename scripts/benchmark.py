@@ -169,7 +169,10 @@ COMMANDS: dict[str, tuple[type, Callable]] = {
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        names = list(COMMANDS)
+        raise ConfigError(f"Name a benchmark: {', '.join(names[:-1])} or {names[-1]} (--help describes them).")
+    if argv[0] in ("-h", "--help"):
         print(__doc__)
         return
     if argv[0] not in COMMANDS:

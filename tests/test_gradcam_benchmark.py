@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one t
 def test_every_path_is_timed_and_agrees() -> None:
     pytest.importorskip("pytorch_grad_cam")
     settings = GradCAMBenchmark(
-        "deit-tiny", image_size=32, batch_size=2, batches=1, repeats=1, warmup=0, bf16=True, cpu=True
+        model="deit-tiny", image_size=32, batch_size=2, batches=1, repeats=1, warmup=0, bf16=True, cpu=True
     )
     rows, agreement = benchmark_gradcam(settings)
     assert [row.key for row in rows] == [
@@ -43,8 +43,8 @@ def test_every_path_is_timed_and_agrees() -> None:
 def test_benchmark_script_prints_the_table() -> None:
     pytest.importorskip("pytorch_grad_cam")
     result = subprocess.run(
-        [sys.executable, "scripts/benchmark.py", "explain", "--model", "deit-tiny", "--image-size", "32"]
-        + ["--batch-size", "2", "--batches", "1", "--repeats", "1", "--warmup", "0", "--cpu"],
+        [sys.executable, "scripts/benchmark.py", "explain", "--model", "deit-tiny", "--image_size", "32"]
+        + ["--batch_size", "2", "--batches", "1", "--repeats", "1", "--warmup", "0", "--cpu"],
         cwd=ROOT,
         capture_output=True,
         text=True,

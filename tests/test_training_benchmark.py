@@ -44,7 +44,7 @@ def fits_printed_rates(ratio: float, numerator: float, denominator: float) -> bo
 
 
 def test_training_paths_are_each_timed_over_the_same_steps() -> None:
-    rows = benchmark_training(TrainingBenchmark("vit-micro", **TINY))
+    rows = benchmark_training(TrainingBenchmark(model="vit-micro", **TINY))
     assert [row.path.split(":")[0].split(" (")[0] for row in rows] == ["this project", "usual", "reference"]
     assert all(row.steps == 2 and row.seconds > 0 for row in rows)
     assert all(row.images_per_second == pytest.approx(2 * 2 / row.seconds) for row in rows)
@@ -52,9 +52,9 @@ def test_training_paths_are_each_timed_over_the_same_steps() -> None:
 
 def test_warmup_must_leave_timed_steps() -> None:
     with pytest.raises(ConfigError, match="warmup"):
-        TrainingBenchmark("vit-micro", **{**TINY, "warmup": 3})
+        TrainingBenchmark(model="vit-micro", **{**TINY, "warmup": 3})
     with pytest.raises(ConfigError, match="warmup"):
-        DistillationBenchmark("vit-micro", "vit-micro", **{**TINY, "warmup": 3})
+        DistillationBenchmark(teacher="vit-micro", student="vit-micro", **{**TINY, "warmup": 3})
 
 
 def test_usual_path_feeds_the_model_what_the_project_path_does() -> None:
@@ -69,7 +69,7 @@ def test_usual_path_feeds_the_model_what_the_project_path_does() -> None:
 
 
 def test_distillation_rows_share_the_student_and_the_steps() -> None:
-    rows = benchmark_distillation(DistillationBenchmark("vit-micro", "vit-micro", **TINY))
+    rows = benchmark_distillation(DistillationBenchmark(teacher="vit-micro", student="vit-micro", **TINY))
     assert [row.path for row in rows] == [
         "student fine-tuning alone",
         "distillation, teacher logits cached",
@@ -97,7 +97,9 @@ def test_distill_command_prints_the_explanation_terms_ratio_from_its_own_rows(
     printed = capsys.readouterr().out
     assert "term over the plain distillation step: 1.45x with the teacher's logits and maps cached, 1.70x" in printed
     # The student's own input size reaches the benchmark.
-    assert received == [DistillationBenchmark("vit-micro", "vit-micro", 32, 16, 28, 2, 3, 1, True)]
+    assert received == [
+        DistillationBenchmark(teacher="vit-micro", student="vit-micro", student_image_size=16, **{**TINY, "steps": 3})
+    ]
     assert "at 32 px (student 16 px)" in printed
 
 
@@ -129,7 +131,9 @@ def test_faithfulness_times_curves_against_twice_k_forward_passes(monkeypatch: p
     monkeypatch.setattr(faithfulness_benchmark, "build_model", counted_model)
     monkeypatch.setattr(faithfulness_benchmark, "interleaved_spans", counted_runs)
     images, steps = 4, 3
-    settings = FaithfulnessBenchmark("deit-tiny", 32, images, steps, batch_size=2, repeats=2, warmup=1, cpu=True)
+    settings = FaithfulnessBenchmark(
+        model="deit-tiny", image_size=32, images=images, steps=steps, batch_size=2, repeats=2, warmup=1, cpu=True
+    )
     timing = benchmark_faithfulness(settings)
     assert (timing.images, timing.steps) == (images, steps)
     assert timing.curves_seconds > 0 and timing.forwards_seconds > 0
@@ -164,7 +168,10 @@ def test_benchmark_train_prints_each_path_and_the_ratios_of_one_run() -> None:
             "--warmup (3) must be smaller than --steps (3), or nothing is timed.",
         ),
         (["train", "--batch_size", "0"], "--batch_size is 0; it must be at least 1."),
-        (["train", "--batch-size", "0"], "--batch_size is 0; it must be at least 1."),  # the old spelling still reads
+        (["train", "--batch-size", "0"], "--batch_size is 0; it must be at least 1."),  # dashes read as underscores
+        (["distill", "--student_image_size", "0"], "--student_image_size is 0; it must be at least 1."),
+        (["faithfulness", "--road_image_size", "8"], "--road_image_size is 8; it must be at least 16."),
+        (["shrink", "--ratio", "1"], "--ratio is 1.0; it must lie strictly between 0 and 1."),  # always on the CPU
         (["distill", "--warmup", "-1"], "--warmup is -1; it must be 0 or more."),
         (["explain", "--model", "vit-huge"], "--model is 'vit-huge'; use one of vit-base, deit-tiny."),
         (["trian"], "Unknown benchmark 'trian'; choose one of train, distill, explain, faithfulness, maps, shrink."),
@@ -174,10 +181,22 @@ def test_benchmark_train_prints_each_path_and_the_ratios_of_one_run() -> None:
 def test_bad_benchmark_options_end_in_one_line(options: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     benchmark = load_script("benchmark")
     with pytest.raises(SystemExit) as exit_:
-        run_cli(lambda: benchmark.main([*options, "--cpu"]))
+        run_cli(lambda: benchmark.main(options if options[0] == "shrink" else [*options, "--cpu"]))
     error = capsys.readouterr().err
     assert exit_.value.code == 2 and error.count("\n") == 1
     assert error.startswith(f"error: {message}")
+
+
+def test_the_benchmark_names_its_commands_when_given_none(capsys: pytest.CaptureFixture) -> None:
+    benchmark = load_script("benchmark")
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: benchmark.main([]))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: Name a benchmark: train, distill, explain, faithfulness, maps or shrink (--help describes them).\n"
+    )
+    benchmark.main(["--help"])
+    assert "python scripts/benchmark.py train" in capsys.readouterr().out
 
 
 def test_the_benchmark_spells_its_options_as_every_script_does() -> None:

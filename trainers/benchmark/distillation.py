@@ -8,42 +8,36 @@ from dataclasses import dataclass, field
 from transformers import ViTImageProcessor
 
 from pipelines.preprocess import DevicePreprocess
-from pipelines.runtime import default_device, supports_bf16
-from trainers.benchmark.models import NUM_LABELS, build_model, check_preset, synthetic_images, uint8_dataset
-from trainers.benchmark.training import ThroughputRow, check_sizes, gpu_loader, timed_training, training_arguments
+from trainers.benchmark.models import (
+    NUM_LABELS,
+    StepBenchmark,
+    build_model,
+    check_preset,
+    require_at_least,
+    synthetic_images,
+    uint8_dataset,
+)
+from trainers.benchmark.training import ThroughputRow, gpu_loader, timed_training, training_arguments
 from trainers.distillation import DistillationArguments, DistillationTrainer
 from trainers.image_classification import ImageClassificationTrainer
 from trainers.teacher_cache import TeacherLogitsCollator
 
 
 @dataclass
-class DistillationBenchmark:
+class DistillationBenchmark(StepBenchmark):
     """``scripts/benchmark.py distill``: time per distillation step against the student's plain step."""
 
     teacher: str = field(default="vit-base", metadata={"help": "The teacher's preset (trainers/benchmark/models.py)."})
     student: str = field(default="deit-tiny", metadata={"help": "The student's preset."})
-    image_size: int = field(default=224, metadata={"help": "The teacher's input size."})
     student_image_size: int | None = field(
-        default=None, metadata={"help": "The student's input size; default: the teacher's."}
+        default=None, metadata={"help": "The student's input size; default: the teacher's (--image_size)."}
     )
-    source_size: int = field(default=28, metadata={"help": "The size of the stored uint8 images."})
-    batch_size: int = field(default=128, metadata={"help": "Images per training step."})
-    steps: int = field(default=30, metadata={"help": "Training steps, the warm-up included."})
-    warmup: int = field(default=5, metadata={"help": "Steps run before timing starts."})
-    cpu: bool = field(default=False, metadata={"help": "Measure on the CPU even when a GPU is present."})
 
     def __post_init__(self) -> None:
         check_preset(self.teacher, "teacher")
         check_preset(self.student, "student")
-        check_sizes(self)
-
-    @property
-    def timed_steps(self) -> int:
-        return self.steps - self.warmup
-
-    @property
-    def bf16(self) -> bool:
-        return supports_bf16(default_device(self.cpu))
+        require_at_least(self, 1, "student_image_size")
+        super().__post_init__()
 
 
 def benchmark_distillation(settings: DistillationBenchmark) -> list[ThroughputRow]:

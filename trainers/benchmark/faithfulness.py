@@ -13,20 +13,16 @@ from explain.base import forward_logits
 from explain.metrics.faithfulness import CurveSettings, deletion_insertion
 from explain.metrics.masking import pixel_ranks
 from explain.metrics.road_solver import linear_imputation
-from pipelines.errors import ConfigError
-from pipelines.runtime import default_device, supports_bf16
-from trainers.benchmark.gradcam import check_vit_preset
-from trainers.benchmark.models import NUM_LABELS, build_model
+from pipelines.runtime import default_device
+from trainers.benchmark.models import NUM_LABELS, ViTBenchmark, build_model, require_at_least
 from trainers.benchmark.timing import interleaved_spans
 
 
 @dataclass
-class FaithfulnessBenchmark:
+class FaithfulnessBenchmark(ViTBenchmark):
     """``scripts/benchmark.py faithfulness``: deletion + insertion curves against 2K forward passes, and ROAD's
-    imputation against pytorch-grad-cam's."""
+    imputation against pytorch-grad-cam's; in bf16 autocast on a GPU that has it (or with ``bf16``)."""
 
-    model: str = field(default="vit-base", metadata={"help": "vit-base (ViT-B/16) or deit-tiny."})
-    image_size: int = field(default=224, metadata={"help": "The model's input size."})
     images: int = field(default=512, metadata={"help": "Images the curves are drawn for."})
     steps: int = field(default=20, metadata={"help": "K, the curves' steps."})
     batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
@@ -36,27 +32,16 @@ class FaithfulnessBenchmark:
     road_image_size: int = field(
         default=64, metadata={"help": "Their size (pytorch-grad-cam takes seconds per mask at 224 px)."}
     )
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast; default: on a GPU that has bf16."})
-    cpu: bool = field(default=False, metadata={"help": "Measure on the CPU even when a GPU is present."})
 
     def __post_init__(self) -> None:
-        check_vit_preset(self.model)
-        for name in ("image_size", "images", "steps", "batch_size", "repeats", "road_images"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} is {getattr(self, name)}; it must be at least 1.")
-        if self.road_image_size < 16:
-            raise ConfigError(f"--road_image_size is {self.road_image_size}; it must be at least 16.")
-        if self.warmup < 0:
-            raise ConfigError(f"--warmup is {self.warmup}; it must be 0 or more.")
-
-    @property
-    def device(self) -> torch.device:
-        return default_device(self.cpu)
+        super().__post_init__()
+        require_at_least(self, 1, "images", "steps", "batch_size", "repeats", "road_images")
+        require_at_least(self, 16, "road_image_size")
+        require_at_least(self, 0, "warmup")
 
     @property
     def dtype(self) -> torch.dtype:
-        bf16 = supports_bf16(self.device) if self.bf16 is None else self.bf16
-        return torch.bfloat16 if bf16 else torch.float32
+        return torch.bfloat16 if self.with_bf16 else torch.float32
 
 
 @dataclass

@@ -34,49 +34,23 @@ from explain.cam import GradCAM
 from explain.explanation import scale_to_unit
 from explain.hooks import grid_tap
 from explain.layers import resolve_target_layer, to_grid
-from pipelines.errors import ConfigError
-from pipelines.runtime import default_device, supports_bf16
-from trainers.benchmark.models import build_model
+from trainers.benchmark.models import ViTBenchmark, build_model, require_at_least
 from trainers.benchmark.timing import interleaved_spans, peak_memory_mib
-
-# The ViT presets the Grad-CAM and faithfulness benchmarks run (their layer is a ViT block's first layernorm).
-GRADCAM_PRESETS = ("vit-base", "deit-tiny")
-
-
-def check_vit_preset(name: str) -> str:
-    if name not in GRADCAM_PRESETS:
-        raise ConfigError(f"--model is {name!r}; use one of {', '.join(GRADCAM_PRESETS)}.")
-    return name
 
 
 @dataclass
-class GradCAMBenchmark:
+class GradCAMBenchmark(ViTBenchmark):
     """``scripts/benchmark.py explain``: Grad-CAM maps/s of this project, Captum and pytorch-grad-cam."""
 
-    model: str = field(default="vit-base", metadata={"help": "vit-base (ViT-B/16) or deit-tiny."})
-    image_size: int = field(default=224, metadata={"help": "The model's input size."})
     batch_size: int = field(default=64, metadata={"help": "Images per batch."})
     batches: int = field(default=10, metadata={"help": "Batches per timed repeat."})
     repeats: int = field(default=3, metadata={"help": "Timed repeats; the median is reported."})
     warmup: int = field(default=2, metadata={"help": "Batches run before timing each path."})
-    bf16: bool | None = field(default=None, metadata={"help": "Add the bf16 paths; default: on a GPU that has bf16."})
-    cpu: bool = field(default=False, metadata={"help": "Measure on the CPU even when a GPU is present."})
 
     def __post_init__(self) -> None:
-        check_vit_preset(self.model)
-        for name in ("image_size", "batch_size", "batches", "repeats"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} is {getattr(self, name)}; it must be at least 1.")
-        if self.warmup < 0:
-            raise ConfigError(f"--warmup is {self.warmup}; it must be 0 or more.")
-
-    @property
-    def device(self) -> torch.device:
-        return default_device(self.cpu)
-
-    @property
-    def with_bf16(self) -> bool:
-        return supports_bf16(self.device) if self.bf16 is None else self.bf16
+        super().__post_init__()
+        require_at_least(self, 1, "batch_size", "batches", "repeats")
+        require_at_least(self, 0, "warmup")
 
 
 @dataclass

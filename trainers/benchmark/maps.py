@@ -22,14 +22,13 @@ from transformers import ViTImageProcessor
 
 from explain.maps_dataset import MANIFEST
 from pipelines.errors import ConfigError
-from pipelines.runtime import default_device
-from trainers.benchmark.models import build_model, check_preset
+from trainers.benchmark.models import BenchmarkSettings, build_model, check_preset, require_at_least
 
 FLAG = "pathmnist"  # nine classes, RGB: the shape the benchmark's ViT presets are built for
 
 
 @dataclass
-class MapsBenchmark:
+class MapsBenchmark(BenchmarkSettings):
     """``scripts/benchmark.py maps``: maps dataset rows/s on 1 and 2 processes, and the share spent writing."""
 
     model: str = field(default="deit-tiny", metadata={"help": "A ViT preset (trainers/benchmark/models.py)."})
@@ -39,19 +38,16 @@ class MapsBenchmark:
     batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
     shard_size: int = field(default=1024, metadata={"help": "Images per Arrow shard."})
     methods: str = field(default="gradcam", metadata={"help": "Comma-separated, as python -m explain takes them."})
-    cpu: bool = field(default=False, metadata={"help": "Measure on the CPU even when a GPU is present."})
 
     def __post_init__(self) -> None:
         check_preset(self.model)
         if self.source_size not in (28, 64, 128, 224):
             raise ConfigError(f"--source_size is {self.source_size}; MedMNIST comes in 28, 64, 128 and 224.")
-        for name in ("image_size", "images", "batch_size", "shard_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} is {getattr(self, name)}; it must be at least 1.")
+        require_at_least(self, 1, "image_size", "images", "batch_size", "shard_size")
 
     @property
     def use_cpu(self) -> bool:
-        return default_device(self.cpu).type == "cpu"
+        return self.device.type == "cpu"
 
 
 @dataclass
@@ -104,7 +100,7 @@ def maps_command(processes: int, arguments: list[str], threads: int | None) -> l
 
 def process_counts(use_cpu: bool) -> list[int]:
     """1 and 2 processes on the CPU; on GPUs, 1 and 2 where there are two (one process per device)."""
-    if use_cpu or not torch.cuda.is_available():
+    if use_cpu:
         return [1, 2]
     return [1, 2] if torch.cuda.device_count() >= 2 else [1]
 

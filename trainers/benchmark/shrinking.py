@@ -12,14 +12,13 @@ import torch
 from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel, ViTImageProcessor
 
 from pipelines.errors import ConfigError
-from pipelines.models import load_classifier
 from pipelines.models.quantized import is_torchao_int8
-from trainers.benchmark.models import VIT_BASE_STANDIN, build_model, check_preset
+from trainers.benchmark.models import VIT_BASE_STANDIN, build_model, check_preset, require_at_least
 from trainers.benchmark.timing import interleaved_timings
 from trainers.report.cost import count_parameters, per_image_ms, size_on_disk
 from trainers.shrink.copies import save_quantized
 from trainers.shrink.prune import prune_structured
-from trainers.shrink.quantize import MIN_LINEAR_SHARE, dynamic_int8_config, linear_weight_share, quantize_int8
+from trainers.shrink.quantize import MIN_LINEAR_SHARE, linear_weight_share, quantize_int8, quantize_int8_dynamic
 
 # The input size each model is used at: ViT-B/16 as published, the quickstart teacher as configs/quickstart.yaml.
 SHRINK_IMAGE_SIZES = {"vit-base": 224, "quickstart-teacher": 64}
@@ -43,11 +42,8 @@ class ShrinkBenchmark:
             check_preset(model, "models")
         if not 0 < self.ratio < 1:
             raise ConfigError(f"--ratio is {self.ratio}; it must lie strictly between 0 and 1.")
-        for name in ("repeats_batch_1", "repeats_batch_64"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} is {getattr(self, name)}; it must be at least 1.")
-        if self.warmup < 0:
-            raise ConfigError(f"--warmup is {self.warmup}; it must be 0 or more.")
+        require_at_least(self, 1, "repeats_batch_1", "repeats_batch_64")
+        require_at_least(self, 0, "warmup")
 
 
 @dataclass
@@ -102,13 +98,11 @@ class ShrunkCopy:
 
 
 def dynamic_int8_copy(model: PreTrainedModel, image_size: int) -> PreTrainedModel:
-    """`model` loaded again as ``shrink.py --int8_activations dynamic`` loads it: through `pipelines.load_classifier`
-    with its TorchAoConfig, which gives the int8 layers their straight-through backward."""
+    """`model` saved and loaded again as ``shrink.py --int8_activations dynamic`` loads it (`quantize_int8_dynamic`)."""
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
         ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
-        quantized, _ = load_classifier(folder, quantization_config=dynamic_int8_config())
-    return quantized.eval()
+        return quantize_int8_dynamic(folder)[0]
 
 
 def saved_size(name: str, model: PreTrainedModel) -> int:

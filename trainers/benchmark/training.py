@@ -23,53 +23,31 @@ from PIL import Image as PILImage
 from transformers import Trainer, TrainingArguments, ViTImageProcessor, default_data_collator
 
 from pipelines.collate import ImageCollator
-from pipelines.errors import ConfigError
 from pipelines.preprocess import DevicePreprocess
-from pipelines.runtime import default_device, supports_bf16, synchronize
-from trainers.benchmark.models import NUM_LABELS, build_model, check_preset, synthetic_images, uint8_dataset
+from pipelines.runtime import default_device, synchronize
+from trainers.benchmark.models import (
+    NUM_LABELS,
+    StepBenchmark,
+    build_model,
+    check_preset,
+    synthetic_images,
+    uint8_dataset,
+)
 from trainers.benchmark.timing import StepTimer
 from trainers.image_classification import ImageClassificationTrainer
 from trainers.losses import classification_loss
 
 
 @dataclass
-class TrainingBenchmark:
+class TrainingBenchmark(StepBenchmark):
     """``scripts/benchmark.py train``: one model trained this project's way and the usual way, on the same data."""
 
     model: str = field(default="vit-base", metadata={"help": "A model preset (trainers/benchmark/models.py)."})
-    image_size: int = field(default=224, metadata={"help": "The model's input size."})
-    source_size: int = field(default=28, metadata={"help": "The size of the stored uint8 images."})
-    batch_size: int = field(default=128, metadata={"help": "Images per training step."})
-    steps: int = field(default=30, metadata={"help": "Training steps, the warm-up included."})
-    warmup: int = field(default=5, metadata={"help": "Steps run before timing starts."})
-    cpu: bool = field(default=False, metadata={"help": "Measure on the CPU even when a GPU is present."})
     compile: bool = field(default=False, metadata={"help": "Also time this project's path with torch_compile."})
 
     def __post_init__(self) -> None:
         check_preset(self.model)
-        check_sizes(self)
-
-    @property
-    def timed_steps(self) -> int:
-        return self.steps - self.warmup
-
-    @property
-    def bf16(self) -> bool:
-        """bf16 autocast, as precision 'auto' trains: on a GPU that supports it."""
-        return supports_bf16(default_device(self.cpu))
-
-
-def check_sizes(settings: Any) -> None:
-    """Refuse sizes and counts below 1 (the warm-up below 0), and a warm-up that leaves no step to time."""
-    for name in ("image_size", "source_size", "batch_size", "steps"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"--{name} is {getattr(settings, name)}; it must be at least 1.")
-    if settings.warmup < 0:
-        raise ConfigError(f"--warmup is {settings.warmup}; it must be 0 or more.")
-    if settings.warmup >= settings.steps:
-        raise ConfigError(
-            f"--warmup ({settings.warmup}) must be smaller than --steps ({settings.steps}), or nothing is timed."
-        )
+        super().__post_init__()
 
 
 @dataclass
@@ -175,7 +153,7 @@ def bare_loop_path(settings: TrainingBenchmark, data: TrainingData) -> Throughpu
     does what the project's path does with Trainer's defaults: device preprocessing with augmentation, bf16
     autocast on a GPU, the project's loss, gradient clipping at 1.0, fused AdamW at 5e-5 (`adamw_torch_fused`).
     """
-    device = default_device(settings.cpu)
+    device = settings.device
     model = build_model(settings.model, settings.image_size).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
     preprocess = DevicePreprocess(data.processor, augment=True)
@@ -213,7 +191,7 @@ def benchmark_training(settings: TrainingBenchmark) -> list[ThroughputRow]:
         *synthetic_images(settings.batch_size * settings.steps, settings.source_size),
     )
     rows = [project_path(settings, data), usual_path(settings, data)]
-    if default_device(settings.cpu).type == "cuda":
+    if settings.device.type == "cuda":
         rows.append(usual_path(settings, data, tuned=True))
     if settings.compile:
         rows.append(project_path(settings, data, compile_model=True))
