@@ -20,6 +20,7 @@ from explain.hooks import autocast, eval_mode, frozen_parameters
 from explain.layers import TargetLayer, check_pixel_values, forward_kwargs, resolve_target_layer
 from explain.targets import TargetSpec, check_targets, resolve_targets, split_targets, target_scores
 from pipelines.errors import ConfigError
+from pipelines.labels import is_multi_label_model
 
 
 def forward_logits(model: nn.Module, pixel_values: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -95,8 +96,7 @@ class AttributionMethod:
 
     @property
     def multi_label(self) -> bool:
-        config = getattr(self.model, "config", None)
-        return getattr(config, "problem_type", None) == "multi_label_classification"
+        return is_multi_label_model(self.model)
 
     @property
     def num_labels(self) -> int | None:

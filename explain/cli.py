@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from explain.explainer import Explainer, check_methods_fit, check_same_labels, chosen_methods
+from explain.explainer import Explainer, check_methods_fit, check_same_labels, chosen_methods, display_names
 from explain.figures import Figures, image_entries
 from explain.inputs import SPLITS, first_files, load_image_files, load_split, load_splits, spread_over_classes
 from explain.maps_dataset import MapsJob, process_state, push_maps, save_maps
@@ -177,8 +177,7 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         inputs = split.take(spread_over_classes(split.labels().numpy(), args.n))
     explanations = {method: explainer.explain(method, inputs.images, args.target_class) for method in methods}
     predicted_sets = explainer.predicted_sets(inputs.images)
-    figures = Figures(Path(args.out), args.target_class, args.edges)
-    figures.index = {
+    header = {
         "model": args.model,
         "compare_with": args.compare_with,
         "inputs": inputs_text(args),
@@ -187,6 +186,7 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         "images": image_entries(explainer, inputs, explanations[methods[0]], args.target_class, predicted_sets),
         "files": [],
     }
+    figures = Figures(Path(args.out), args.target_class, args.edges, index=header)
     figures.methods(explainer, inputs, explanations, predicted_sets)
     size = figures.size(explanations)
     for other in others:
@@ -226,8 +226,7 @@ def save_maps_of_splits(args: ExplainArguments, data_args: DataArguments) -> dic
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     explainers = load_explainers(args, device)
     paths = [explainer.name for explainer in explainers]
-    titles = [explainer.title for explainer in explainers]
-    names = titles if len(set(titles)) == len(titles) else paths
+    names = display_names(explainers)
     methods = chosen_methods(args.methods, explainers[0].model)
     check_methods_fit(methods, {name: explainer.model for name, explainer in zip(names, explainers)})
     splits = load_splits(data_args, args.splits, explainers[0].model)

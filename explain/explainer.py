@@ -135,6 +135,13 @@ def chosen_methods(spec: str, model: nn.Module) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def display_names(explainers: list[Explainer]) -> list[str]:
+    """What the figures and reports call each model: its title (a local checkpoint's folder name) when the titles
+    are unique, else every model by its path or Hub id as given."""
+    titles = [explainer.title for explainer in explainers]
+    return titles if len(set(titles)) == len(titles) else [explainer.name for explainer in explainers]
+
+
 def check_methods_fit(methods: Sequence[str], models: dict[str, nn.Module]) -> None:
     """Refuse a method that does not fit one of the models, before anything is computed or written.
 

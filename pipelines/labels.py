@@ -40,8 +40,9 @@ def model_label_names(model: PreTrainedModel) -> list[str]:
     return [str(id2label.get(index, index)) for index in range(model.config.num_labels)]
 
 
-def is_multi_label_model(model: PreTrainedModel) -> bool:
-    return getattr(model.config, "problem_type", None) == "multi_label_classification"
+def is_multi_label_model(model: torch.nn.Module) -> bool:
+    """Whether the model was trained multi-label (its config says so); False for a model without a config."""
+    return getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification"
 
 
 def label_text(label: Any, names: Sequence[str]) -> str:

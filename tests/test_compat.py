@@ -54,7 +54,7 @@ def test_best_model_reload_and_resume_go_through_the_overrides_and_restore_the_s
     values = tiny_run_config(
         tmp_path,
         tmp_path / "data",
-        model_config=TINY_VIT,  # ViT: the weights Trainer's own load_state_dict once failed to match
+        model_config=TINY_VIT,  # ViT: saved under legacy weight names that Trainer's load_state_dict does not match
         max_steps=4,
         eval_strategy="steps",
         eval_steps=2,

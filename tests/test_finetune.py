@@ -111,7 +111,7 @@ def test_saved_model_works_in_a_plain_transformers_pipeline(finished_run) -> Non
 def test_resume_continues_from_the_newest_checkpoint_and_matches_an_uninterrupted_run(
     tmp_path: Path, model_config: dict
 ) -> None:
-    # ViT checks the reload through from_pretrained: transformers 5.23 saves ViT weights under legacy names that
+    # ViT checks the reload through from_pretrained: transformers (5.24, 5.25) saves ViT weights under legacy names that
     # Trainer's own load_state_dict would not match.
     make_medmnist_npz(tmp_path / "data" / "breastmnist.npz")
     values = tiny_run_config(

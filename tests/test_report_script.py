@@ -170,7 +170,7 @@ def test_report_holds_every_measurement(setup: Path, report: dict) -> None:
         assert_pairs_left_after_blank_maps(randomised, randomised["blank_maps"], randomised["blank_reinitialised_maps"])
     assert "agreement" not in report["models"]["teacher"]
     agreed = report["models"]["student"]["agreement"]["gradcam"]
-    # The keys of earlier reports, plus the counts of blank maps and of the pairs the means average.
+    # The means, plus the counts of blank maps and of the pairs the means average.
     assert set(agreed) == {
         "rank_correlation_mean",
         "top10_iou_mean",

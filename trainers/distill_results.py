@@ -16,7 +16,7 @@ from explain.base import forward_logits
 from explain.metrics.agreement import Agreement, agreement
 from explain.registry import explain_maps
 from pipelines.io import atomic_write_json, atomic_write_text, finite_or_null
-from pipelines.labels import predicted_classes
+from pipelines.labels import is_multi_label_model, predicted_classes
 from pipelines.preprocess import processed_size
 from trainers.arguments import training_dtype
 from trainers.report.cost import ModelCost, latency_text, measure_cost
@@ -85,14 +85,14 @@ def agreement_cells(numbers: dict[str, float | int] | None) -> str:
 
 
 def teacher_agreement(teacher_trainer: Any, student_trainer: Any, dataset: Any, batch_size: int = 64) -> dict:
-    """How closely the student's Grad-CAM follows the teacher's on `dataset`: `explain.evaluation.agreement`,
+    """How closely the student's Grad-CAM follows the teacher's on `dataset`: `explain.metrics.agreement`,
     batch by batch, both maps at the teacher's predicted class, each model reading the images through its own
     preprocessing. Returns `Agreement.numbers` (rank correlation and top-10% IoU means over the compared pairs,
     None where no pair was compared)."""
     device = student_trainer.args.device
     teacher = teacher_trainer.accelerator.unwrap_model(teacher_trainer.model)
     student = student_trainer.accelerator.unwrap_model(student_trainer.model)
-    multi_label = student.config.problem_type == "multi_label_classification"
+    multi_label = is_multi_label_model(student)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=student_trainer.data_collator)
     parts = []
     for batch in loader:

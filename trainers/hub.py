@@ -46,7 +46,7 @@ def build_model_card(
     Args:
         rows: Teacher, distilled student, and (optionally) the no-teacher student.
         model_name: The Hub repo id (or a local name).
-        dataset: Identifier and readable name of the dataset evaluated on (see `reporting.dataset_description`).
+        dataset: Identifier and readable name of the dataset evaluated on (`run_outputs.dataset_description`).
         base_model: The student's initial checkpoint (None when it was built from a config).
         teacher: The teacher's folder or Hub id.
         commands: Commands that reproduce the model and the table.

@@ -16,9 +16,10 @@ from transformers.image_processing_utils import BaseImageProcessor
 from pipelines.arguments import DataArguments
 from pipelines.collate import ImageCollator
 from pipelines.errors import DataError
-from pipelines.labels import model_label_names
+from pipelines.labels import is_multi_label_model, model_label_names
 from pipelines.loading import ImageData
 from pipelines.preprocess import DevicePreprocess, training_preprocess
+from pipelines.runtime import default_device
 from trainers.arguments import ONE_CYCLE, check_training_arguments
 from trainers.checkpoints import is_complete_checkpoint, is_finished, newest_complete_checkpoint, save_final_model
 from trainers.compat import TrainerHooks, load_best_model, load_checkpoint, mark_scheduler_created
@@ -51,7 +52,7 @@ class ImageClassificationTrainer(TrainerHooks):
             # The collator needs the raw `image`/`label` columns, which Trainer would drop as unknown to forward().
             training_args.remove_unused_columns = False
             training_args.label_names = ["labels"]
-            if training_args.use_cpu or not torch.cuda.is_available():
+            if default_device(training_args.use_cpu).type == "cpu":
                 training_args.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns without
             elif training_args.dataloader_pin_memory:
                 # accelerate copies each pinned batch to the GPU with a blocking copy by default, which waits for
@@ -67,7 +68,7 @@ class ImageClassificationTrainer(TrainerHooks):
             super().__init__(*args, **kwargs)
         # Our loss is a per-batch mean; with this off, Trainer divides it by the gradient-accumulation steps.
         self.model_accepts_loss_kwargs = False
-        self.multi_label = self.model.config.problem_type == "multi_label_classification"
+        self.multi_label = is_multi_label_model(self.model)
         self.preprocess = preprocess or DevicePreprocess(
             self.processing_class, num_channels=self.model.config.num_channels, augment=False
         )

@@ -28,6 +28,7 @@ from explain.metrics.masking import check_maps_fit, class_probability, image_row
 from explain.metrics.road import RoadCurves, RoadSettings, road_curves
 from explain.metrics.statistics import MEASURES, PairedComparison, overall_verdict, paired_mask
 from pipelines.errors import ConfigError
+from pipelines.labels import is_multi_label_model
 
 
 @dataclass
@@ -481,10 +482,15 @@ def faithfulness_parts(
     seed = settings.seed
     rows = image_rows(pixel_values.shape[0], rows)
     paired = paired_mask(len(rows), settings.paired_images) if paired is None else np.asarray(paired, dtype=bool)
-    multi_label = getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification"
+    multi_label = is_multi_label_model(model)
     start = settings.start_images(pixel_values)
     curve = CurveSettings(
-        settings.steps, settings.batch_size, multi_label, settings.deletion_value, start, settings.dtype
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        multi_label=multi_label,
+        deletion_value=settings.deletion_value,
+        insertion_start=start,
+        dtype=settings.dtype,
     )
     curves = deletion_insertion(model, pixel_values, maps, targets, curve)
     baseline = deletion_insertion(model, pixel_values, random_maps(maps, seed, rows), targets, curve)
@@ -494,7 +500,12 @@ def faithfulness_parts(
     paired_rows = [rows[i] for i in index]
     coarse = replace(curve, steps=settings.random_steps, lerf=True, insertion_start=start)
     road = RoadSettings(
-        settings.road_fractions, settings.batch_size, multi_label, settings.road_noise, seed, settings.dtype
+        fractions=settings.road_fractions,
+        batch_size=settings.batch_size,
+        multi_label=multi_label,
+        noise=settings.road_noise,
+        seed=seed,
+        dtype=settings.dtype,
     )
     random_curves, random_road = [], []
     for draw in range(settings.random_maps):

@@ -175,7 +175,7 @@ def plot_agreement(
     figure, (correlation, overlap) = _panels(2, 5, 3.6)
     for model, values in distributions.items():
         for axis, key, value_range in ((correlation, "rank_correlation", (-1, 1)), (overlap, "top_iou", (0, 1))):
-            compared = values[key][~np.isnan(values[key])]  # pairs with a blank map are not in it (explain.evaluation)
+            compared = values[key][~np.isnan(values[key])]  # blank-map pairs left out (metrics.agreement)
             mean = f"mean {compared.mean():.2f}" if compared.size else "no pair: every map blank"
             axis.hist(compared, bins=20, range=value_range, alpha=0.5, label=f"{model} ({mean}, {compared.size} pairs)")
     correlation.set(

@@ -338,5 +338,3 @@ def write_report(out: str | Path, report: dict[str, Any]) -> Path:
     atomic_write_json(out / "metrics.json", report)
     atomic_write_text(out / "index.md", render_markdown(report))
     return out / "index.md"
-
-

@@ -26,7 +26,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from explain.explainer import Explainer, check_methods_fit
+from explain.explainer import Explainer, check_methods_fit, display_names
 from explain.maps_dataset import examples, process_state, read_maps
 from explain.metrics.faithfulness import FaithfulnessSettings
 from explain.metrics.randomization import randomized_copy
@@ -47,12 +47,6 @@ from trainers.report.cost import measure_cost
 from trainers.report.figures import classification_figures, plot_agreement, plot_faithfulness, plot_probability_bars
 from trainers.report.markdown import render_markdown, write_report
 from trainers.shrink.copies import read_shrink_record
-
-
-def display_names(paths: list[str]) -> list[str]:
-    """Folder names when they are unique (teacher, student, ...), else the paths as given."""
-    names = [Path(path).name for path in paths]
-    return names if len(set(names)) == len(names) else list(paths)
 
 
 def run_report(args: ReportArguments, data_args: DataArguments, command: str) -> dict:
@@ -115,12 +109,10 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
     dtype = compute_dtype(args.precision, device)
     methods = [canonical_name(method) for method in args.methods.split(",") if method.strip()]
     data = load_image_dataset(data_args)
-    names = display_names(args.models)
     loading = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
-    explainers = {
-        name: Explainer(path, device, dtype, **loading, batch_size=args.batch_size)
-        for name, path in zip(names, args.models)
-    }
+    loaded = [Explainer(path, device, dtype, **loading, batch_size=args.batch_size) for path in args.models]
+    names = display_names(loaded)
+    explainers = dict(zip(names, loaded))
     check_methods_fit(methods, {name: explainer.model for name, explainer in explainers.items()})
     space = shared_label_space(
         [model_label_names(e.model) for e in explainers.values()], data.label_names, args.allow_label_mismatch
@@ -139,7 +131,7 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
     }
     chosen = args.explained_positions(len(run.rows))
     settings = args.faithfulness_settings(dtype)
-    parts = explain_split(args, run, methods, logits, chosen)
+    parts = explain_split(args, run, methods, logits, chosen, settings)
     if not state.is_main_process:
         return {}
 
@@ -272,7 +264,12 @@ def predict_split(run: ReportSplit, explainer: Explainer, batch_size: int) -> np
 
 
 def explain_split(
-    args: ReportArguments, run: ReportSplit, methods: list[str], logits: dict[str, np.ndarray], chosen: np.ndarray
+    args: ReportArguments,
+    run: ReportSplit,
+    methods: list[str],
+    logits: dict[str, np.ndarray],
+    chosen: np.ndarray,
+    settings: FaithfulnessSettings,
 ) -> list[dict[str, dict[str, ModelParts]]]:
     """Per-image measures of each method's maps at the `chosen` positions of the split, cut into fixed chunks of
     `batch_size` images; process r takes chunks r, r + W, ... and loads each chunk's images when its turn comes.
@@ -282,7 +279,6 @@ def explain_split(
     """
     explainers, state = run.explainers, run.state
     names = list(explainers)
-    settings = args.faithfulness_settings(explainers[names[0]].options["dtype"])
     paired = paired_mask(len(chosen), settings.paired_images)  # over every explained image, before the cut
     chunks = list(enumerate(fixed_chunks(len(chosen), args.batch_size)))[state.process_index :: state.num_processes]
     models = {name: explainer.model for name, explainer in explainers.items()}

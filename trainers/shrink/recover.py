@@ -10,6 +10,7 @@ from transformers import PreTrainedModel, set_seed
 
 from pipelines.arguments import DataArguments
 from pipelines.errors import ConfigError
+from pipelines.labels import model_label_names
 from pipelines.loading import ImageData
 from trainers.arguments import OneCycleTrainingArguments
 from trainers.image_classification import ImageClassificationTrainer, build_trainer
@@ -24,7 +25,7 @@ def recover(
 
     Checkpoints are not kept (``save_strategy="no"``): the recovered model is written by `write_shrunk_copy`.
     """
-    model_labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
+    model_labels = model_label_names(model)
     if model_labels != data.label_names:
         raise ConfigError(
             f"the recovery dataset's labels {data.label_names} are not the model's {model_labels}; "
