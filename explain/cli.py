@@ -24,7 +24,7 @@ import torch
 
 from explain.explainer import Explainer, check_methods_fit, check_same_labels, chosen_methods, display_names
 from explain.figures import Figures, image_entries
-from explain.inputs import SPLITS, first_files, load_image_files, load_split, load_splits, spread_over_classes
+from explain.inputs import first_files, load_image_files, load_split, load_splits, spread_over_classes
 from explain.maps_dataset import MapsJob, process_state, push_maps, save_maps
 from pipelines.arguments import DataArguments
 from pipelines.config import build, read_flags
@@ -32,6 +32,7 @@ from pipelines.errors import ConfigError
 from pipelines.io import check_output_folder
 from pipelines.locks import run_folder_lock
 from pipelines.runtime import check_precision, compute_dtype, pick_device, precision_name
+from pipelines.splits import check_split
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +100,8 @@ class ExplainArguments:
     hub_private: bool = field(default=True, metadata={"help": "--push_to_hub: make the dataset repo private."})
 
     def __post_init__(self) -> None:
-        unknown = [split for split in self.splits if split not in SPLITS]
-        if unknown or not self.splits:
-            raise ConfigError(f"split is '{self.split}'; use one of {', '.join(SPLITS)}.")
+        for split in self.splits or [""]:
+            check_split(split, self.split)
         if len(self.splits) > 1 and not self.save_maps:
             raise ConfigError(f"split is '{self.split}'; the figures show one split (several need --save_maps).")
         if self.save_maps and self.images:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from explain.explainer import Explainer, check_methods_fit
-from explain.inputs import SPLITS, load_image_files, load_split
+from explain.inputs import load_image_files, load_split
 from explain.metrics.agreement import blank_maps, rank_correlation, top_fraction_iou
 from explain.plots import blend_overlay, display_images, resize_maps
 from explain.registry import canonical_name, class_agnostic, methods_for
@@ -29,6 +29,7 @@ from pipelines.runtime import (
     compute_dtype,
     pick_device,
 )
+from pipelines.splits import check_split
 
 MAX_MODELS = 4  # model columns are laid out when the page is built; four fit side by side on a laptop screen
 DISPLAY_SIZE = (224, 224)  # every overlay at one size, whatever each model's input resolution
@@ -360,8 +361,7 @@ class AppArguments:
     device: str | None = field(default=None, metadata={"help": "Device (cuda, cpu); default: cuda when available."})
 
     def __post_init__(self) -> None:
-        if self.split not in SPLITS:
-            raise ConfigError(f"split is '{self.split}'; use one of {', '.join(SPLITS)}.")
+        check_split(self.split)
         check_precision(self.precision)
         if self.max_images < 1 or self.top_k < 1:
             raise ConfigError("max_images and top_k must be at least 1.")

@@ -26,9 +26,6 @@ from pipelines.loading import load_image_dataset
 logger = logging.getLogger(__name__)
 
 
-SPLITS = ("train", "validation", "test")
-
-
 @dataclass
 class Inputs:
     """The images to explain and what is known about them.

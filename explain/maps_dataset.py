@@ -42,7 +42,7 @@ from explain.explainer import Explainer
 from explain.explanation import Explanation, scale_to_unit, upsample
 from explain.inputs import LabelledSplit
 from explain.registry import make_method
-from pipelines.errors import ConfigError, DataError, OfflineError, is_offline
+from pipelines.errors import ConfigError, DataError, OfflineError, failure_reason, is_offline
 from pipelines.io import atomic_write_json
 from pipelines.labels import predicted_classes
 
@@ -463,10 +463,7 @@ def push_maps(folder: str | Path, repo_id: str, private: bool = True) -> str:
     try:
         datasets.load_from_disk(str(folder)).push_to_hub(repo_id, private=private)
     except Exception as error:  # network, auth and Hub errors come in many types
-        reason = str(error).splitlines()[0] if str(error) else ""
-        raise OfflineError(
-            f"Could not push the maps to {repo_id} ({type(error).__name__}: {reason}); {advice}."
-        ) from None
+        raise OfflineError(f"Could not push the maps to {repo_id} ({failure_reason(error)}); {advice}.") from None
     return repo_id
 
 

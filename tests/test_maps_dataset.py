@@ -23,6 +23,7 @@ from explain.maps_dataset import (
     check_manifest,
     plan_shards,
     prepare_folder,
+    push_maps,
 )
 from pipelines.errors import ConfigError, DataError, OfflineError
 
@@ -178,6 +179,23 @@ def test_the_hub_push_offline_is_one_sentence_and_keeps_the_folder(setup: dict) 
     after = sorted((path.name, path.stat().st_size) for path in setup["reference"].iterdir())
     assert after == before  # nothing rewritten: the rerun found the dataset complete
     assert as_rows(setup["reference"])[0]["split"] == "validation"  # still loads
+
+
+def test_a_failed_hub_push_never_shows_the_token(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(self, repo_id: str, private: bool) -> None:
+        assert private  # private by default
+        raise RuntimeError(f"401 Unauthorized for token {os.environ['HF_TOKEN']}")
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)  # the push itself is replaced: nothing goes online
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_123")
+    monkeypatch.setattr(datasets.Dataset, "push_to_hub", refused)
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", refused)
+    with pytest.raises(OfflineError) as raised:
+        push_maps(setup["reference"], "me/maps")
+    assert str(raised.value).startswith(
+        "Could not push the maps to me/maps (RuntimeError: 401 Unauthorized for token ***)"
+    )
 
 
 def test_the_command_line_refuses_maps_arguments_that_cannot_work(setup: dict, tmp_path: Path) -> None:

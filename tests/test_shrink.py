@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from transformers import AutoConfig, AutoModelForImageClassification
 
 from explain.cam import GradCAM
@@ -184,6 +185,9 @@ def test_pruned_copy_has_the_parameters_of_the_halved_config_and_reloads_equal(
         assert getattr(AutoConfig.from_pretrained(folder), key) == value
     in_memory, _ = prune_structured(load(root / model), 0.5, (3, 32, 32))
     assert torch.allclose(logits(copy), logits(in_memory), atol=1e-6)
+    card = ModelCard.load(folder / "README.md")
+    assert (card.data.pipeline_tag, card.data.tags[-1]) == ("image-classification", "prune")
+    assert card.text.lstrip().startswith(f"# prune copy of {root / model}")
 
 
 def test_shrunk_copies_go_through_the_report(root: Path) -> None:

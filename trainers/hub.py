@@ -5,13 +5,12 @@ copy's card."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 
-from pipelines.errors import ConfigError, DataError, OfflineError, is_offline
+from pipelines.errors import ConfigError, DataError, OfflineError, failure_reason, is_offline
 from pipelines.io import atomic_write_text
 from trainers.distill_results import ResultRow, results_markdown
 
@@ -67,11 +66,9 @@ def build_model_card(
         for name, card_metric in CARD_METRICS.items()
         if name in student.test_metrics
     ]
-    data = ModelCardData(
+    data = card_metadata(
         model_name=model_name,
         base_model=base_model,
-        library_name="transformers",
-        pipeline_tag="image-classification",
         tags=["image-classification", "knowledge-distillation", "see-what-you-shrink"],
         metrics=list(CARD_METRICS.values()),
         eval_results=eval_results,
@@ -150,12 +147,8 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = True, token: s
             commit_message="Upload distilled student (see-what-you-shrink)",
         )
     except Exception as error:  # network, auth and offline errors come in many types
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        secret = token or os.environ.get("HF_TOKEN")  # scripts pass the token there (see arguments.hide_hub_token)
-        if secret:
-            reason = reason.replace(secret, "***")
         raise OfflineError(
-            f"Could not push {folder} to the Hub as {repo_id} ({type(error).__name__}: {reason}); the local folder is "
+            f"Could not push {folder} to the Hub as {repo_id} ({failure_reason(error, token)}); the local folder is "
             "complete: log in (hf auth login or HF_TOKEN), check the network, and run the push again."
         ) from None
     return str(url)
@@ -177,9 +170,10 @@ def check_model_card_folder(model_folder: str | Path) -> Path:
     return folder
 
 
-def card_metadata() -> ModelCardData:
-    """Front matter for a card that has none: every model this project evaluates is a transformers image classifier."""
-    return ModelCardData(library_name="transformers", pipeline_tag="image-classification")
+def card_metadata(**fields: Any) -> ModelCardData:
+    """A card's front matter: every model this project makes or evaluates is a transformers image classifier; the
+    `fields` add to that (model name, base model, results...)."""
+    return ModelCardData(library_name="transformers", pipeline_tag="image-classification", **fields)
 
 
 # The heading of the evaluation report's section in a model card, which a later report replaces.
@@ -207,8 +201,11 @@ def fold_into_model_card(model_folder: str | Path, report_markdown: str) -> Path
 
 
 def model_card_text(record: dict[str, Any]) -> str:
+    """A shrunk copy's card: front matter, what was done and how to load it (from its ``shrink.json`` record)."""
     details = record["details"]
+    metadata = card_metadata(tags=["image-classification", "see-what-you-shrink", record["method"]])
     lines = [
+        f"---\n{metadata.to_yaml()}\n---",
         f"# {record['method']} copy of {record['source']}",
         "",
         f"Made with `{record['command']}`.",

@@ -10,6 +10,7 @@ import torch
 from explain.metrics.faithfulness import FaithfulnessSettings
 from pipelines.errors import ConfigError
 from pipelines.runtime import check_precision
+from pipelines.splits import check_split
 
 INSERTION_STARTS = ("blurred", "removed")
 
@@ -87,8 +88,7 @@ class ReportArguments:
             raise ConfigError(f"steps is {self.steps}; deletion and insertion curves need K >= 2.")
         if self.random_steps < 2:
             raise ConfigError(f"random_steps is {self.random_steps}; the random maps' curves need at least 2 steps.")
-        if self.split not in ("train", "validation", "test"):
-            raise ConfigError(f"split is '{self.split}'; the dataset has train, validation and test splits.")
+        check_split(self.split)
         if not 0.0 < self.top_fraction <= 1.0:
             raise ConfigError(f"top_fraction is {self.top_fraction}; it must lie in (0, 1].")
         self.road_fraction_values()  # refused here, before any model is loaded
