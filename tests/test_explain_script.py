@@ -413,3 +413,12 @@ def test_uncached_checkpoint_offline_ends_in_one_sentence(setup: dict, tmp_path:
     lines = [line for line in result.stderr.strip().splitlines() if not TORCHAO_IMPORT_WARNING.match(line)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: 'nobody/no-such-model' is neither a local folder nor in the local Hugging Face")
+
+
+def test_python_m_explain_help_names_the_maps_options(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--help"])
+    printed = capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert printed.startswith("usage: python -m explain ")
+    assert all(option in printed for option in ("--model", "--compare_with", "--save_maps", "--push_to_hub"))
