@@ -16,7 +16,7 @@ from transformers import AutoModelForImageClassification, Trainer
 from trainers.compat import TrainerHooks, mark_scheduler_created
 from trainers.image_classification import ImageClassificationTrainer
 
-from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.data import BEST_IS_HIGHEST_LOSS, make_medmnist_npz, tiny_run_config, write_config
 from helpers.models import TINY_VIT
 from helpers.project import load_script
 
@@ -56,13 +56,7 @@ def test_best_model_reload_and_resume_go_through_the_overrides_and_restore_the_s
         tmp_path / "data",
         model_config=TINY_VIT,  # ViT: saved under legacy weight names that Trainer's load_state_dict does not match
         max_steps=4,
-        eval_strategy="steps",
-        eval_steps=2,
-        save_strategy="steps",
-        save_steps=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="loss",
-        greater_is_better=True,  # "best" = highest loss: checkpoint-2 (an earlier one than the last), reloaded
+        **BEST_IS_HIGHEST_LOSS,  # checkpoint-2 is reloaded
     )
     config = str(write_config(tmp_path / "c.yaml", **values))
     main = load_script("finetune").main

@@ -23,7 +23,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, pi
 from pipelines import ConfigError, DataError, DevicePreprocess, UserFacingError
 from trainers.image_classification import build_trainer
 
-from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.data import BEST_IS_HIGHEST_LOSS, make_medmnist_npz, tiny_run_config, write_config
 from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
 from helpers.project import ROOT, load_script
 
@@ -176,13 +176,7 @@ def test_best_checkpoint_is_loaded_at_the_end(tmp_path: Path, npz_dir: Path) -> 
         npz_dir,
         model_config=TINY_VIT,
         max_steps=6,
-        eval_strategy="steps",
-        eval_steps=2,
-        save_strategy="steps",
-        save_steps=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="loss",
-        greater_is_better=True,  # "best" = highest loss: an earlier checkpoint than the last, loaded back at the end
+        **BEST_IS_HIGHEST_LOSS,
     )
     main([str(write_config(tmp_path / "c.yaml", **values))])
     run_dir = Path(values["output_dir"])

@@ -74,6 +74,19 @@ def write_config(path: Path, **values: object) -> Path:
     return path
 
 
+# Evaluate and save every 2 steps and reload the "best" checkpoint at the end, best being the highest loss: an earlier
+# checkpoint than the last, so that reloading it changes the weights.
+BEST_IS_HIGHEST_LOSS = {
+    "eval_strategy": "steps",
+    "eval_steps": 2,
+    "save_strategy": "steps",
+    "save_steps": 2,
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "loss",
+    "greater_is_better": True,
+}
+
+
 def tiny_run_config(tmp_path: Path, data_dir: Path, **overrides: object) -> dict:
     """Settings for a seconds-long fine-tuning run on a generated BreastMNIST-format file."""
     values = {
