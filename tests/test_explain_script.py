@@ -25,23 +25,15 @@ from pipelines.models import build_classifier, load_classifier
 from pipelines.preprocess import DevicePreprocess
 
 from helpers.data import make_medmnist_npz
-from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
+from helpers.models import BREAST_LABELS, PROCESSOR_32, TINY_RESNET, TINY_VIT, save_classifier
 from helpers.project import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
 
-LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
 # One of the two lines torch logs when torchao 0.18 registers its enums at import (see the offline test below).
 TORCHAO_IMPORT_WARNING = re.compile(
     r"^W\d{4} [\d:.]+ \d+ \S*torch/utils/_pytree\.py:\d+\] <enum '\w+'> is an Enum subclass"
 )
-
-
-def _save_model(folder: Path, model_config: dict, labels: list[str] = LABELS) -> str:
-    model, processor = build_classifier(model_config, labels, image_processor_config=PROCESSOR_32)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +46,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {
         "root": root,
         "data": ["--dataset_name", "breastmnist", "--data_dir", str(root / "data"), "--verify_md5", "false"],
-        "resnet": _save_model(root / "resnet", TINY_RESNET),
-        "vit": _save_model(root / "vit", TINY_VIT),
-        "three_labels": _save_model(root / "three", TINY_RESNET, ["a", "b", "c"]),
-        "swapped_labels": _save_model(root / "swapped", TINY_VIT, LABELS[::-1]),
+        "resnet": save_classifier(root / "resnet", TINY_RESNET),
+        "vit": save_classifier(root / "vit", TINY_VIT),
+        "three_labels": save_classifier(root / "three", TINY_RESNET, ["a", "b", "c"]),
+        "swapped_labels": save_classifier(root / "swapped", TINY_VIT, BREAST_LABELS[::-1]),
         "missing_folder": str(root / "nowhere"),
         "uncached_hub_id": "nobody/no-such-model",
     }
@@ -78,7 +70,7 @@ def test_dataset_run_writes_every_figure_and_the_index(setup: dict, tmp_path: Pa
     assert index["methods"] == ["gradcam", "guided_gradcam", "eigencam"]
     assert all(entry["shows"] for entry in index["files"])
     rows = index["images"]
-    assert len(rows) == 4 and {row["true"] for row in rows} == set(LABELS)  # both classes shown
+    assert len(rows) == 4 and {row["true"] for row in rows} == set(BREAST_LABELS)  # both classes shown
     assert all(row["image"].startswith("test[") for row in rows)
     misclassified = index["files"][3]["images"]
     assert 1 <= len(misclassified) <= 4 and index["misclassified"]["of"] == 24
@@ -290,7 +282,7 @@ def test_nothing_misclassified_is_said_in_words_and_indexed_without_a_file(
 ) -> None:
     make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=(4, 4, 6), test_labels=np.zeros((6, 1), np.uint8))
     torch.manual_seed(0)
-    model, processor = build_classifier(TINY_RESNET, LABELS, image_processor_config=PROCESSOR_32)
+    model, processor = build_classifier(TINY_RESNET, BREAST_LABELS, image_processor_config=PROCESSOR_32)
     with torch.no_grad():  # predicts class 0 (malignant) for every image: the label of every test image
         model.classifier[-1].weight.zero_()
         model.classifier[-1].bias.copy_(torch.tensor([5.0, -5.0]))

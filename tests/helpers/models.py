@@ -25,6 +25,16 @@ PROCESSOR_28 = {**PROCESSOR_32, "size": {"height": 28, "width": 28}}
 BREAST_LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
 
 
+def save_classifier(folder: Path, model_config: dict, labels: list[str] = BREAST_LABELS) -> str:
+    """A random classifier of `model_config` for `labels` (32 px processor) saved in `folder`; returns the folder."""
+    from pipelines.models import build_classifier
+
+    model, processor = build_classifier(model_config, labels, image_processor_config=PROCESSOR_32)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
 def save_tiny_classifiers(root: Path, names: tuple[str, str]) -> dict[str, str]:
     """A tiny random ResNet (28 px) and ViT (32 px) for BreastMNIST's labels, saved as `root / names[i]`; seeded by
     each name's length. Returns name -> folder."""
