@@ -1,4 +1,5 @@
-"""Every dataset leaves `pipelines` with exactly `train`, `validation` and `test` splits."""
+"""Every dataset leaves `pipelines` with exactly `train`, `validation` and `test` splits (`SPLITS`); a split named on
+the command line is checked against them here."""
 
 from __future__ import annotations
 
