@@ -1,4 +1,5 @@
-# The two commands: `make demo` (quickstart end to end) and `make test` (the test suite).
+# The two commands: `make demo` (quickstart end to end) and `make test` (the test suite); `make test-fast` is the
+# development loop.
 # Both create .venv and install the project into it when missing.
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
@@ -6,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 MEDMNIST_ROOT ?= $(if $(wildcard ../shared/data/medmnist/*.npz),$(abspath ../shared/data/medmnist),)
 export MEDMNIST_ROOT
 
-.PHONY: demo shrink-demo test lint install
+.PHONY: demo shrink-demo test test-fast lint install
 
 install: $(VENV)/.installed
 
@@ -48,8 +49,16 @@ shrink-demo: $(VENV)/.installed
 		--insertion_start removed --models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/teacher-int8 \
 		$(QUICKSTART)/teacher-int8-w8a8 $(QUICKSTART)/teacher-pruned
 
+# One pytest worker per core (pytest-xdist), each test file on one worker (its module fixtures built once), each worker
+# on one thread: the tests' models are tiny, and two OpenMP threads per worker on a 2-core machine would fight.
+TESTS := HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n auto --dist loadfile
+
 test: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q
+	$(TESTS)
+
+# The development loop: every test but the end-to-end runs in subprocesses (marked slow), which `make test` adds.
+test-fast: $(VENV)/.installed
+	$(TESTS) -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

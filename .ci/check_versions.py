@@ -1,9 +1,9 @@
 """Fail unless the installed torch, torchvision, transformers, datasets and accelerate are within the bounds that
 setup.cfg declares, and each bound has an upper limit (the next major version).
 
-`ImageClassificationTrainer` overrides private Trainer methods that any transformers release may change; the
+trainers/compat.py uses private Trainer methods that any transformers release may change; the
 declared range is the one the suite runs against (the lower bound is the release it was last run on; CI installs
-the newest within it and runs the whole suite, tests/test_trainer_overrides.py included, on exactly that).
+the newest within it and runs the whole suite, tests/test_compat.py included, on exactly that).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ Every method is a small subclass of `AttributionMethod`, which owns the target l
 upsampling. `make_method(name, model)` builds one by name; `methods_for(model)` lists those that fit a model.
 """
 
-from explain.base import AttributionMethod, Explanation, LogitsModule, forward_logits, scale_to_unit, upsample
+from explain.base import AttributionMethod, LogitsModule, forward_logits
 from explain.cam import ActivationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from explain.captum_backend import CaptumGradCAM
+from explain.explanation import Explanation, scale_to_unit, upsample
 from explain.guided import GuidedBackprop, GuidedGradCAM
 from explain.layers import TargetLayer, prefix_token_count, resolve_target_layer
 from explain.registry import METHODS, make_method, methods_for

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explain.base import Attribution, AttributionMethod, forward_logits
+from explain.base import AttributionMethod, forward_logits
+from explain.explanation import Attribution
 from explain.hooks import Captured, capture_output
 from explain.layers import TargetLayer, to_grid
 from explain.targets import TargetSpec

@@ -13,7 +13,8 @@ import torch
 from captum.attr import LayerGradCam
 from torch import nn
 
-from explain.base import Attribution, AttributionMethod, forward_logits
+from explain.base import AttributionMethod, forward_logits
+from explain.explanation import Attribution
 from explain.hooks import capture_output, grid_tap
 from explain.targets import TargetSpec
 

@@ -18,13 +18,11 @@ import warnings
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from itertools import chain
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # explain.base uses this module
-    from explain.base import Explanation
+from explain.explanation import Explanation
 
 # Warm-up runs on a side stream before capture: they initialise cuBLAS/cuDNN workspaces and the autograd engine's
 # device threads outside the graph, as PyTorch's documentation asks (its examples use 3).

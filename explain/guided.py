@@ -17,8 +17,9 @@ from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 from captum.attr import GuidedGradCam as CaptumGuidedGradCam
 from torch import nn
 
-from explain.base import Attribution, AttributionMethod, LogitsModule, upsample
+from explain.base import AttributionMethod, LogitsModule
 from explain.cam import GradCAM
+from explain.explanation import Attribution, upsample
 from explain.hooks import capture_output, grid_tap, guided_activations
 from explain.layers import activation_modules, relu_only
 from explain.targets import TargetSpec

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -157,25 +157,20 @@ def guided_activations(model: nn.Module) -> Iterator[int]:
 @contextmanager
 def eager_attention(model: nn.Module) -> Iterator[None]:
     """Run the model with eager attention for the block, which returns attention weights; SDPA and flash kernels
-    return none. The previous implementation is restored after."""
+    return none. The previous implementation is restored after.
+
+    transformers has a public setter (`set_attn_implementation`) but no public getter: the implementation in use is
+    read from ``config._attn_implementation`` (checked on 5.25; tests/test_compat.py pins it)."""
     config = getattr(model, "config", None)
     previous = getattr(config, "_attn_implementation", None)
     if previous in (None, "eager"):
         yield
         return
-    _set_attention(model, "eager")
+    model.set_attn_implementation("eager")
     try:
         yield
     finally:
-        _set_attention(model, previous)
-
-
-def _set_attention(model: nn.Module, implementation: str) -> None:
-    setter: Callable[[str], None] | None = getattr(model, "set_attn_implementation", None)
-    if setter is not None:
-        setter(implementation)
-    else:  # transformers releases before set_attn_implementation read the config on every call
-        model.config._attn_implementation = implementation
+        model.set_attn_implementation(previous)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None, parameter_dtype: torch.dtype) -> Any:

@@ -37,12 +37,14 @@ from accelerate.utils import gather_object, parse_flag_from_env
 from datasets import Features, List, Value
 from tqdm.auto import tqdm
 
-from explain.base import AttributionMethod, Explanation, scale_to_unit, upsample
+from explain.base import AttributionMethod
+from explain.explainer import Explainer
+from explain.explanation import Explanation, scale_to_unit, upsample
+from explain.inputs import LabelledSplit
 from explain.registry import make_method
-from explain.workflow import Explainer, predicted_multi_hot
-from pipelines.collate import ImageCollator
-from pipelines.errors import ConfigError, DataError, OfflineError, is_offline
+from pipelines.errors import ConfigError, DataError, OfflineError, failure_reason, is_offline
 from pipelines.io import atomic_write_json
+from pipelines.labels import predicted_classes
 
 MANIFEST = "maps_manifest.json"
 STATE = "state.json"
@@ -140,8 +142,7 @@ def save_maps(
     folder: str | Path,
     job: MapsJob,
     explainers: dict[str, Explainer],
-    splits: dict[str, Any],
-    collator: ImageCollator,
+    splits: dict[str, LabelledSplit],
     state: PartialState | None = None,
     progress: bool = True,
 ) -> RunTiming:
@@ -155,8 +156,7 @@ def save_maps(
         folder: The dataset's folder.
         job: What to compute (see `MapsJob`); must match the manifest already in `folder`, if any.
         explainers: The models by display name (the keys of ``job.models``), on this process's device.
-        splits: Split name -> a `datasets.Dataset` with ``image`` and ``label`` columns.
-        collator: Turns the split's examples into uint8 batches and labels.
+        splits: Split name -> the split, with the collator that batches its images and labels.
         state: accelerate's process state; None: `process_state()` (one process unless launched).
         progress: Show a progress bar (images/s) on the main process.
 
@@ -169,7 +169,7 @@ def save_maps(
     """
     state = state or process_state()
     folder = Path(folder)
-    shards = plan_shards({name: len(splits[name]) for name in job.splits}, job.shard_size)
+    shards = plan_shards({name: len(splits[name].rows) for name in job.splits}, job.shard_size)
     if state.is_main_process:
         prepare_folder(folder, job, shards)
     state.wait_for_everyone()
@@ -179,20 +179,16 @@ def save_maps(
     mine = pending[state.process_index :: state.num_processes]
     timing = RunTiming()
     started = time.perf_counter()
-    methods = {
-        (name, method): method_at_grid(method, explainer)
-        for name, explainer in explainers.items()
-        for method in job.methods
-    }
     bar = tqdm(
         total=sum(shard.stop - shard.start for shard in mine),
         unit="img",
         desc="maps",
         disable=not (progress and state.is_main_process),
     )
+    writer = ShardWriter(folder, job, explainers, timing, bar)
     with bar:
         for shard in mine:
-            write_shard(folder, shard, splits[shard.split], job, explainers, methods, collator, timing, bar)
+            writer.write(shard, splits[shard.split])
     timing.seconds = time.perf_counter() - started
     state.wait_for_everyone()
     everyone = gather_object([timing]) if state.num_processes > 1 else [timing]
@@ -250,33 +246,42 @@ def method_at_grid(method: str, explainer: Explainer) -> AttributionMethod:
     return built
 
 
-def write_shard(
-    folder: Path,
-    shard: Shard,
-    split: Any,
-    job: MapsJob,
-    explainers: dict[str, Explainer],
-    methods: dict[tuple[str, str], AttributionMethod],
-    collator: ImageCollator,
-    timing: RunTiming,
-    bar: tqdm,
-) -> None:
-    """Explain the shard's images batch by batch, streaming each batch's rows into the shard's file."""
-    partial = folder / f"{shard.file}.partial"
-    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
-        for start in range(shard.start, shard.stop, job.batch_size):
-            stop = min(start + job.batch_size, shard.stop)
-            blocks = explain_batch(collator(examples(split, start, stop)), job, explainers, methods)
-            began = time.perf_counter()
-            table = rows_table(shard.split, np.arange(start, stop), list(job.models), job.methods, blocks)
-            writer.write_table(table)
-            timing.write_seconds += time.perf_counter() - began
-            timing.images += stop - start
-            timing.rows += table.num_rows
-            bar.update(stop - start)
-    began = time.perf_counter()
-    os.replace(partial, folder / shard.file)  # only a whole shard gets its final name
-    timing.write_seconds += time.perf_counter() - began
+@dataclass
+class ShardWriter:
+    """Writes shards of one run: explains a shard's images batch by batch and streams each batch's rows into the
+    shard's file, counting the run's images, rows and time spent writing."""
+
+    folder: Path
+    job: MapsJob
+    explainers: dict[str, Explainer]
+    timing: RunTiming
+    bar: tqdm
+    methods: dict[tuple[str, str], AttributionMethod] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.methods = {
+            (name, method): method_at_grid(method, explainer)
+            for name, explainer in self.explainers.items()
+            for method in self.job.methods
+        }
+
+    def write(self, shard: Shard, split: LabelledSplit) -> None:
+        partial = self.folder / f"{shard.file}.partial"
+        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
+            for start in range(shard.start, shard.stop, self.job.batch_size):
+                stop = min(start + self.job.batch_size, shard.stop)
+                batch = split.collator(examples(split.rows, start, stop))
+                blocks = explain_batch(batch, self.job, self.explainers, self.methods)
+                began = time.perf_counter()
+                table = rows_table(shard.split, np.arange(start, stop), list(self.job.models), self.job.methods, blocks)
+                writer.write_table(table)
+                self.timing.write_seconds += time.perf_counter() - began
+                self.timing.images += stop - start
+                self.timing.rows += table.num_rows
+                self.bar.update(stop - start)
+        began = time.perf_counter()
+        os.replace(partial, self.folder / shard.file)  # only a whole shard gets its final name
+        self.timing.write_seconds += time.perf_counter() - began
 
 
 def examples(split: Any, start: int, stop: int) -> list[dict[str, Any]]:
@@ -323,17 +328,17 @@ def explain_batch(
     for name in job.models:
         explainer = explainers[name]
         pixel_values = explainer.pixel_values(batch["pixel_values"])
-        predicted = predicted_classes(explainer, batch["pixel_values"])  # once per model, not per method
+        predicted = predicted_class_lists(explainer, batch["pixel_values"])  # once per model, not per method
         for method in job.methods:
             explanation = methods[(name, method)](pixel_values, job.target_class).cpu()
             blocks.append(block_of(explanation, predicted, labels))
     return blocks
 
 
-def predicted_classes(explainer: Explainer, images: torch.Tensor | list[torch.Tensor]) -> list[np.ndarray]:
+def predicted_class_lists(explainer: Explainer, images: torch.Tensor | list[torch.Tensor]) -> list[np.ndarray]:
     """Each image's predicted class (multi-label: every label with logit > 0)."""
     logits = explainer.predict_batch(images)
-    return class_lists(predicted_multi_hot(logits) if explainer.multi_label else logits.argmax(dim=1))
+    return class_lists(predicted_classes(logits, explainer.multi_label))
 
 
 def block_of(explanation: Explanation, predicted: list[np.ndarray], labels: list[np.ndarray]) -> Block:
@@ -458,10 +463,7 @@ def push_maps(folder: str | Path, repo_id: str, private: bool = True) -> str:
     try:
         datasets.load_from_disk(str(folder)).push_to_hub(repo_id, private=private)
     except Exception as error:  # network, auth and Hub errors come in many types
-        reason = str(error).splitlines()[0] if str(error) else ""
-        raise OfflineError(
-            f"Could not push the maps to {repo_id} ({type(error).__name__}: {reason}); {advice}."
-        ) from None
+        raise OfflineError(f"Could not push the maps to {repo_id} ({failure_reason(error)}); {advice}.") from None
     return repo_id
 
 

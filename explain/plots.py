@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -226,37 +227,47 @@ def panel_grid(
     return figure
 
 
-def misclassified_figure(
-    images: np.ndarray,
-    predicted_maps: np.ndarray,
-    true_maps: np.ndarray | None,
-    true_labels: Sequence[str],
-    predicted_labels: Sequence[str],
-    title: str = "",
-    edges: bool = False,
-    names: Sequence[str] | None = None,
-    map_title: str = "Grad-CAM: predicted class",
-) -> Figure:
-    """Misclassified images: the input with its true and predicted labels, Grad-CAM for the predicted class and,
-    when given, for the true class (what the model would have needed to see).
+@dataclass
+class MisclassifiedPanels:
+    """What misclassified.png shows of each image.
 
-    Args:
+    Attributes:
         images: uint8 (B, H, W, C).
         predicted_maps: (B, H, W) in [0, 1], explaining the predicted class.
         true_maps: (B, H, W) in [0, 1], explaining the true class, or None.
         true_labels: The true label of each image.
         predicted_labels: The predicted label (with its score) of each image.
+        names: Where each image comes from (beside it), or None.
+    """
+
+    images: np.ndarray
+    predicted_maps: np.ndarray
+    true_maps: np.ndarray | None
+    true_labels: Sequence[str]
+    predicted_labels: Sequence[str]
+    names: Sequence[str] | None = None
+
+
+def misclassified_figure(
+    panels: MisclassifiedPanels, title: str = "", edges: bool = False, map_title: str = "Grad-CAM: predicted class"
+) -> Figure:
+    """Misclassified images: the input with its true and predicted labels, Grad-CAM for the predicted class and,
+    when given, for the true class (what the model would have needed to see).
+
+    Args:
+        panels: The images, their maps and labels.
         title: The figure's title.
         edges: Draw the images' edges over the maps.
-        names: Where each image comes from (beside it), or None.
         map_title: The title of the predicted-class column.
     """
-    panels = {map_title: predicted_maps}
-    if true_maps is not None:
-        panels["Grad-CAM: true class"] = true_maps
-    labels = [f"true: {true}\npred: {predicted}" for true, predicted in zip(true_labels, predicted_labels)]
-    row_names = list(names) if names is not None else [""] * len(images)
-    return panel_grid(images, panels, row_names, {"input": labels}, title, edges)
+    columns = {map_title: panels.predicted_maps}
+    if panels.true_maps is not None:
+        columns["Grad-CAM: true class"] = panels.true_maps
+    labels = [
+        f"true: {true}\npred: {predicted}" for true, predicted in zip(panels.true_labels, panels.predicted_labels)
+    ]
+    row_names = list(panels.names) if panels.names is not None else [""] * len(panels.images)
+    return panel_grid(panels.images, columns, row_names, {"input": labels}, title, edges)
 
 
 def blend_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = ALPHA) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import torch
 from torch import nn
 
 from explain.base import AttributionMethod
@@ -78,3 +79,11 @@ def make_method(name: str, model: nn.Module, **options: Any) -> AttributionMetho
 def method_parameters(method: type[AttributionMethod]) -> set[str]:
     """The options a method's constructor takes besides the model."""
     return set(inspect.signature(method.__init__).parameters) - {"self", "model"}
+
+
+def explain_maps(
+    model: nn.Module, method: str, pixel_values: torch.Tensor, targets: torch.Tensor | None, **options: object
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps (N, H, W) and explained targets (N,) of `method` on `model`."""
+    explanation = make_method(method, model, **options)(pixel_values, targets)
+    return explanation.maps, explanation.target

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from explain.base import Attribution, AttributionMethod
+from explain.base import AttributionMethod
+from explain.explanation import Attribution
 from explain.hooks import eager_attention
 from explain.layers import forward_kwargs, is_transformer, model_type, token_grid
 from explain.targets import TargetSpec

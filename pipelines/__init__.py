@@ -1,14 +1,11 @@
 """Data in: datasets as `DatasetDict`, batches of uint8 images, preprocessing on the device, models and processors."""
 
-from pipelines import cifar_resnet
 from pipelines.arguments import DataArguments
 from pipelines.collate import ImageCollator
 from pipelines.errors import ConfigError, DataError, OfflineError, UserFacingError, run_cli
 from pipelines.loading import ImageData, load_image_dataset
+from pipelines.models import build_classifier, load_classifier
 from pipelines.preprocess import DevicePreprocess
-
-# `model_type: cifar_resnet` loads through the Auto classes (and transformers.pipeline) once the package is imported.
-cifar_resnet.register()
 
 __all__ = [
     "ConfigError",
@@ -19,6 +16,8 @@ __all__ = [
     "ImageData",
     "OfflineError",
     "UserFacingError",
+    "build_classifier",
+    "load_classifier",
     "load_image_dataset",
     "run_cli",
 ]

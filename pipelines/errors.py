@@ -24,6 +24,16 @@ class ConfigError(UserFacingError, ValueError):
     """A run configuration with an unknown key or an invalid value."""
 
 
+def failure_reason(error: Exception, token: str | None = None) -> str:
+    """``Type: first line of the message`` for a one-sentence error about a failed Hub call, with the token (given,
+    or HF_TOKEN, where the scripts put it) masked: huggingface_hub's messages can quote the request."""
+    reason = str(error).splitlines()[0] if str(error) else ""
+    secret = token or os.environ.get("HF_TOKEN")
+    if secret:
+        reason = reason.replace(secret, "***")
+    return f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+
+
 def is_offline() -> bool:
     """True when the user asked the Hugging Face libraries to stay offline."""
     return any(

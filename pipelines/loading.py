@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from datasets import Array2D, Array3D, ClassLabel, Dataset, DatasetDict, Sequence
+from datasets import Array2D, Array3D, Dataset, DatasetDict
 
 from pipelines.arguments import DataArguments
 from pipelines.decode_check import check_images_decode
 from pipelines.errors import DataError
 from pipelines.folders import load_image_folder
-from pipelines.hub import load_hub_dataset
+from pipelines.hub_datasets import load_hub_dataset
+from pipelines.labels import is_multi_label, label_names
 from pipelines.medmnist_npz import load_medmnist
 from pipelines.splits import standard_splits, subsample
 
@@ -79,15 +80,3 @@ def with_uint8_format(data: DatasetDict | Dataset) -> DatasetDict | Dataset:
     if isinstance(features["image"], (Array2D, Array3D)):
         return data.with_format("numpy", columns=["image"], dtype=np.uint8, output_all_columns=True)
     return data
-
-
-def is_multi_label(dataset: Dataset) -> bool:
-    return isinstance(dataset.features["label"], Sequence)
-
-
-def label_names(dataset: Dataset) -> list[str]:
-    feature = dataset.features["label"]
-    feature = feature.feature if isinstance(feature, Sequence) else feature
-    if not isinstance(feature, ClassLabel):
-        raise DataError(f"The label column is {feature}, not named classes.")
-    return list(feature.names)

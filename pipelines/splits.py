@@ -1,4 +1,5 @@
-"""Every dataset leaves `pipelines` with exactly `train`, `validation` and `test` splits."""
+"""Every dataset leaves `pipelines` with exactly `train`, `validation` and `test` splits (`SPLITS`); a split named on
+the command line is checked against them here."""
 
 from __future__ import annotations
 
@@ -6,9 +7,20 @@ import logging
 
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from pipelines.errors import DataError
+from pipelines.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+
+
+def check_split(name: str, given: str | None = None) -> str:
+    """`name` when it is one of `SPLITS`; otherwise a one-sentence `ConfigError` naming them (and quoting `given`,
+    the option's text, when it held several names)."""
+    if name not in SPLITS:
+        raise ConfigError(f"split is '{given or name}'; use one of {', '.join(SPLITS)}.")
+    return name
+
 
 SPLIT_ALIASES = {
     "train": "train",

@@ -16,6 +16,7 @@ import sys
 from transformers import DeiTForImageClassificationWithTeacher, TrainingArguments, set_seed
 
 from pipelines import DataArguments, load_image_dataset, run_cli
+from pipelines.config import parse_config
 from pipelines.errors import ConfigError
 from pipelines.locks import run_folder_lock
 from pipelines.models import load_classifier
@@ -25,20 +26,19 @@ from trainers.arguments import (
     apply_precision,
     hide_hub_token,
     launch_command,
-    parse_config,
 )
+from trainers.distill_results import measure_row, write_results, write_seed_summary
 from trainers.distillation import (
     DistillationArguments,
     DistillationTrainer,
-    TeacherLogitsCollator,
     check_same_label_space,
     describe_distillation,
 )
 from trainers.hub import build_model_card, check_push_possible, push_folder, write_model_card
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
-from trainers.reporting import dataset_description, evaluate_and_report, recorded_command
-from trainers.results import measure_row, write_results, write_seed_summary
+from trainers.run_outputs import dataset_description, evaluate_and_report, recorded_command
+from trainers.teacher_cache import TeacherLogitsCollator
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -133,19 +133,7 @@ def distill_locked(
         training_args,
         teacher=teacher,
         teacher_processor=teacher_processor,
-        alpha=distill_args.alpha,
-        temperature=distill_args.temperature,
-        hard=distill_args.distillation_type == "hard",
-        deit_distillation_token=distill_args.deit_distillation_token,
-        teacher_logits_cache=f"{training_args.output_dir}/teacher-logits"
-        if distill_args.cache_teacher_logits
-        else None,
-        explanation_weight=distill_args.explanation_weight,
-        explanation_method=distill_args.explanation_method,
-        explanation_target=distill_args.explanation_target,
-        explanation_measure=distill_args.explanation_measure,
-        teacher_target_layer=distill_args.teacher_target_layer,
-        student_target_layer=distill_args.student_target_layer,
+        distillation_args=distill_args,
     )
     if training_args.do_train:
         train_and_save(trainer)

@@ -11,6 +11,7 @@ import sys
 from transformers import set_seed
 
 from pipelines import DataArguments, load_image_dataset, run_cli
+from pipelines.config import parse_config
 from pipelines.errors import ConfigError
 from pipelines.locks import run_folder_lock
 from trainers.arguments import (
@@ -19,11 +20,10 @@ from trainers.arguments import (
     apply_precision,
     hide_hub_token,
     launch_command,
-    parse_config,
 )
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
-from trainers.reporting import evaluate_and_report, summary_table
+from trainers.run_outputs import evaluate_and_report, summary_table
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -14,7 +14,8 @@ import sys
 from transformers import set_seed
 
 from pipelines import DataArguments, load_image_dataset, run_cli
-from trainers.arguments import ModelArguments, OneCycleTrainingArguments, apply_precision, hide_hub_token, parse_config
+from pipelines.config import parse_config
+from trainers.arguments import ModelArguments, OneCycleTrainingArguments, apply_precision, hide_hub_token
 from trainers.image_classification import ImageClassificationTrainer, build_trainer
 from trainers.lr_find import LRFindArguments, LRSweep, lr_range_test, rate_key, save_sweep
 from trainers.modeling import classifier_from_args

@@ -4,18 +4,25 @@
         --dataset_name breastmnist --split test --out report
 
 The first model is the reference (the teacher): every other model's Grad-CAM maps are compared with its maps.
-Writes report/index.md (tables and figures), report/metrics.json (every number), and the PNGs. Replaces
-scripts/evaluate.py, whose name shadowed the `evaluate` library; the work is `trainers.evaluation_run`.
+Writes report/index.md (tables and figures), report/metrics.json (every number), and the PNGs. The work is
+`trainers.report.run`; under `accelerate launch` the processes share it.
 """
 
 from __future__ import annotations
 
-from pipelines import run_cli
-from trainers.evaluation_run import evaluate
+import shlex
+import sys
+
+from pipelines import DataArguments, run_cli
+from pipelines.config import parse_flags
+from trainers.report.arguments import ReportArguments
+from trainers.report.run import run_report
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return evaluate(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, data_args = parse_flags((ReportArguments, DataArguments), argv, prog="scripts/report.py")
+    return run_report(args, data_args, "python scripts/report.py " + shlex.join(argv))
 
 
 if __name__ == "__main__":

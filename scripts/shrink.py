@@ -9,19 +9,18 @@ structured pruning.
         --recover_epochs 2 --dataset_name pneumoniamnist
 
 The copy (safetensors, config, image processor, shrink.json, README.md) goes through scripts/report.py and
-`python -m explain` like any other model. What each method does, and what it cannot do: trainers/shrinking.py.
+`python -m explain` like any other model. What each method does, and what it cannot do: trainers/shrink/.
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import fields
-
-from transformers import HfArgumentParser
 
 from pipelines import DataArguments, run_cli
-from trainers.shrinking import ShrinkArguments, shrink
+from pipelines.config import build, read_flags
+from trainers.shrink.arguments import ShrinkArguments
+from trainers.shrink.copies import shrink
 
 
 def parse_arguments(argv: list[str]) -> tuple[ShrinkArguments, DataArguments | None]:
@@ -29,10 +28,9 @@ def parse_arguments(argv: list[str]) -> tuple[ShrinkArguments, DataArguments | N
     # The model comes first on the command line, without a flag, as in `shrink.py <model> --method ...`.
     if argv and not argv[0].startswith("-"):
         argv = ["--model", argv[0], *argv[1:]]
-    namespace = vars(HfArgumentParser([ShrinkArguments, DataArguments]).parse_args(argv))
-    pick = lambda cls: cls(**{f.name: namespace[f.name] for f in fields(cls)})  # noqa: E731
-    args = pick(ShrinkArguments)
-    return args, pick(DataArguments) if args.needs_data else None
+    values = read_flags((ShrinkArguments, DataArguments), argv, prog="scripts/shrink.py")
+    args = build(ShrinkArguments, values)
+    return args, build(DataArguments, values) if args.needs_data else None
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,5 +1,5 @@
-"""The explorer (explain/app.py): its functions on tiny random models, the served page driven by gradio_client,
-and the page in a headless Chromium."""
+"""The explorer (explain/explorer.py, served by scripts/app.py): its functions on tiny random models, the served page
+driven by gradio_client, and the page in a headless Chromium."""
 
 from __future__ import annotations
 
@@ -14,22 +14,18 @@ import torch
 
 pytest.importorskip("gradio", reason="the explorer needs the app extra: pip install -e '.[app]'")
 
-from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, load_script, make_medmnist_npz  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from transformers import BertConfig  # noqa: E402
 
-from explain.agreement import blank_maps, rank_correlation, top_fraction_iou  # noqa: E402
-from explain.app import (  # noqa: E402
+from explain.explorer import (  # noqa: E402
     PREDICTED,
     VIEWS,
     AppArguments,
     ImageSummary,
     Session,
-    build_app,
     chosen_image,
     command_line,
     gallery_order,
-    launch_options,
     load_explainers,
     overlay,
     read_upload,
@@ -37,19 +33,15 @@ from explain.app import (  # noqa: E402
     top_probabilities,
     view_image,
 )
+from explain.metrics.agreement import blank_maps, rank_correlation, top_fraction_iou  # noqa: E402
 from explain.plots import display_images  # noqa: E402
 from pipelines import DataArguments  # noqa: E402
 from pipelines.errors import ConfigError, DataError  # noqa: E402
 from pipelines.models import build_classifier  # noqa: E402
 
-LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
-
-
-def _save_model(folder: Path, model_config: dict, labels: list[str] = LABELS) -> str:
-    model, processor = build_classifier(model_config, labels, image_processor_config=PROCESSOR_32)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
+from helpers.data import make_medmnist_npz
+from helpers.models import BREAST_LABELS, PROCESSOR_32, TINY_RESNET, TINY_VIT, save_classifier
+from helpers.project import load_script
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +52,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     test_labels = np.random.default_rng(1).integers(0, 2, (16, 1)).astype(np.uint8)
     make_medmnist_npz(root / "data" / "breastmnist.npz", counts=(8, 4, 16), test_labels=test_labels)
     multi_label, processor = build_classifier(
-        TINY_RESNET, LABELS, multi_label=True, image_processor_config=PROCESSOR_32
+        TINY_RESNET, BREAST_LABELS, multi_label=True, image_processor_config=PROCESSOR_32
     )
     multi_label.save_pretrained(root / "multi")
     processor.save_pretrained(root / "multi")
@@ -71,9 +63,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (text_model / "model.safetensors").write_bytes(b"")
     return {
         "data": str(root / "data"),
-        "resnet": _save_model(root / "resnet", TINY_RESNET),
-        "vit": _save_model(root / "vit", TINY_VIT),
-        "three_labels": _save_model(root / "three", TINY_RESNET, ["a", "b", "c"]),
+        "resnet": save_classifier(root / "resnet", TINY_RESNET),
+        "vit": save_classifier(root / "vit", TINY_VIT),
+        "three_labels": save_classifier(root / "three", TINY_RESNET, ["a", "b", "c"]),
         "text_model": str(text_model),
         "multi_label": str(root / "multi"),
     }
@@ -126,9 +118,9 @@ def test_top_probabilities_are_the_largest_softmax_values_in_order(session: Sess
     explainer, image = session.explorer.explainers[0], session.explorer.images[0]
     expected = explainer.predict_batch(image[None]).softmax(dim=1)[0]
     top = top_probabilities(explainer, image, k=5)  # more than the two classes: both, no error
-    assert list(top) == [LABELS[int(i)] for i in expected.argsort(descending=True)]
+    assert list(top) == [BREAST_LABELS[int(i)] for i in expected.argsort(descending=True)]
     assert list(top.values()) == pytest.approx(sorted(expected.tolist(), reverse=True), abs=1e-4)
-    assert list(top_probabilities(explainer, image, k=1)) == [LABELS[int(expected.argmax())]]
+    assert list(top_probabilities(explainer, image, k=1)) == [BREAST_LABELS[int(expected.argmax())]]
 
 
 def test_opacity_blends_the_image_and_the_colour_map(session: Session) -> None:
@@ -145,12 +137,12 @@ def test_the_chosen_class_method_and_agreement_of_one_image(session: Session) ->
     explorer = session.explorer
     image = explorer.images[2]
     teacher, student = explorer.explainers
-    views = {name: view_image(explorer, image, "gradcam", name, 1.0) for name in LABELS}
-    assert not np.array_equal(views[LABELS[0]].overlays[0], views[LABELS[1]].overlays[0])
-    first_class = LABELS[int(teacher.predict_batch(image[None]).argmax())]
+    views = {name: view_image(explorer, image, "gradcam", name, 1.0) for name in BREAST_LABELS}
+    assert not np.array_equal(views[BREAST_LABELS[0]].overlays[0], views[BREAST_LABELS[1]].overlays[0])
+    first_class = BREAST_LABELS[int(teacher.predict_batch(image[None]).argmax())]
     predicted = view_image(explorer, image, "gradcam", PREDICTED, 1.0)
     assert np.array_equal(predicted.overlays[1], views[first_class].overlays[1])  # one class for every model
-    target = torch.tensor([LABELS.index(first_class)])
+    target = torch.tensor([BREAST_LABELS.index(first_class)])
     maps = [explainer.explain("gradcam", image[None], target).maps for explainer in (teacher, student)]
     row = next(line for line in predicted.agreement.splitlines() if line.startswith("| vit |"))
     if "n/a" not in row:  # a blank map has no rank correlation
@@ -217,9 +209,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(session: Session):
     """The page served on 127.0.0.1 in a thread of this process; yields its URL."""
-    app = build_app(session)
+    page = load_script("app")
+    app = page.build_app(session)
     port = _free_port()
-    app.launch(prevent_thread_lock=True, quiet=True, **launch_options("127.0.0.1", port))
+    app.launch(prevent_thread_lock=True, quiet=True, **page.launch_options("127.0.0.1", port))
     yield f"http://127.0.0.1:{port}/"
     app.close()
 
@@ -252,7 +245,7 @@ def test_the_served_page_answers_a_client_and_survives_bad_input(
     result = client.predict(models["text_model"], api_name="/load_models")
     assert "cannot load as an image classifier" in result[-1]
     # Still serving, with the models it had.
-    result = client.predict(0, None, "layercam", LABELS[1], 0.3, api_name="/explain")
+    result = client.predict(0, None, "layercam", BREAST_LABELS[1], 0.3, api_name="/explain")
     assert result[-1] == "" and Path(result[4]).is_file()
 
     original = [explainer.name for explainer in session.explorer.explainers]

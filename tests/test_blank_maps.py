@@ -11,10 +11,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import explain.evaluation as evaluation
-from explain.agreement import blank_maps
-from explain.evaluation import agreement, randomization, score_explanations
-from trainers.evaluation_report import write_report
+import explain.metrics.randomization as randomization_module
+import explain.metrics.scores as scores_module
+from explain.metrics.agreement import agreement, blank_maps
+from explain.metrics.randomization import randomization
+from explain.metrics.scores import ScoredImages, score_explanations
+from trainers.report.markdown import write_report
+
+from helpers.reports import model_entry, report_of
 
 # 2x2 maps whose comparisons are worked out by hand (see test_evaluation_metrics): ranks of A are 0,1,2,3 and of B
 # 0,2,1,3, so Spearman(A, B) = 1 - 6 * 2 / (4 * 15) = 0.8; the top half of A is {3, 4} and of B {3, 4} at other
@@ -69,10 +73,11 @@ def fake_explainer(monkeypatch: pytest.MonkeyPatch, table: dict[tuple[str, str],
             key = (model, "own" if targets is None else "reference class")
         return table[key], torch.zeros(len(table[key]), dtype=torch.long)
 
-    monkeypatch.setattr(evaluation, "explain_maps", explain_maps)
-    monkeypatch.setattr(evaluation, "randomized_copy", lambda model, seed: ("reinitialised", model))
-    monkeypatch.setattr(evaluation, "faithfulness_parts", lambda *args: None)
-    monkeypatch.setattr(evaluation, "aggregate_faithfulness", lambda *args: SimpleNamespace(numbers=lambda: {}))
+    for module in (scores_module, randomization_module):
+        monkeypatch.setattr(module, "explain_maps", explain_maps)
+    monkeypatch.setattr(randomization_module, "randomized_copy", lambda model, seed: ("reinitialised", model))
+    monkeypatch.setattr(scores_module, "faithfulness_parts", lambda *args: None)
+    monkeypatch.setattr(scores_module, "aggregate_faithfulness", lambda *args: SimpleNamespace(numbers=lambda: {}))
 
 
 def test_randomisation_mean_leaves_out_pairs_with_a_blank_map(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,13 +108,12 @@ def test_a_model_whose_maps_are_all_blank_gets_no_score(monkeypatch: pytest.Monk
     )
     pixels = torch.zeros(3, 3, 2, 2)
     predictions = torch.tensor([0, 1, 0])
-    scores = score_explanations(
-        {"teacher": "teacher", "student": "student"},
-        {"teacher": pixels, "student": pixels},
-        "gradcam",
-        {"teacher": predictions, "student": predictions},
-        {"teacher": predictions, "student": predictions},
+    images = ScoredImages(
+        pixel_values={"teacher": pixels, "student": pixels},
+        reference_targets={"teacher": predictions, "student": predictions},
+        predictions={"teacher": predictions, "student": predictions},
     )
+    scores = score_explanations({"teacher": "teacher", "student": "student"}, images, "gradcam")
     teacher, student = scores.numbers["teacher"]["randomization"], scores.numbers["student"]["randomization"]
     assert teacher["rank_correlation_mean"] == pytest.approx((0.8 + 1.0) / 2)  # image 2's blank map left out
     assert (teacher["pairs"], teacher["blank_maps"], teacher["blank_reinitialised_maps"]) == (2, 1, 0)
@@ -125,35 +129,15 @@ def test_a_model_whose_maps_are_all_blank_gets_no_score(monkeypatch: pytest.Monk
     }
 
 
-def report_with(randomization_numbers: dict, agreement_numbers: dict) -> dict:
-    """The smallest report render_markdown takes: a teacher and a student with one method's explanation numbers."""
-    cost = {
-        "parameters": 10,
-        "size_on_disk_mib": 0.5,
-        "latency_ms_batch_1": 1.0,
-        "latency_ms_batch_1_quartiles": [0.9, 1.1],
-        "latency_ms_batch_64": 0.5,
-        "latency_ms_batch_64_quartiles": [0.4, 0.6],
-        "throughput_images_per_s": 2000.0,
-    }
-    classification = {"accuracy": 0.5, "auc": 0.5, "f1": 0.5, "ece": 0.1, "per_class": {}}
-    model = {"classification": classification, "cost": cost, "faithfulness": {}}
-    return {
-        **dict.fromkeys(["dataset", "split", "images", "explained_images", "device", "dtype", "command"], "x"),
-        "reference": "teacher",
-        "labels": [],
-        "steps": 3,
-        "top_percent": 10,
-        "figures": {},
-        "models": {
-            "teacher": {**model, "randomization": {"gradcam": randomization_numbers}},
-            "student": {
-                **model,
-                "randomization": {"gradcam": randomization_numbers},
-                "agreement": {"gradcam": agreement_numbers},
-            },
-        },
-    }
+def teacher_and_student(randomization_numbers: dict, agreement_numbers: dict) -> dict:
+    """A teacher and a student with one method's randomisation numbers, the student also with its agreement."""
+    randomization = {"gradcam": randomization_numbers}
+    return report_of(
+        {
+            "teacher": model_entry(randomization=randomization),
+            "student": model_entry(randomization=randomization, agreement={"gradcam": agreement_numbers}),
+        }
+    )
 
 
 def test_report_shows_counts_and_writes_a_mean_over_no_pair_as_null_and_n_a(tmp_path: Path) -> None:
@@ -173,7 +157,7 @@ def test_report_shows_counts_and_writes_a_mean_over_no_pair_as_null_and_n_a(tmp_
         "blank_maps": 16,
         "blank_reference_maps": 6,
     }
-    index = write_report(tmp_path, report_with(randomised, agreed))
+    index = write_report(tmp_path, teacher_and_student(randomised, agreed))
     written = json.loads((tmp_path / "metrics.json").read_text())["models"]["student"]
     assert written["randomization"]["gradcam"] == {**randomised, "rank_correlation_mean": None}
     assert written["agreement"]["gradcam"] == {**agreed, "rank_correlation_mean": None, "top10_iou_mean": None}
@@ -185,7 +169,7 @@ def test_report_shows_counts_and_writes_a_mean_over_no_pair_as_null_and_n_a(tmp_
 def test_a_report_written_before_the_counts_still_renders(tmp_path: Path) -> None:
     index = write_report(
         tmp_path,
-        report_with(
+        teacher_and_student(
             {"rank_correlation_mean": 0.125},
             {"rank_correlation_mean": 0.5, "top10_iou_mean": 0.25, "prediction_agreement": 1.0, "images": 4},
         ),

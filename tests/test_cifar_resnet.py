@@ -11,15 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, make_medmnist_npz
 from transformers import AutoConfig, AutoModelForImageClassification, TrainingArguments
 
 from explain import GradCAM, resolve_target_layer
 from pipelines import DataArguments, DevicePreprocess, load_image_dataset
-from pipelines.cifar_resnet import CifarResNetConfig, CifarResNetForImageClassification
 from pipelines.models import build_classifier, load_classifier
-from trainers.distillation import DistillationTrainer, TeacherLogitsCollator
+from pipelines.models.cifar_resnet import CifarResNetConfig, CifarResNetForImageClassification
+from trainers.distillation import DistillationArguments, DistillationTrainer
 from trainers.image_classification import build_trainer
+from trainers.teacher_cache import TeacherLogitsCollator
+
+from helpers.data import make_medmnist_npz
+from helpers.project import ROOT
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PROCESSOR_32 = {"size": {"height": 32, "width": 32}, "image_mean": [0.49, 0.48, 0.45], "image_std": [0.25] * 3}
@@ -104,6 +107,7 @@ print(json.dumps({"known_before": known_before, "predictions": classify(image, t
 """
 
 
+@pytest.mark.slow
 def test_transformers_pipeline_loads_the_saved_model_once_pipelines_is_imported(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model, processor = build_classifier(TINY_CIFAR_RESNET, CIFAR_CLASSES, image_processor_config=PROCESSOR_32)
@@ -164,6 +168,7 @@ def test_distillation_trains_a_cifar_resnet_student_from_a_cifar_resnet_teacher(
         TeacherLogitsCollator,
         teacher=teacher,
         teacher_processor=teacher_processor,
+        distillation_args=DistillationArguments("runs/teacher", cache_teacher_logits=False),
     )
     trainer.train()
     assert trainer.state.global_step == 3

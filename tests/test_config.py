@@ -1,24 +1,26 @@
-"""Run configs: every shipped YAML validates, overrides win, unknown keys are named."""
+"""The command line: every shipped YAML validates, overrides win, unknown keys are named, every script reads its
+options the same way and refuses a bad precision in the same sentence."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, write_config
+import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
+import explain.cli
 from pipelines import ConfigError, DataArguments
-from trainers.arguments import (
-    ModelArguments,
-    OneCycleTrainingArguments,
-    apply_precision,
-    field_types,
-    launch_command,
-    parse_config,
-)
+from pipelines.config import field_types, parse_config, parse_flags, read_flags
+from pipelines.runtime import PRECISIONS, compute_dtype, precision_name
+from trainers.arguments import ModelArguments, OneCycleTrainingArguments, apply_precision, launch_command
+from trainers.report.arguments import ReportArguments
+
+from helpers.data import write_config
+from helpers.project import ROOT, load_script
 
 DATACLASSES = (DataArguments, ModelArguments, OneCycleTrainingArguments)  # as scripts/finetune.py parses
 FINETUNE_CONFIGS = sorted(
@@ -143,7 +145,7 @@ def test_values_of_the_wrong_kind_are_refused_by_name(tmp_path: Path, override: 
 
 
 def test_a_file_value_of_the_wrong_kind_is_refused_by_name(tmp_path: Path) -> None:
-    # A string given as class_names once silently became one class per letter.
+    # A string given as class_names must not become one class per letter.
     path = write_config(
         tmp_path / "c.yaml", dataset_name="breastmnist", model_config={"model_type": "resnet"}, class_names="catdog"
     )
@@ -276,3 +278,73 @@ def test_the_recorded_command_names_the_launcher_used(monkeypatch: pytest.Monkey
     )
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # set by accelerate launch for the processes it starts
     assert launch_command("scripts/distill.py", ["c.yaml"]) == "accelerate launch scripts/distill.py c.yaml"
+
+
+PRECISION_REFUSED = "precision is 'half'; use one of auto, fp32, bf16, fp16."
+
+
+@pytest.mark.parametrize("script", ["finetune", "distill", "lr_find"])
+def test_every_recipe_script_refuses_an_unknown_precision_in_one_sentence(script: str, tmp_path: Path) -> None:
+    values = {"dataset_name": "breastmnist", "model_config": {"model_type": "resnet"}, "output_dir": str(tmp_path)}
+    if script == "distill":
+        values["teacher_model_name_or_path"] = str(tmp_path / "teacher")
+    config = write_config(tmp_path / "c.yaml", **values, precision="half")
+    with pytest.raises(ConfigError, match=f"^{re.escape(PRECISION_REFUSED)}$"):
+        load_script(script).main([str(config)])
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments"),
+    [
+        ("report", ["--models", "teacher", "--dataset_name", "breastmnist"]),
+        ("app", ["--models", "teacher", "--dataset_name", "breastmnist"]),
+        ("python -m explain", ["--model", "teacher", "--images", "a.png"]),
+    ],
+)
+def test_every_flag_script_refuses_an_unknown_precision_in_the_same_sentence(script: str, arguments: list[str]) -> None:
+    main = explain.cli.main if script == "python -m explain" else load_script(script).main
+    with pytest.raises(ConfigError, match=f"^{re.escape(PRECISION_REFUSED)}$"):
+        main([*arguments, "--precision", "half"])
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_precision_means_one_dtype_on_a_cpu(precision: str) -> None:
+    dtype = compute_dtype(precision, torch.device("cpu"))
+    assert (
+        dtype
+        == {"auto": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    )
+    assert precision_name(dtype) == ("fp32" if precision == "auto" else precision)
+
+
+def test_flag_scripts_read_both_spellings_and_name_an_unknown_option() -> None:
+    data = ["--dataset_name", "breastmnist"]
+    dashed, _ = parse_flags((ReportArguments, DataArguments), ["--models", "a", "--batch-size", "8", *data])
+    underscored, _ = parse_flags((ReportArguments, DataArguments), ["--models", "a", "--batch_size", "8", *data])
+    assert dashed == underscored and dashed.batch_size == 8
+    with pytest.raises(ConfigError, match=r"^Unknown option --batch_sise \(did you mean --batch_size\?\)"):
+        parse_flags((ReportArguments, DataArguments), ["--models", "a", "--batch_sise", "8", *data])
+    with pytest.raises(ConfigError, match=r"^--model is required: A model folder or Hub id"):
+        load_script("shrink").parse_arguments(["--method", "int8", "--out", "x"])
+
+
+@dataclasses.dataclass
+class Flags:
+    seed: int = 0
+    ratio: float = 0.5
+    cpu: bool = False
+    names: list[str] = dataclasses.field(default_factory=list)
+
+
+def test_flags_are_read_as_their_fields_types() -> None:
+    # Numbers as numbers (YAML would read 010 as octal 8), a whole number in a float field as a float, a bool
+    # spelt t/f or bare, and one list value as a list only when it is written as a YAML list.
+    read = read_flags((Flags,), ["--seed", "010", "--ratio", "1", "--cpu", "--names", "[a].png"])
+    assert read == {"seed": 10, "ratio": 1.0, "cpu": True, "names": ["[a].png"]}
+    assert isinstance(read["ratio"], float)
+    assert read_flags((Flags,), ["--cpu", "f", "--names", "[a, b]"]) == {"cpu": False, "names": ["a", "b"]}
+
+
+def test_a_bare_flag_needs_a_value_unless_it_is_a_bool() -> None:
+    with pytest.raises(ConfigError, match=r"^--seed needs a value\.$"):
+        read_flags((Flags,), ["--seed", "--cpu"])

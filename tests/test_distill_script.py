@@ -3,63 +3,25 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-import faults
 import numpy as np
 import pytest
 import torch
-from conftest import (
-    PROCESSOR_32,
-    ROOT,
-    TINY_RESNET,
-    TINY_VIT,
-    load_script,
-    make_medmnist_npz,
-    tiny_run_config,
-    write_config,
-)
 from huggingface_hub import ModelCard
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import trainers.hub
-from pipelines import ConfigError, OfflineError
-from pipelines.models import build_classifier
+from pipelines import ConfigError, OfflineError, run_cli
 from trainers.hub import REQUIRED_FILES, files_to_push
-from trainers.model_cost import count_parameters
+from trainers.report.cost import count_parameters
+
+from helpers import faults
+from helpers.distill import COUNTS, distill_config, save_teacher
+from helpers.project import load_script
 
 main = load_script("distill").main
-
-LABELS = ["malignant", "normal, benign"]
-COUNTS = (40, 13, 17)
-
-
-def save_teacher(folder: Path, labels: list[str] = LABELS) -> Path:
-    torch.manual_seed(0)  # the same random teacher in every run
-    model, processor = build_classifier(TINY_RESNET, labels, image_processor_config=PROCESSOR_32)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
-def distill_config(tmp_path: Path, **overrides: object) -> Path:
-    make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=COUNTS)
-    values = tiny_run_config(
-        tmp_path,
-        tmp_path / "data",
-        output_dir=str(tmp_path / "student"),
-        model_config={**TINY_VIT, "model_type": "deit"},
-        deit_distillation_token=True,
-        teacher_model_name_or_path=str(save_teacher(tmp_path / "teacher")),
-        max_steps=3,
-        latency_repeats=2,
-        baseline_output_dir=str(tmp_path / "baseline"),
-    )
-    values.update(overrides)
-    return write_config(tmp_path / "distill.yaml", **values)
 
 
 def measured_by_hand(folder: Path, npz: Path) -> dict[str, float]:
@@ -222,24 +184,17 @@ def test_push_is_private_by_default_and_never_shows_the_token(distilled, monkeyp
     assert "hf_secret_token_123" not in str(error.value) and "***" in str(error.value)
 
 
-def test_label_mismatch_through_the_script_is_one_line(tmp_path: Path) -> None:
+def test_label_mismatch_through_the_script_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = distill_config(tmp_path)
     save_teacher(tmp_path / "teacher3", ["a", "b", "c"])
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "distill.py"),
-            str(config),
-            "--teacher_model_name_or_path",
-            str(tmp_path / "teacher3"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "error: The teacher has 3 labels and the student 2" in result.stderr
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: main([str(config), "--teacher_model_name_or_path", str(tmp_path / "teacher3")]))
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in error
+    assert [line for line in error.splitlines() if line.startswith("error: ")] == [
+        "error: The teacher has 3 labels and the student 2; they must share one label space."
+    ]
+    assert error.endswith("one label space.\n")
     assert not (tmp_path / "student").exists()
 
 

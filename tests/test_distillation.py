@@ -8,19 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, make_medmnist_npz
 from transformers import BertConfig, DeiTForImageClassificationWithTeacher, TrainingArguments, ViTImageProcessor
 
 from pipelines import ConfigError, DataArguments, DataError, load_image_dataset
 from pipelines.models import build_classifier, load_classifier
-from trainers.distillation import (
-    DistillationArguments,
-    DistillationTrainer,
-    TeacherLogitsCollator,
-    distillation_loss,
-)
+from trainers.distillation import DistillationArguments, DistillationTrainer
 from trainers.image_classification import build_trainer
-from trainers.losses import classification_loss
+from trainers.losses import DistillationLoss, classification_loss
+from trainers.teacher_cache import TeacherLogitsCollator
+
+from helpers.data import make_medmnist_npz
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
 
 STUDENT = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 2.0]])
 TEACHER = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
@@ -41,25 +39,25 @@ def test_soft_loss_equals_a_hand_computation_with_the_t_squared_factor() -> None
         sum(-math.log(math.exp(row[y]) / sum(math.exp(v) for v in row)) for row, y in zip(STUDENT.tolist(), [0, 1])) / 2
     )
     expected = alpha * temperature**2 * kl + (1 - alpha) * ce
-    loss = distillation_loss(STUDENT, TEACHER, LABELS, alpha=alpha, temperature=temperature)
+    loss = DistillationLoss(alpha=alpha, temperature=temperature)(STUDENT, TEACHER, LABELS)
     assert float(loss) == pytest.approx(expected, rel=1e-6)
 
 
 def test_alpha_zero_is_the_label_loss_and_alpha_one_the_distillation_term_alone() -> None:
     label_loss = classification_loss(STUDENT, LABELS)
-    assert float(distillation_loss(STUDENT, TEACHER, LABELS, alpha=0.0)) == pytest.approx(float(label_loss))
-    only_teacher = distillation_loss(STUDENT, TEACHER, torch.tensor([2, 2]), alpha=1.0, temperature=3.0)
-    same_with_other_labels = distillation_loss(STUDENT, TEACHER, LABELS, alpha=1.0, temperature=3.0)
+    assert float(DistillationLoss(alpha=0.0)(STUDENT, TEACHER, LABELS)) == pytest.approx(float(label_loss))
+    only_teacher = DistillationLoss(alpha=1.0, temperature=3.0)(STUDENT, TEACHER, torch.tensor([2, 2]))
+    same_with_other_labels = DistillationLoss(alpha=1.0, temperature=3.0)(STUDENT, TEACHER, LABELS)
     assert float(only_teacher) == pytest.approx(float(same_with_other_labels))
     expected = 9.0 * F.kl_div(
         F.log_softmax(STUDENT / 3, -1), F.log_softmax(TEACHER / 3, -1), log_target=True, reduction="batchmean"
     )
     assert float(only_teacher) == pytest.approx(float(expected))
-    assert float(distillation_loss(TEACHER, TEACHER, LABELS, alpha=1.0)) == pytest.approx(0.0, abs=1e-7)
+    assert float(DistillationLoss(alpha=1.0)(TEACHER, TEACHER, LABELS)) == pytest.approx(0.0, abs=1e-7)
 
 
 def test_hard_distillation_uses_the_teacher_argmax_as_a_second_label() -> None:
-    loss = distillation_loss(STUDENT, TEACHER, LABELS, alpha=0.5, hard=True)
+    loss = DistillationLoss(alpha=0.5, hard=True)(STUDENT, TEACHER, LABELS)
     expected = 0.5 * F.cross_entropy(STUDENT, torch.tensor([0, 2])) + 0.5 * F.cross_entropy(STUDENT, LABELS)
     assert float(loss) == pytest.approx(float(expected))
 
@@ -73,17 +71,17 @@ def test_multi_label_soft_term_is_bernoulli_kl_at_temperature() -> None:
         p, q = 1 / (1 + math.exp(-t / temperature)), 1 / (1 + math.exp(-s / temperature))
         terms.append(p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q)))
     expected = temperature**2 * sum(terms) / 2
-    loss = distillation_loss(student, teacher, labels, alpha=1.0, temperature=temperature, multi_label=True)
+    loss = DistillationLoss(alpha=1.0, temperature=temperature, multi_label=True)(student, teacher, labels)
     assert float(loss) == pytest.approx(expected, rel=1e-6)
-    hard = distillation_loss(student, teacher, labels, alpha=1.0, hard=True, multi_label=True)
+    hard = DistillationLoss(alpha=1.0, hard=True, multi_label=True)(student, teacher, labels)
     assert float(hard) == pytest.approx(float(F.binary_cross_entropy_with_logits(student, torch.ones(1, 2))))
 
 
 def test_deit_style_trains_the_class_head_on_labels_and_the_distillation_head_on_the_teacher() -> None:
     distill_head = torch.tensor([[0.0, 3.0, 0.0], [1.0, 1.0, 1.0]])
-    loss = distillation_loss(STUDENT, TEACHER, LABELS, alpha=0.4, temperature=1.0, distillation_logits=distill_head)
-    expected = 0.4 * distillation_loss(
-        distill_head, TEACHER, LABELS, alpha=1.0, temperature=1.0
+    loss = DistillationLoss(alpha=0.4, temperature=1.0)(STUDENT, TEACHER, LABELS, distill_head)
+    expected = 0.4 * DistillationLoss(alpha=1.0, temperature=1.0)(
+        distill_head, TEACHER, LABELS
     ) + 0.6 * F.cross_entropy(STUDENT, LABELS)
     assert float(loss) == pytest.approx(float(expected))
 
@@ -128,7 +126,7 @@ def _args(tmp_path: Path, **overrides) -> TrainingArguments:
 
 
 def _distiller(
-    tmp_path, data, teacher, teacher_processor=None, cache=None, augment=False, **extra
+    tmp_path, data, teacher, teacher_processor=None, cache=False, augment=False, **distillation
 ) -> DistillationTrainer:
     student, processor = build_classifier(TINY_VIT, data.label_names, image_processor_config=PROCESSOR_32)
     data_args = DataArguments(dataset_name="breastmnist", train_augmentation=augment)
@@ -142,8 +140,7 @@ def _distiller(
         TeacherLogitsCollator,
         teacher=teacher,
         teacher_processor=teacher_processor,
-        teacher_logits_cache=cache,
-        **extra,
+        distillation_args=DistillationArguments("runs/teacher", cache_teacher_logits=cache, **distillation),
     )
 
 
@@ -173,17 +170,17 @@ def test_cached_and_uncached_teacher_logits_give_the_same_loss(tmp_path: Path, d
         TINY_RESNET, data.label_names, image_processor_config={**PROCESSOR_32, "image_mean": [0.4] * 3}
     )
     torch.manual_seed(0)
-    cached = _distiller(tmp_path, data, teacher, teacher_processor, cache=tmp_path / "cache")
+    cached = _distiller(tmp_path, data, teacher, teacher_processor, cache=True)
     torch.manual_seed(0)
-    uncached = _distiller(tmp_path, data, teacher, teacher_processor, cache=None)
+    uncached = _distiller(tmp_path, data, teacher, teacher_processor, cache=False)
     assert cached.uses_cached_logits and not uncached.uses_cached_logits
     assert "teacher_logits" in cached.train_dataset.column_names
     torch.testing.assert_close(_first_batch_loss(cached), _first_batch_loss(uncached), rtol=1e-5, atol=1e-6)
-    files = list((tmp_path / "cache").glob("teacher-logits-*.safetensors"))
+    files = list(cached.teacher_cache_folder.glob("teacher-logits-*.safetensors"))
     assert len(files) == 1
     stamp = files[0].stat().st_mtime_ns
     torch.manual_seed(0)
-    again = _distiller(tmp_path, data, teacher, teacher_processor, cache=tmp_path / "cache")
+    again = _distiller(tmp_path, data, teacher, teacher_processor, cache=True)
     assert files[0].stat().st_mtime_ns == stamp  # read back, not recomputed
     torch.testing.assert_close(_first_batch_loss(again), _first_batch_loss(cached))
 
@@ -191,7 +188,7 @@ def test_cached_and_uncached_teacher_logits_give_the_same_loss(tmp_path: Path, d
 def test_with_augmentation_the_teacher_sees_the_students_crops_through_its_own_processor(tmp_path: Path, data) -> None:
     teacher, _ = build_classifier(TINY_RESNET, data.label_names, image_processor_config=PROCESSOR_32)
     teacher_processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.2] * 3, image_std=[0.25] * 3)
-    trainer = _distiller(tmp_path, data, teacher, teacher_processor, cache=tmp_path / "cache", augment=True)
+    trainer = _distiller(tmp_path, data, teacher, teacher_processor, cache=True, augment=True)
     assert not trainer.uses_cached_logits  # augmentation on: the teacher must see each augmented batch
     trainer.model.train()
     inputs = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(8)]))
@@ -237,9 +234,9 @@ def test_deit_student_with_distillation_token_trains(tmp_path: Path, data) -> No
         DataArguments(dataset_name="breastmnist"),
         TeacherLogitsCollator,
         teacher=teacher,
-        deit_distillation_token=True,
-        alpha=0.3,
-        temperature=3.0,
+        distillation_args=DistillationArguments(
+            "runs/teacher", deit_distillation_token=True, alpha=0.3, temperature=3.0, cache_teacher_logits=False
+        ),
     )
     head = student.distillation_classifier.weight.clone()
     trainer.train()
@@ -263,7 +260,7 @@ def test_deit_student_with_distillation_token_trains(tmp_path: Path, data) -> No
     expected = 0.3 * 9.0 * kl + 0.7 * F.cross_entropy(outputs.cls_logits, inputs["labels"])
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
     # The heads disagree enough that the same loss on their mean would differ (else the check above proves nothing).
-    on_the_mean = distillation_loss(outputs.logits, teacher_logits, inputs["labels"], alpha=0.3, temperature=3.0)
+    on_the_mean = DistillationLoss(alpha=0.3, temperature=3.0)(outputs.logits, teacher_logits, inputs["labels"])
     assert float(on_the_mean) != pytest.approx(float(expected), rel=1e-3)
 
 

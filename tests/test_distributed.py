@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import faults
 import pytest
-from conftest import load_script, make_medmnist_npz, tiny_run_config, write_config
 
 from pipelines.locks import LOCK_NAME
+
+from helpers import faults
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.project import load_script
 
 main = load_script("finetune").main
 

@@ -8,21 +8,24 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_VIT
 from torch import nn
 
-import trainers.evaluation_plots as plots
-from explain.agreement import common_resolution, randomized_copy, rank_correlation, top_fraction_iou
-from explain.evaluation import agreement, explain_maps, randomization
-from explain.faithfulness import deletion_insertion, pixel_ranks, random_maps
+import trainers.report.figures as plots
+from explain.metrics.agreement import agreement, common_resolution, rank_correlation, top_fraction_iou
+from explain.metrics.faithfulness import CurveSettings, deletion_insertion
+from explain.metrics.masking import pixel_ranks, random_maps
+from explain.metrics.randomization import randomization, randomized_copy
+from explain.registry import explain_maps
 from pipelines import ConfigError
 from pipelines.models import build_classifier
-from trainers.evaluation import (
+from trainers.report.classification import (
     expected_calibration_error,
     per_class_precision_recall,
     roc_curves,
     shared_label_space,
 )
+
+from helpers.models import PROCESSOR_32, TINY_VIT
 
 
 class SumModel(nn.Module):
@@ -41,7 +44,7 @@ def test_deletion_and_insertion_curves_and_areas_by_hand() -> None:
     image = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # (1, 1, 2, 2): pixel sum 10
     maps = image[:, 0]  # the brightest pixel is the most important
     curves = deletion_insertion(
-        SumModel(), image, maps, torch.tensor([0]), steps=4, insertion_start=torch.zeros_like(image)
+        SumModel(), image, maps, torch.tensor([0]), CurveSettings(steps=4, insertion_start=torch.zeros_like(image))
     )
     torch.testing.assert_close(curves.fractions, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
     # deletion removes 4, then 3, then 2, then 1: visible sums 10, 6, 3, 1, 0
@@ -60,8 +63,8 @@ def test_curves_do_not_depend_on_the_forward_batch_size() -> None:
     images = torch.rand(5, 1, 4, 4)
     maps = torch.rand(5, 4, 4)
     targets = torch.tensor([0, 1, 0, 1, 0])
-    one = deletion_insertion(SumModel(), images, maps, targets, steps=3, batch_size=2)
-    many = deletion_insertion(SumModel(), images, maps, targets, steps=3, batch_size=64)
+    one = deletion_insertion(SumModel(), images, maps, targets, CurveSettings(steps=3, batch_size=2))
+    many = deletion_insertion(SumModel(), images, maps, targets, CurveSettings(steps=3, batch_size=64))
     torch.testing.assert_close(one.deletion, many.deletion)
     torch.testing.assert_close(one.insertion, many.insertion)
     assert one.deletion.shape == (5, 4)
@@ -79,9 +82,9 @@ def test_a_faithful_map_beats_random_maps_on_a_model_that_reads_one_region() -> 
     truthful[..., :4] = 1 + torch.rand(16, 8, 4)  # the region the model reads, first
     targets = torch.zeros(16, dtype=torch.long)
     start = torch.zeros_like(images)
-    faithful = deletion_insertion(LeftHalf(), images, truthful, targets, steps=8, insertion_start=start)
+    faithful = deletion_insertion(LeftHalf(), images, truthful, targets, CurveSettings(steps=8, insertion_start=start))
     random = deletion_insertion(
-        LeftHalf(), images, random_maps(truthful, seed=1), targets, steps=8, insertion_start=start
+        LeftHalf(), images, random_maps(truthful, seed=1), targets, CurveSettings(steps=8, insertion_start=start)
     )
     assert float(faithful.deletion_auc.mean()) < float(random.deletion_auc.mean())
     assert float(faithful.insertion_auc.mean()) > float(random.insertion_auc.mean())
@@ -89,7 +92,9 @@ def test_a_faithful_map_beats_random_maps_on_a_model_that_reads_one_region() -> 
 
 def test_too_few_steps_or_mismatched_maps_are_refused() -> None:
     with pytest.raises(ConfigError, match="at least 2 steps"):
-        deletion_insertion(SumModel(), torch.rand(1, 1, 2, 2), torch.rand(1, 2, 2), torch.tensor([0]), steps=1)
+        deletion_insertion(
+            SumModel(), torch.rand(1, 1, 2, 2), torch.rand(1, 2, 2), torch.tensor([0]), CurveSettings(steps=1)
+        )
     with pytest.raises(ConfigError, match="do not match"):
         deletion_insertion(SumModel(), torch.rand(1, 1, 4, 4), torch.rand(1, 2, 2), torch.tensor([0]))
 

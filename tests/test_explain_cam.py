@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
-from test_explain_support import TOKEN_MODELS, FullResolutionCNN, images, one_thread, tiny  # noqa: F401
 from torch import nn
 
 from explain import (
@@ -22,6 +21,10 @@ from explain import (
 )
 from explain.cam import first_component
 from pipelines.errors import DataError
+
+from helpers.explain_models import HAND_INPUT, TOKEN_MODELS, FullResolutionCNN, HandSet, images, tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
 
 CAM_METHODS = (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM)
 
@@ -52,25 +55,6 @@ def test_lean_and_captum_backends_agree(model_type: str) -> None:
     lean, captum = GradCAM(model)(pixel_values, targets=[0, 1, 2]), CaptumGradCAM(model)(pixel_values, [0, 1, 2])
     assert (lean.maps - captum.maps).abs().max() < 1e-5
     assert torch.equal(lean.target, captum.target) and torch.allclose(lean.score, captum.score)
-
-
-class HandSet(nn.Module):
-    """x -> ReLU(1x1 conv with channel weights [1, -1]) -> mean over pixels -> linear head [[1, -1], [-1, 2]]."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 2, kernel_size=1, bias=False)
-        self.act = nn.ReLU()
-        self.head = nn.Linear(2, 2, bias=False)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).reshape(2, 1, 1, 1))
-            self.head.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 2.0]]))
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.head(self.act(self.conv(pixel_values)).mean(dim=(2, 3)))
-
-
-HAND_INPUT = torch.tensor([[[[1.0, 2.0], [-1.0, 3.0]]]])  # (1, 1, 2, 2)
 
 
 def test_hand_set_weights_give_hand_computed_maps() -> None:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_explain_support import images, one_thread, tiny  # noqa: F401
 
 from explain import make_method
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+from helpers.explain_models import images, tiny
+
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU"),
+]
 
 
 def cuda_batch(batch: int = 4, seed: int = 0) -> torch.Tensor:

@@ -6,16 +6,19 @@ import pytest
 import torch
 from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 from captum.attr import GuidedGradCam as CaptumGuidedGradCam
-from test_explain_cam import HAND_INPUT, HandSet
-from test_explain_support import images, no_hooks_left, one_thread, tiny  # noqa: F401
 
 from explain import GradCAM, GuidedBackprop, GuidedGradCAM, LogitsModule, scale_to_unit, upsample
 from explain.guided import saliency
 from explain.layers import activation_modules
 from pipelines.errors import ConfigError
 
+from helpers.explain_models import HAND_INPUT, HandSet, images, tiny
+
 # The tests call Captum directly too; its notice that it hooks ReLU modules is expected there.
-pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations"),
+]
 
 
 def plain_input_gradient(model: torch.nn.Module, pixel_values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_explain_support import images, no_hooks_left, one_thread, tiny  # noqa: F401
 
 from explain import METHODS, make_method, methods_for
+
+from helpers.explain_models import images, no_hooks_left, tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
 
 
 class Boom(RuntimeError):

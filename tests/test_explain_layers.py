@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_explain_support import ALL_MODELS, TOKEN_MODELS, images, one_thread, tiny  # noqa: F401
 
 from explain import GradCAM, make_method, methods_for, prefix_token_count, resolve_target_layer
 from explain.layers import candidate_layers, encoder_blocks, is_transformer, to_grid, token_grid
 from pipelines.errors import ConfigError, DataError
+
+from helpers.explain_models import ALL_MODELS, TOKEN_MODELS, images, tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
 
 EXPECTED_LAYERS = {
     "vit": "vit.layers.1.layernorm_before",

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from medmnist import INFO
 from PIL import Image as PILImage
-from test_explain_support import one_thread  # noqa: F401
 
 from explain.plots import (
     CAPTION_CHARS,
+    MisclassifiedPanels,
     blend_overlay,
     display_images,
     draw_overlay,
@@ -23,6 +24,8 @@ from explain.plots import (
     resize_maps,
 )
 from pipelines.io import atomic_save_figure
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
@@ -60,9 +63,10 @@ def test_panel_grid_has_one_row_per_image_and_one_column_per_panel() -> None:
 
 
 def test_misclassified_figure_names_true_and_predicted_labels() -> None:
-    figure = misclassified_figure(
+    panels = MisclassifiedPanels(
         IMAGES[:2], MAPS[:2], np.zeros((2, 16, 16)), ["cat", "dog"], ["dog (0.9)", "cat (0.8)"], names=["a", "b"]
     )
+    figure = misclassified_figure(panels)
     assert figure.axes[0].get_xlabel() == "true: cat\npred: dog (0.9)"
     assert figure.axes[0].get_ylabel() == "a" and figure.axes[3].get_ylabel() == "b"
     assert [axis.get_title() for axis in figure.axes[:3]] == [

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_explain_support import images, one_thread, tiny  # noqa: F401
 
 from explain import AttentionRollout, attention_rollout, scale_to_unit, upsample
 from pipelines.errors import ConfigError
+
+from helpers.explain_models import images, tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
 
 
 def test_one_layer_rollout_by_hand() -> None:

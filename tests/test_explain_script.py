@@ -13,30 +13,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, ROOT, TINY_RESNET, TINY_VIT, make_medmnist_npz
 from matplotlib.figure import Figure
 from medmnist import INFO
 from PIL import Image as PILImage
-from test_explain_support import one_thread  # noqa: F401
 
 import explain.cli as script
+import explain.figures
 from explain.registry import METHODS
 from pipelines.errors import ConfigError, DataError, OfflineError, UserFacingError
 from pipelines.models import build_classifier, load_classifier
 from pipelines.preprocess import DevicePreprocess
 
-LABELS = ["malignant", "normal, benign"]  # BreastMNIST's
+from helpers.data import make_medmnist_npz
+from helpers.models import BREAST_LABELS, PROCESSOR_32, TINY_RESNET, TINY_VIT, save_classifier
+from helpers.project import ROOT
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
+
 # One of the two lines torch logs when torchao 0.18 registers its enums at import (see the offline test below).
 TORCHAO_IMPORT_WARNING = re.compile(
     r"^W\d{4} [\d:.]+ \d+ \S*torch/utils/_pytree\.py:\d+\] <enum '\w+'> is an Enum subclass"
 )
-
-
-def _save_model(folder: Path, model_config: dict, labels: list[str] = LABELS) -> str:
-    model, processor = build_classifier(model_config, labels, image_processor_config=PROCESSOR_32)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +46,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {
         "root": root,
         "data": ["--dataset_name", "breastmnist", "--data_dir", str(root / "data"), "--verify_md5", "false"],
-        "resnet": _save_model(root / "resnet", TINY_RESNET),
-        "vit": _save_model(root / "vit", TINY_VIT),
-        "three_labels": _save_model(root / "three", TINY_RESNET, ["a", "b", "c"]),
-        "swapped_labels": _save_model(root / "swapped", TINY_VIT, LABELS[::-1]),
+        "resnet": save_classifier(root / "resnet", TINY_RESNET),
+        "vit": save_classifier(root / "vit", TINY_VIT),
+        "three_labels": save_classifier(root / "three", TINY_RESNET, ["a", "b", "c"]),
+        "swapped_labels": save_classifier(root / "swapped", TINY_VIT, BREAST_LABELS[::-1]),
         "missing_folder": str(root / "nowhere"),
         "uncached_hub_id": "nobody/no-such-model",
     }
@@ -73,7 +70,7 @@ def test_dataset_run_writes_every_figure_and_the_index(setup: dict, tmp_path: Pa
     assert index["methods"] == ["gradcam", "guided_gradcam", "eigencam"]
     assert all(entry["shows"] for entry in index["files"])
     rows = index["images"]
-    assert len(rows) == 4 and {row["true"] for row in rows} == set(LABELS)  # both classes shown
+    assert len(rows) == 4 and {row["true"] for row in rows} == set(BREAST_LABELS)  # both classes shown
     assert all(row["image"].startswith("test[") for row in rows)
     misclassified = index["files"][3]["images"]
     assert 1 <= len(misclassified) <= 4 and index["misclassified"]["of"] == 24
@@ -90,13 +87,13 @@ def test_dataset_run_writes_every_figure_and_the_index(setup: dict, tmp_path: Pa
 def figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
     """Each figure the run saves, by file name, to read its titles and texts."""
     saved: dict[str, Figure] = {}
-    save = script.atomic_save_figure
+    save = explain.figures.atomic_save_figure
 
     def keep(figure: Figure, path: Path, **options: object) -> None:
         saved[Path(path).name] = figure
         save(figure, path, **options)
 
-    monkeypatch.setattr(script, "atomic_save_figure", keep)
+    monkeypatch.setattr(explain.figures, "atomic_save_figure", keep)
     return saved
 
 
@@ -134,7 +131,7 @@ def test_a_chosen_class_is_explained_for_every_image(setup: dict, tmp_path: Path
 def test_n_limits_image_files_too(setup: dict, tmp_path: Path, figures: dict, caplog: pytest.LogCaptureFixture) -> None:
     paths = _write_images([tmp_path / f"image{number}.png" for number in range(10)])
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="explain.cli"):
+    with caplog.at_level(logging.WARNING, logger="explain.inputs"):
         index = script.main(
             ["--model", setup["resnet"], "--images", *paths, "--n", "3", "--methods", "gradcam", "--out", str(out)]
         )
@@ -159,7 +156,7 @@ def test_files_with_one_base_name_stay_apart(setup: dict, tmp_path: Path, figure
 
 
 def test_short_names_keep_inputs_apart_and_fit_under_a_panel() -> None:
-    from explain.cli import short_names
+    from explain.figures import short_names
 
     assert short_names(["/data/a/x.png", "/data/b/x.png", "c.png"]) == ["a/x.png", "b/x.png", "c.png"]
     assert short_names(["test[0]", "test[12]"]) == ["test[0]", "test[12]"]
@@ -285,7 +282,7 @@ def test_nothing_misclassified_is_said_in_words_and_indexed_without_a_file(
 ) -> None:
     make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=(4, 4, 6), test_labels=np.zeros((6, 1), np.uint8))
     torch.manual_seed(0)
-    model, processor = build_classifier(TINY_RESNET, LABELS, image_processor_config=PROCESSOR_32)
+    model, processor = build_classifier(TINY_RESNET, BREAST_LABELS, image_processor_config=PROCESSOR_32)
     with torch.no_grad():  # predicts class 0 (malignant) for every image: the label of every test image
         model.classifier[-1].weight.zero_()
         model.classifier[-1].bias.copy_(torch.tensor([5.0, -5.0]))
@@ -293,7 +290,7 @@ def test_nothing_misclassified_is_said_in_words_and_indexed_without_a_file(
     processor.save_pretrained(tmp_path / "model")
     data = ["--dataset_name", "breastmnist", "--data_dir", str(tmp_path / "data"), "--verify_md5", "false"]
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="explain.cli"):
+    with caplog.at_level(logging.WARNING, logger="explain.figures"):
         index = script.main(
             ["--model", str(tmp_path / "model"), *data, "--methods", "gradcam", "--misclassified", "true"]
             + ["--out", str(out)]
@@ -408,3 +405,12 @@ def test_uncached_checkpoint_offline_ends_in_one_sentence(setup: dict, tmp_path:
     lines = [line for line in result.stderr.strip().splitlines() if not TORCHAO_IMPORT_WARNING.match(line)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: 'nobody/no-such-model' is neither a local folder nor in the local Hugging Face")
+
+
+def test_python_m_explain_help_names_the_maps_options(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--help"])
+    printed = capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert printed.startswith("usage: python -m explain ")
+    assert all(option in printed for option in ("--model", "--compare_with", "--save_maps", "--push_to_hub"))

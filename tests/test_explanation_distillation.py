@@ -1,4 +1,4 @@
-"""Explanation-enhanced distillation (issue 13): the term by hand, where its gradient goes, weight 0, the cache,
+"""Explanation-enhanced distillation: the term by hand, where its gradient goes, weight 0, the cache,
 every pairing, and that it raises the student's agreement with the teacher."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT, make_medmnist_npz
 from torch import nn
 from transformers import (
     AutoImageProcessor,
@@ -23,19 +22,19 @@ from transformers import (
 import trainers.distillation
 from explain import GradCAM
 from explain.cam import class_activation_maps
-from explain.evaluation import agreement
 from explain.layers import TargetLayer
+from explain.metrics.agreement import agreement
 from pipelines import ConfigError, DataArguments, DataError, load_image_dataset
 from pipelines.models import build_classifier
-from trainers.distillation import (
-    DistillationArguments,
-    DistillationTrainer,
-    TeacherLogitsCollator,
-    common_grid,
-    explained_classes,
-    explanation_loss,
-)
+from trainers.distillation import DistillationArguments, DistillationTrainer
 from trainers.image_classification import build_trainer
+from trainers.losses import DistillationLoss, common_grid, explained_classes, explanation_loss
+from trainers.teacher_cache import TeacherLogitsCollator
+
+from helpers.data import make_medmnist_npz
+from helpers.distill import distill_config
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
+from helpers.project import load_script
 
 PROCESSOR_64 = {**PROCESSOR_32, "size": {"height": 64, "width": 64}}
 
@@ -128,7 +127,7 @@ def data(tmp_path: Path):
     )
 
 
-def _trainer(tmp_path, data, teacher, student=None, teacher_processor=None, cache=None, steps=3, **extra):
+def _trainer(tmp_path, data, teacher, student=None, teacher_processor=None, cache=False, steps=3, **distillation):
     if student is None:
         student = build_classifier(TINY_VIT, data.label_names, image_processor_config=PROCESSOR_32)
     model, processor = student
@@ -154,8 +153,7 @@ def _trainer(tmp_path, data, teacher, student=None, teacher_processor=None, cach
         TeacherLogitsCollator,
         teacher=teacher,
         teacher_processor=teacher_processor,
-        teacher_logits_cache=cache,
-        **extra,
+        distillation_args=DistillationArguments("runs/teacher", cache_teacher_logits=cache, **distillation),
     )
 
 
@@ -206,9 +204,10 @@ def test_trainer_loss_is_distillation_plus_weight_times_the_term_by_hand(tmp_pat
     )
     pooled = nn.functional.avg_pool2d(teacher_maps[:, None].detach(), 2)[:, 0].flatten(1)  # 8x8 -> 4x4 blocks
     cosine = nn.functional.cosine_similarity(student_maps.flatten(1), pooled, dim=1)
-    plain = trainers.distillation.distillation_loss(student_logits, teacher_logits.detach(), inputs["labels"])
-    assert float(loss.detach()) == pytest.approx(float(plain + 0.7 * (1 - cosine).mean()), rel=1e-4)
-    assert float((1 - cosine).mean()) > 0.05  # the term is not negligible, so the check above weighs it
+    plain = DistillationLoss()(student_logits, teacher_logits.detach(), inputs["labels"])
+    expected = (plain + 0.7 * (1 - cosine).mean()).detach()
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-4)
+    assert float((1 - cosine).mean().detach()) > 0.05  # the term is not negligible, so the check above weighs it
 
 
 def test_the_terms_gradient_reaches_the_student_and_never_the_teacher(tmp_path: Path, data) -> None:
@@ -238,7 +237,7 @@ def test_weight_zero_is_exactly_plain_distillation(tmp_path: Path, data, monkeyp
     monkeypatch.setattr(trainers.distillation, "maps_from_activation", None)
     for extra in ({}, {"explanation_weight": 0.0, "explanation_method": "layercam", "student_target_layer": "vit"}):
         torch.manual_seed(0)
-        trainer = _trainer(tmp_path, data, teacher, cache=tmp_path / "cache", **extra)
+        trainer = _trainer(tmp_path, data, teacher, cache=True, **extra)
         loss = float(trainer.compute_loss(trainer.model, _first_batch(trainer)))
         trainer.train()
         results.append((loss, trainer.cache_key(), {k: v.clone() for k, v in trainer.model.state_dict().items()}))
@@ -254,9 +253,7 @@ def test_cached_and_uncached_teacher_maps_give_the_same_loss(tmp_path: Path, dat
         TINY_RESNET, data.label_names, image_processor_config={**PROCESSOR_64, "image_mean": [0.4] * 3}
     )
     torch.manual_seed(0)
-    cached = _trainer(
-        tmp_path, data, teacher, teacher_processor=teacher_processor, cache=tmp_path / "c", explanation_weight=2.0
-    )
+    cached = _trainer(tmp_path, data, teacher, teacher_processor=teacher_processor, cache=True, explanation_weight=2.0)
     torch.manual_seed(0)
     uncached = _trainer(tmp_path, data, teacher, teacher_processor=teacher_processor, explanation_weight=2.0)
     assert cached.uses_cached_logits and "teacher_maps" in cached.train_dataset.column_names
@@ -319,9 +316,7 @@ def test_a_short_run_raises_the_students_agreement_with_the_teacher(tmp_path: Pa
     for weight in (0.0, 1.0):
         torch.manual_seed(0)
         student = build_classifier(TINY_VIT, data.label_names, image_processor_config=PROCESSOR_32)
-        trainer = _trainer(
-            tmp_path, data, teacher, student, cache=tmp_path / "cache", steps=12, explanation_weight=weight
-        )
+        trainer = _trainer(tmp_path, data, teacher, student, cache=True, steps=12, explanation_weight=weight)
         trainer.args.learning_rate = 1e-3
         trainer.train()
         images = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
@@ -370,10 +365,8 @@ def test_missing_layers_and_unaligned_grids_are_one_sentence(tmp_path: Path, dat
 
 
 def test_the_results_table_shows_each_students_agreement_with_the_teacher(tmp_path: Path) -> None:
-    from test_distill_script import distill_config, main
-
     config = distill_config(tmp_path, explanation_weight=1.0, train_baseline=False)  # its row: the same code
-    result = main([str(config)])
+    result = load_script("distill").main([str(config)])
     rows = json.loads((tmp_path / "student" / "results.json").read_text())["rows"]
     assert result["rows"] == rows and rows[0]["agreement"] is None
     # Recomputed here from the saved folders: each model's own image processor, explain's Grad-CAM, both at the

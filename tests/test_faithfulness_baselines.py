@@ -5,28 +5,38 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_faithfulness_road import CheckerRegion, checker_images, report_with
 
-from explain.evaluation import MIN_RANGE, FaithfulnessSettings, faithfulness, paired_measures
-from explain.faithfulness import deletion_insertion
-from explain.road import road_curves
+from explain.metrics.faithfulness import (
+    MIN_RANGE,
+    CurveSettings,
+    FaithfulnessSettings,
+    deletion_insertion,
+    faithfulness,
+    paired_measures,
+)
+from explain.metrics.road import RoadSettings, road_curves
 from pipelines import ConfigError
-from trainers.evaluation import EvaluateArguments
-from trainers.evaluation_report import render_markdown
+from trainers.report.arguments import ReportArguments
+from trainers.report.markdown import render_markdown
+
+from helpers.explain_models import CheckerRegion, checker_images
+from helpers.reports import report_with
 
 
 def test_insertion_from_the_removed_image_starts_where_deletion_ends() -> None:
     images, truthful = checker_images(count=6)
     targets = torch.zeros(6, dtype=torch.long)
-    settings = FaithfulnessSettings(2, 4, road_fractions=(0.5,), insertion_start="removed", deletion_value=0.0)
-    result = faithfulness(CheckerRegion(), images, truthful, targets, steps=4, settings=settings)
-    by_hand = deletion_insertion(CheckerRegion(), images, truthful, targets, steps=4, insertion_start=0 * images)
+    settings = FaithfulnessSettings(2, 4, road_fractions=(0.5,), insertion_start="removed", deletion_value=0.0, steps=4)
+    result = faithfulness(CheckerRegion(), images, truthful, targets, settings)
+    by_hand = deletion_insertion(
+        CheckerRegion(), images, truthful, targets, CurveSettings(steps=4, insertion_start=0 * images)
+    )
     np.testing.assert_allclose(result.insertion_curve, by_hand.insertion.mean(0).numpy(), rtol=1e-6)
     # Its first point is the fully deleted image: the last point of deletion.
     assert result.insertion_curve[0] == pytest.approx(result.deletion_curve[-1])
     assert result.insertion_curve[-1] == pytest.approx(result.deletion_curve[0])
     assert "every pixel removed" in result.numbers()["baselines"]["insertion"]
-    blurred = faithfulness(CheckerRegion(), images, truthful, targets, steps=4, settings=FaithfulnessSettings(2, 4))
+    blurred = faithfulness(CheckerRegion(), images, truthful, targets, FaithfulnessSettings(2, 4, steps=4))
     assert blurred.insertion_curve[0] != pytest.approx(result.insertion_curve[0])  # the default start is the blur
 
 
@@ -34,7 +44,7 @@ def test_an_unknown_insertion_start_is_one_sentence() -> None:
     with pytest.raises(ConfigError, match="insertion_start is 'grey'; use 'blurred', 'removed' or images"):
         FaithfulnessSettings(insertion_start="grey")
     with pytest.raises(ConfigError, match="insertion_start is 'grey'; use one of blurred, removed"):
-        EvaluateArguments(models=["a"], insertion_start="grey")
+        ReportArguments(models=["a"], insertion_start="grey")
 
 
 def test_images_whose_probability_barely_moves_are_left_out_of_the_normalised_measures() -> None:
@@ -42,8 +52,8 @@ def test_images_whose_probability_barely_moves_are_left_out_of_the_normalised_me
     targets = torch.zeros(8, dtype=torch.long)
     # Half of the images carry a weak pattern: deleting it moves their probability by less than MIN_RANGE.
     images[4:] *= 0.01
-    curves = deletion_insertion(CheckerRegion(), images, truthful, targets, steps=4, lerf=True)
-    road = road_curves(CheckerRegion(), images, truthful, targets, fractions=(0.5,))
+    curves = deletion_insertion(CheckerRegion(), images, truthful, targets, CurveSettings(steps=4, lerf=True))
+    road = road_curves(CheckerRegion(), images, truthful, targets, RoadSettings(fractions=(0.5,)))
     flat = curves.deletion_range.abs() < MIN_RANGE
     assert flat[4:].all() and not flat[:4].any()
     measures = paired_measures(curves, road)
@@ -53,7 +63,7 @@ def test_images_whose_probability_barely_moves_are_left_out_of_the_normalised_me
     # A blur leaves these 16 px images' prediction unchanged: no image has an insertion range to normalise by, and
     # the paired test says so instead of deciding on noise divided by 0.004.
     assert (curves.insertion_range.abs() < MIN_RANGE).all() and np.isnan(measures["insertion"]).all()
-    result = faithfulness(CheckerRegion(), images, truthful, targets, steps=4, settings=FaithfulnessSettings(2, 4))
+    result = faithfulness(CheckerRegion(), images, truthful, targets, FaithfulnessSettings(2, 4, steps=4))
     insertion = result.numbers()["against_random"]["insertion"]
     assert insertion["images"] == 0 and insertion["verdict"] == "unclear"
 
@@ -61,7 +71,7 @@ def test_images_whose_probability_barely_moves_are_left_out_of_the_normalised_me
 def test_the_report_shows_how_far_random_draws_differ() -> None:
     images, truthful = checker_images(count=12)
     targets = torch.zeros(12, dtype=torch.long)
-    result = faithfulness(CheckerRegion(), images, truthful, targets, steps=4, settings=FaithfulnessSettings(4, 4))
+    result = faithfulness(CheckerRegion(), images, truthful, targets, FaithfulnessSettings(4, 4, steps=4))
     draws = result.numbers()["random_draws"]
     for curve in ("deletion", "insertion"):
         by_hand = [float(np.trapezoid(mean, result.random_fractions)) for mean in result.random_curves[curve]]

@@ -10,22 +10,25 @@ import torch.nn.functional as F
 from scipy.sparse import lil_matrix
 from scipy.sparse.linalg import spsolve
 from scipy.stats import wilcoxon
-from torch import nn
 
-from explain.benchmarking import benchmark_road, road_masks
-from explain.evaluation import MEASURES, FaithfulnessSettings, PairedComparison, faithfulness
-from explain.faithfulness import deletion_insertion, normalised_area, random_maps
-from explain.road import (
-    _as_images,
-    _as_systems,
-    _Multigrid,
-    _prolong,
-    linear_imputation,
-    noisy_linear_imputation,
+from explain.metrics.faithfulness import (
+    CurveSettings,
+    FaithfulnessSettings,
+    deletion_insertion,
+    faithfulness,
+    normalised_area,
 )
+from explain.metrics.masking import random_maps
+from explain.metrics.road import noisy_linear_imputation
+from explain.metrics.road_solver import Multigrid, as_images, as_systems, linear_imputation, prolong
+from explain.metrics.statistics import MEASURES, PairedComparison
 from pipelines.errors import ConfigError
-from trainers.evaluation import EvaluateArguments
-from trainers.evaluation_report import render_markdown
+from trainers.benchmark.faithfulness import benchmark_road, road_masks
+from trainers.report.arguments import ReportArguments
+from trainers.report.markdown import render_markdown
+
+from helpers.explain_models import CheckerRegion, checker_images
+from helpers.reports import report_with
 
 # float32 conjugate gradients against scipy's float64 direct solve, on inputs of size about 1.
 IMPUTATION_TOLERANCE = 1e-4
@@ -120,9 +123,9 @@ def test_the_v_cycle_is_a_symmetric_positive_definite_matrix() -> None:
     removed = hard_masks(height, width, generator)[[0, 3]]
     removed[1, 2:9, 0:6] = False  # a kept block on the border inside the removed region
     pixels = height * width
-    preconditioner = _Multigrid(removed[:, None])
+    preconditioner = Multigrid(removed[:, None])
     basis = torch.eye(pixels).view(1, pixels, height, width) * removed[:, None].float()  # (2, n, H, W)
-    columns = _as_images(preconditioner(_as_systems(basis))).reshape(2, pixels, pixels)  # [m, j] = M_m e_j
+    columns = as_images(preconditioner(as_systems(basis))).reshape(2, pixels, pixels)  # [m, j] = M_m e_j
     for mask, matrix in zip(removed, columns):
         unknowns = mask.flatten()
         block = matrix[unknowns][:, unknowns].double()
@@ -139,7 +142,7 @@ def test_the_closed_form_coarse_operator_is_r_a_p_written_out() -> None:
     height, width = 11, 10
     removed = hard_masks(height, width, generator)[[0, 3]]
     removed[1, 4:7, 0:3] = False  # a kept block on the border inside the removed region
-    fine, coarse = _Multigrid(removed[:, None]).levels[:2]
+    fine, coarse = Multigrid(removed[:, None]).levels[:2]
     coarse_height, coarse_width = coarse.size
     points, coarse_points, masks = height * width, coarse_height * coarse_width, len(removed)
 
@@ -149,7 +152,7 @@ def test_the_closed_form_coarse_operator_is_r_a_p_written_out() -> None:
     fine_basis = torch.eye(points).view(points, 1, height, width) * fine.active
     coarse_basis = torch.eye(coarse_points).view(coarse_points, 1, coarse_height, coarse_width) * coarse.active
     matrix = dense(fine.apply(fine_basis.contiguous(memory_format=torch.channels_last)) * fine.active)
-    prolongation = dense(_prolong(coarse_basis.contiguous(memory_format=torch.channels_last), fine.size) * fine.weight)
+    prolongation = dense(prolong(coarse_basis.contiguous(memory_format=torch.channels_last), fine.size) * fine.weight)
     expected = prolongation.mT @ matrix @ prolongation
     assert expected.abs().max() > 0.1  # the masks leave coarse points to solve for
     got = dense(coarse.apply(coarse_basis.contiguous(memory_format=torch.channels_last)) * coarse.active)
@@ -171,43 +174,16 @@ def test_a_mask_that_does_not_fit_the_images_is_refused_in_one_sentence() -> Non
         linear_imputation(torch.zeros(2, 3, 8, 8), torch.zeros(2, 7, 8, dtype=torch.bool))
 
 
-class CheckerRegion(nn.Module):
-    """Reads only the left half of a 16 x 16 image: the class's evidence is the match of those pixels with a
-    checkerboard (a pattern that neither a blur nor linear imputation can restore), scaled by 3."""
-
-    def __init__(self, bias: float = 0.0) -> None:
-        super().__init__()
-        pattern = torch.zeros(16, 16)
-        pattern[:, :8] = (torch.arange(16)[:, None] + torch.arange(8)[None, :]) % 2 * 2 - 1.0
-        self.register_buffer("pattern", pattern)
-        self.bias = bias
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        evidence = (pixel_values[:, 0] * self.pattern).sum((1, 2)) / 128 * 3 + self.bias
-        return torch.stack([evidence, -evidence], dim=1)
-
-
-def checker_images(count: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images that carry the checkerboard (each its own strength) on noise, and a map of the region that decides."""
-    generator = torch.Generator().manual_seed(seed)
-    strength = 0.5 + torch.rand(count, 1, 1, generator=generator)
-    images = 0.3 * torch.randn(count, 16, 16, generator=generator) + strength * CheckerRegion().pattern
-    region = torch.zeros(count, 16, 16)
-    region[..., :8] = 1.0
-    truthful = region + 0.01 * torch.rand(count, 16, 16, generator=generator)  # the order inside a region: random
-    return images[:, None], truthful
-
-
 def test_a_map_of_the_deciding_region_beats_random_maps_on_every_measure_and_its_reverse_loses() -> None:
     images, truthful = checker_images()
     targets = torch.zeros(len(images), dtype=torch.long)
     # Insertion from the removed image: a blur of these 16 px images leaves the prediction where it was (a range
-    # of about 0.01), too little to normalise by (explain.evaluation.MIN_RANGE).
+    # of about 0.01), too little to normalise by (explain.metrics.faithfulness.MIN_RANGE).
     settings = FaithfulnessSettings(
-        random_maps=8, random_steps=8, road_fractions=(0.2, 0.5, 0.8), insertion_start="removed"
+        random_maps=8, random_steps=8, road_fractions=(0.2, 0.5, 0.8), insertion_start="removed", steps=8
     )
-    good = faithfulness(CheckerRegion(), images, truthful, targets, steps=8, settings=settings)
-    bad = faithfulness(CheckerRegion(), images, -truthful, targets, steps=8, settings=settings)
+    good = faithfulness(CheckerRegion(), images, truthful, targets, settings)
+    bad = faithfulness(CheckerRegion(), images, -truthful, targets, settings)
     assert set(good.comparisons) == set(MEASURES)
     for name, comparison in good.comparisons.items():
         numbers = comparison.numbers()
@@ -220,7 +196,11 @@ def test_a_map_of_the_deciding_region_beats_random_maps_on_every_measure_and_its
     assert bad.numbers()["verdict"] == "is worse than random maps on every measure"
     # The long-standing keys are still there, with the meaning they had (one random map, seed 0, K steps).
     legacy = deletion_insertion(
-        CheckerRegion(), images, random_maps(truthful, seed=0), targets, steps=8, insertion_start=0 * images
+        CheckerRegion(),
+        images,
+        random_maps(truthful, seed=0),
+        targets,
+        CurveSettings(steps=8, insertion_start=0 * images),
     )
     assert good.numbers()["random_deletion_auc"] == pytest.approx(float(legacy.deletion_auc.mean()))
     assert good.numbers()["random_insertion_auc"] == pytest.approx(float(legacy.insertion_auc.mean()))
@@ -262,39 +242,15 @@ def test_the_report_warns_when_the_baseline_leaves_the_prediction_unchanged() ->
     images, truthful = checker_images(count=8)
     targets = torch.zeros(8, dtype=torch.long)
     # Insertion from zeros: the 16 px blur is too light to remove the checkerboard.
-    settings = FaithfulnessSettings(2, 4, paired_images=5, road_fractions=(0.5,), insertion_start=0 * images)
+    settings = FaithfulnessSettings(2, 4, paired_images=5, road_fractions=(0.5,), insertion_start=0 * images, steps=4)
     # A bias of 20 saturates the class: deleting, blurring or imputing any pixel leaves its probability at 1.
-    saturated = faithfulness(CheckerRegion(bias=20.0), images, truthful, targets, steps=4, settings=settings)
-    reading = faithfulness(CheckerRegion(), images, truthful, targets, steps=4, settings=settings)
+    saturated = faithfulness(CheckerRegion(bias=20.0), images, truthful, targets, settings)
+    reading = faithfulness(CheckerRegion(), images, truthful, targets, settings)
     assert saturated.median_dynamic_range["deletion"] < 1e-6 and reading.median_dynamic_range["deletion"] > 0.1
     assert (saturated.images, saturated.numbers()["paired_images"]) == (8, 5)  # the paired test on 5 of the 8
     warned = render_markdown(report_with({"gradcam": saturated.numbers()}))
     assert "these curves measure the baseline, not the maps" in warned
     assert "these curves measure the baseline" not in render_markdown(report_with({"gradcam": reading.numbers()}))
-
-
-def report_with(faithfulness_numbers: dict) -> dict:
-    """The smallest report render_markdown takes, with one model's faithfulness numbers."""
-    cost = {
-        "parameters": 10,
-        "size_on_disk_mib": 0.5,
-        "latency_ms_batch_1": 1.0,
-        "latency_ms_batch_1_quartiles": [0.9, 1.1],
-        "latency_ms_batch_64": 0.5,
-        "latency_ms_batch_64_quartiles": [0.4, 0.6],
-        "throughput_images_per_s": 2000.0,
-    }
-    classification = {"accuracy": 0.5, "auc": 0.5, "f1": 0.5, "ece": 0.1, "per_class": {}}
-    model = {"classification": classification, "cost": cost, "faithfulness": faithfulness_numbers, "randomization": {}}
-    return {
-        **dict.fromkeys(["dataset", "split", "images", "explained_images", "device", "dtype", "command"], "x"),
-        "reference": "model",
-        "labels": [],
-        "steps": 4,
-        "top_percent": 10,
-        "figures": {},
-        "models": {"model": model},
-    }
 
 
 def test_road_benchmark_imputes_the_same_masks_as_pytorch_grad_cam_to_1e_3() -> None:
@@ -321,8 +277,8 @@ def test_road_benchmark_imputes_the_same_masks_as_pytorch_grad_cam_to_1e_3() -> 
 )
 def test_bad_faithfulness_settings_are_one_sentence(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        EvaluateArguments(models=["teacher"], **values)
+        ReportArguments(models=["teacher"], **values)
 
 
 def test_evaluate_arguments_give_the_road_fractions_as_numbers() -> None:
-    assert EvaluateArguments(models=["teacher"], road_fractions="0.1, 0.9").road_fraction_values() == (0.1, 0.9)
+    assert ReportArguments(models=["teacher"], road_fractions="0.1, 0.9").road_fraction_values() == (0.1, 0.9)

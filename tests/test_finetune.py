@@ -14,16 +14,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (
-    PROCESSOR_32,
-    ROOT,
-    TINY_RESNET,
-    TINY_VIT,
-    load_script,
-    make_medmnist_npz,
-    tiny_run_config,
-    write_config,
-)
 from medmnist.evaluator import getAUC
 from PIL import Image as PILImage
 from safetensors.torch import load_file
@@ -32,6 +22,10 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, pi
 
 from pipelines import ConfigError, DataError, DevicePreprocess, UserFacingError
 from trainers.image_classification import build_trainer
+
+from helpers.data import BEST_IS_HIGHEST_LOSS, make_medmnist_npz, tiny_run_config, write_config
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
+from helpers.project import ROOT, load_script
 
 main = load_script("finetune").main
 
@@ -117,7 +111,7 @@ def test_saved_model_works_in_a_plain_transformers_pipeline(finished_run) -> Non
 def test_resume_continues_from_the_newest_checkpoint_and_matches_an_uninterrupted_run(
     tmp_path: Path, model_config: dict
 ) -> None:
-    # ViT checks the reload through from_pretrained: transformers 5.23 saves ViT weights under legacy names that
+    # ViT checks the reload through from_pretrained: transformers (5.24, 5.25) saves ViT weights under legacy names that
     # Trainer's own load_state_dict would not match.
     make_medmnist_npz(tmp_path / "data" / "breastmnist.npz")
     values = tiny_run_config(
@@ -182,13 +176,7 @@ def test_best_checkpoint_is_loaded_at_the_end(tmp_path: Path, npz_dir: Path) -> 
         npz_dir,
         model_config=TINY_VIT,
         max_steps=6,
-        eval_strategy="steps",
-        eval_steps=2,
-        save_strategy="steps",
-        save_steps=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="loss",
-        greater_is_better=True,  # "best" = highest loss: an earlier checkpoint than the last, loaded back at the end
+        **BEST_IS_HIGHEST_LOSS,
     )
     main([str(write_config(tmp_path / "c.yaml", **values))])
     run_dir = Path(values["output_dir"])

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_RESNET, load_script, make_medmnist_npz, tiny_run_config, write_config
 from PIL import Image
 from transformers import TrainerCallback
 
 from pipelines import ConfigError, DataArguments, load_image_dataset
+from pipelines.config import parse_config
 from pipelines.models import build_classifier
-from trainers.arguments import ModelArguments, OneCycleTrainingArguments, parse_config
+from trainers.arguments import ModelArguments, OneCycleTrainingArguments
 from trainers.guards import NonFiniteGuard
 from trainers.image_classification import ImageClassificationTrainer, build_trainer
 from trainers.lr_find import (
@@ -26,6 +26,10 @@ from trainers.lr_find import (
     smooth,
     suggest_learning_rate,
 )
+
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.models import PROCESSOR_32, TINY_RESNET
+from helpers.project import load_script
 
 
 def test_smoothing_is_a_bias_corrected_moving_average() -> None:

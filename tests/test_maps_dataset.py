@@ -10,11 +10,9 @@ import sys
 from pathlib import Path
 
 import datasets
-import faults
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, load_script, make_medmnist_npz, save_tiny_classifiers
 
 import explain.cli
 from explain.maps_dataset import (
@@ -25,15 +23,21 @@ from explain.maps_dataset import (
     check_manifest,
     plan_shards,
     prepare_folder,
+    push_maps,
 )
 from pipelines.errors import ConfigError, DataError, OfflineError
+
+from helpers import faults
+from helpers.data import make_medmnist_npz
+from helpers.models import save_tiny_classifiers
+from helpers.project import ROOT, load_script
 
 COUNTS = (8, 4, 37)  # test: 37 images = shards of 8, 8, 8, 8, 5; validation: one shard of 4
 METHODS = "gradcam,layercam"
 SHARD, BATCH = 8, 4
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")  # see the one_thread fixture in conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +60,9 @@ def as_rows(folder: Path) -> list[dict]:
 
 
 def command(arguments: list[str], processes: int = 1, fault: bool = False) -> list[str]:
-    """`python -m explain` (through tests/faults.py when `fault`), or `accelerate launch -m explain` on 2+ CPUs."""
+    """`python -m explain` (through tests/helpers/faults.py when `fault`), or `accelerate launch -m explain` on 2+ CPUs."""
     if processes == 1:
-        program = [str(ROOT / "tests" / "faults.py"), "explain"] if fault else ["-m", "explain"]
+        program = [faults.__file__, "explain"] if fault else ["-m", "explain"]
         return [sys.executable, *program, *arguments]
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     launch = [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1"]
@@ -100,7 +104,7 @@ def test_the_dataset_has_the_schema_and_every_image_model_method(setup: dict) ->
 
 
 def test_the_dataset_maps_equal_the_methods_own_maps_at_the_layer_grid(setup: dict) -> None:
-    from explain.workflow import Explainer
+    from explain.explainer import Explainer
     from pipelines.collate import ImageCollator
 
     explainer = Explainer(str(setup["root"] / "resnet"), torch.device("cpu"), torch.float32, batch_size=BATCH)
@@ -175,6 +179,23 @@ def test_the_hub_push_offline_is_one_sentence_and_keeps_the_folder(setup: dict) 
     after = sorted((path.name, path.stat().st_size) for path in setup["reference"].iterdir())
     assert after == before  # nothing rewritten: the rerun found the dataset complete
     assert as_rows(setup["reference"])[0]["split"] == "validation"  # still loads
+
+
+def test_a_failed_hub_push_never_shows_the_token(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(self, repo_id: str, private: bool) -> None:
+        assert private  # private by default
+        raise RuntimeError(f"401 Unauthorized for token {os.environ['HF_TOKEN']}")
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)  # the push itself is replaced: nothing goes online
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_123")
+    monkeypatch.setattr(datasets.Dataset, "push_to_hub", refused)
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", refused)
+    with pytest.raises(OfflineError) as raised:
+        push_maps(setup["reference"], "me/maps")
+    assert str(raised.value).startswith(
+        "Could not push the maps to me/maps (RuntimeError: 401 Unauthorized for token ***)"
+    )
 
 
 def test_the_command_line_refuses_maps_arguments_that_cannot_work(setup: dict, tmp_path: Path) -> None:

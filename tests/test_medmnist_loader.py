@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_medmnist_npz, real_medmnist_root, requires_real_medmnist
 from medmnist import INFO
 
 import pipelines.medmnist_npz
 from pipelines import DataArguments, DataError, ImageCollator, OfflineError, load_image_dataset
 from pipelines.medmnist_npz import load_medmnist, locate_medmnist, medmnist_flags, medmnist_source, verify_md5
+
+from helpers.data import make_medmnist_npz, real_medmnist_root, requires_real_medmnist
 
 
 @requires_real_medmnist

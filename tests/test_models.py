@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import PROCESSOR_32, TINY_RESNET, TINY_VIT
 from transformers import DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 
 from pipelines import DataError
 from pipelines.io import atomic_write_text
 from pipelines.models import build_classifier
+
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
 
 
 def test_a_deit_config_builds_the_plain_head_unless_asked_for_the_distillation_head() -> None:

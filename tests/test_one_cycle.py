@@ -6,11 +6,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import faults
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_RESNET, make_medmnist_npz, write_config
-from test_reliability_resume import (
+from transformers import TrainerCallback
+from transformers.trainer_utils import SchedulerType
+
+from pipelines import ConfigError, DataArguments, load_image_dataset
+from pipelines.config import parse_config
+from pipelines.models import build_classifier
+from trainers.arguments import OneCycleTrainingArguments
+from trainers.image_classification import ImageClassificationTrainer, build_trainer
+
+from helpers import faults
+from helpers.data import make_medmnist_npz, write_config
+from helpers.models import PROCESSOR_32, TINY_RESNET
+from helpers.resume import (
     MAX_STEPS,
     assert_killed_between_checkpoints,
     assert_same_result_and_step_count,
@@ -18,13 +28,6 @@ from test_reliability_resume import (
     kill_mid_interval,
     run_reference_here,
 )
-from transformers import TrainerCallback
-from transformers.trainer_utils import SchedulerType
-
-from pipelines import ConfigError, DataArguments, load_image_dataset
-from pipelines.models import build_classifier
-from trainers.arguments import OneCycleTrainingArguments, parse_config
-from trainers.image_classification import ImageClassificationTrainer, build_trainer
 
 ONE_CYCLE = {
     "lr_scheduler_type": "one_cycle",

@@ -1,6 +1,14 @@
 """Every shipped recipe runs as a user runs it: its own script on the unchanged file, offline, against stand-in
 Hub checkpoints (random weights, laid out as the Hugging Face cache lays out a download) and stand-in data of its
-shape; then explain, evaluate, `transformers.pipeline` and a reload on what it wrote (see tests/rehearsal.py)."""
+shape; then explain, evaluate, `transformers.pipeline` and a reload on what it wrote (see tests/helpers/rehearsal.py).
+
+One rehearsal per architecture family starts from the published configs: deit_tiny_pathmnist (ViT, as
+facebook/deit-tiny-patch16-224), distill_vit_base_to_deit_tiny's students (DeiT, facebook/deit-tiny-distilled-
+patch16-224) and resnet18_pathmnist (ResNet, microsoft/resnet-18). The others start from smaller stand-ins of the
+same checkpoints, fewer and narrower blocks of the published configs (vit_base_pathmnist, whose output is also the
+distillation's teacher, and vit_base_cifar10: ViT-B/16 with one encoder block 192 wide; plants_folder: ResNet-18
+with one block per stage, a quarter as wide; tests/helpers/standins.py says why), and each test checks that its
+saved model differs from the published config in exactly those fields and its labels."""
 
 from __future__ import annotations
 
@@ -13,15 +21,23 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, load_script
 from PIL import Image as PILImage
-from rehearsal import FAST_EVALUATE, FAST_EXPLAIN, Rehearsed, hub_checkpoints
-from standins import published_preprocessor
-from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 import explain.cli
 from pipelines import DevicePreprocess
 from pipelines.medmnist_npz import medmnist_file_name
+
+from helpers.project import ROOT, load_script
+from helpers.rehearsal import (
+    FAST_EVALUATE,
+    FAST_EXPLAIN,
+    PUBLISHED_CONFIG_REHEARSALS,
+    Rehearsed,
+    hub_checkpoints,
+    published_config_rehearsals,
+)
+from helpers.standins import HUB_STANDINS, SMALLER_STANDINS, config_differences, published_preprocessor, standin_ids
 
 # Every file, so that a recipe added later is rehearsed too; one whose needs cannot be derived fails.
 RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
@@ -41,6 +57,9 @@ PREPROCESSING_FIELDS = (
     "image_mean",
     "image_std",
 )
+# What fine-tuning a checkpoint changes in its config on purpose: the labels, and the class with the head (the in21k
+# checkpoint is published as a ViTModel, without one).
+RELABELLED_FIELDS = {"id2label", "label2id", "num_labels", "problem_type", "architectures"}
 
 
 def sha256(path: Path) -> str:
@@ -97,6 +116,17 @@ def published_form(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
+def check_started_from(run: Rehearsed, folder: Path) -> None:
+    """A model fine-tuned from a Hub checkpoint has that checkpoint's published config, or the smaller stand-in's
+    where the rehearsal ran against those: apart from its labels, exactly the smaller stand-in's changes."""
+    start = run.values.get("model_name_or_path")
+    if start not in standin_ids():
+        return
+    changed = config_differences(start, AutoConfig.from_pretrained(folder))
+    changed = {name: value for name, value in changed.items() if name not in RELABELLED_FIELDS}
+    assert changed == ({} if run.published_configs else SMALLER_STANDINS.get(start, {})), folder
+
+
 def check_preprocessing(run: Rehearsed, folder: Path, images: torch.Tensor) -> None:
     """The saved processor preprocesses as the checkpoint published it (with the recipe's own overrides), and the
     project's device preprocessing equals `AutoImageProcessor` of that folder on the same images."""
@@ -133,6 +163,13 @@ def check_pipeline_matches_reload(folder: Path, model, images: torch.Tensor, lab
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.skipif(not HUB_STANDINS.is_dir(), reason=f"{HUB_STANDINS} is absent")
+def test_each_architecture_family_is_rehearsed_once_from_its_published_configs() -> None:
+    # Every family that a recipe starts from has its published-config rehearsal, and the table names no other.
+    chosen = published_config_rehearsals(RECIPES)
+    assert {family: recipe.stem for family, recipe in chosen.items()} == PUBLISHED_CONFIG_REHEARSALS
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.stem)
 def test_recipe_rehearsal(recipe: Path, rehearsals, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,6 +182,7 @@ def test_recipe_rehearsal(recipe: Path, rehearsals, tmp_path: Path, monkeypatch:
     distilled_token = bool(run.values.get("deit_distillation_token"))
     models = {role: check_folder(folder, run.label_names, distilled_token) for role, folder in made.items()}
     for role, folder in made.items():
+        check_started_from(run, folder)
         check_preprocessing(run, folder, images)
         check_pipeline_matches_reload(folder, models[role], images, run.label_names)
     if "student" in made:

@@ -11,11 +11,9 @@ import shutil
 import types
 from pathlib import Path
 
-import faults
 import numpy as np
 import pytest
 import torch
-from conftest import make_medmnist_npz, tiny_run_config, write_config
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
@@ -25,10 +23,14 @@ import trainers.checkpoints
 from pipelines.errors import UserFacingError
 from pipelines.io import atomic_write_bytes, atomic_write_json, make_folder
 from trainers.checkpoints import COMPLETION_MARKERS, STAGING_FOLDER
+from trainers.distill_results import ResultRow, write_results
 from trainers.hub import write_model_card
-from trainers.model_cost import ModelCost
-from trainers.reporting import plot_confusion_matrix, write_metrics
-from trainers.results import ResultRow, write_results
+from trainers.report.cost import ModelCost
+from trainers.report.figures import plot_confusion_matrix
+from trainers.run_outputs import write_metrics
+
+from helpers import faults
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
 
 MAX_STEPS = 4
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import faults
 import pytest
-from conftest import write_config
-from test_reliability_resume import (
+
+from helpers import faults
+from helpers.data import write_config
+from helpers.resume import (
     assert_killed_between_checkpoints,
     assert_same_result_and_step_count,
     distill_values,

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_medmnist_npz
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -29,6 +28,8 @@ from pipelines.collate import to_chw_uint8
 from pipelines.errors import run_cli
 from pipelines.folders import IMAGE_EXTENSIONS, load_image_folder
 from pipelines.medmnist_npz import load_medmnist
+
+from helpers.data import make_medmnist_npz
 
 # Derandomized: CI sees the same examples every run (no flaky failures), and no example database is written.
 FUZZ = settings(

@@ -8,15 +8,16 @@ import json
 import re
 from pathlib import Path
 
-import faults
 import pytest
 import torch
-from conftest import make_medmnist_npz, tiny_run_config, write_config
 from safetensors.torch import load_file
 
 from pipelines.errors import run_cli
 from trainers.guards import NonFiniteGuard
 from trainers.image_classification import ImageClassificationTrainer
+
+from helpers import faults
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
 
 MAX_STEPS, SAVE_STEPS = 6, 2
 

@@ -10,14 +10,17 @@ import os
 import pickle
 from pathlib import Path
 
-import faults
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_RESNET, make_medmnist_npz, tiny_run_config, write_config
 
 from pipelines import DataError
+from pipelines.config import parse_config
 from pipelines.models import build_classifier, load_classifier
-from trainers.arguments import ModelArguments, hide_hub_token, parse_config, recordable_argv
+from trainers.arguments import ModelArguments, hide_hub_token, recordable_argv
+
+from helpers import faults
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.models import PROCESSOR_32, TINY_RESNET
 
 LABELS = ["malignant", "normal, benign"]
 TOKEN = "hf_reliabilityTestToken0123456789abcdef"

@@ -1,5 +1,5 @@
-"""Reliability, second pass (issue 14): one writer per run folder, EXIF orientation, images that fail only when
-decoded, and errors that used to end in a traceback or lose their cause."""
+"""Reliability: one writer per run folder, EXIF orientation, images that fail only when decoded, and errors that
+must end in one sentence that keeps their cause."""
 
 from __future__ import annotations
 
@@ -13,25 +13,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-import faults
 import numpy as np
 import pytest
 import torch
-from conftest import PROCESSOR_32, TINY_RESNET, load_script, make_medmnist_npz, tiny_run_config, write_config
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 from transformers import TrainingArguments
 from transformers.image_utils import load_image
 
 import explain.cli as explain_cli
-from explain.cli import load_image_files
+from explain.inputs import load_image_files
 from pipelines import DataArguments, decode_check, load_image_dataset
 from pipelines.collate import to_chw_uint8
+from pipelines.config import parse_config
 from pipelines.errors import ConfigError, DataError, UserFacingError
 from pipelines.folders import load_image_folder
 from pipelines.locks import LOCK_NAME, FolderInUseError, read_holder, run_folder_lock
 from pipelines.models import build_classifier, load_classifier
-from trainers.arguments import ModelArguments, parse_config
+from trainers.arguments import ModelArguments
+
+from helpers import faults
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.models import PROCESSOR_32, TINY_RESNET
+from helpers.project import load_script
 
 # ---------------------------------------------------------------- 1. one writer per run folder
 
@@ -91,6 +95,7 @@ def test_the_lock_is_released_on_an_error_and_the_outputs_stay(tmp_path: Path) -
     assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["metrics.json"]
 
 
+@pytest.mark.slow
 def test_the_lock_is_released_on_sigterm(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     code = (
@@ -135,8 +140,8 @@ def test_an_output_dir_that_cannot_be_written_is_one_sentence(tmp_path: Path, np
 def test_a_second_run_into_a_live_runs_folder_is_refused_and_the_first_keeps_its_own_metrics(tmp_path: Path) -> None:
     data = tmp_path / "data"
     make_medmnist_npz(data / "breastmnist.npz", counts=(64, 24, 24))
-    # Evaluated and saved every 2 steps, best model reloaded at the end: the path on which run A used to load run
-    # B's checkpoint as its own "best".
+    # Evaluated and saved every 2 steps, best model reloaded at the end: the path on which two runs sharing a folder
+    # would load each other's checkpoints as their own "best".
     values = tiny_run_config(
         tmp_path,
         data,

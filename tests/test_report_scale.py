@@ -8,32 +8,30 @@ import json
 import sys
 from pathlib import Path
 
-import faults
 import numpy as np
 import pytest
 import torch
-from conftest import BREAST_LABELS, PROCESSOR_28, TINY_RESNET, load_script, make_medmnist_npz, save_tiny_classifiers
-from test_faithfulness_road import CheckerRegion, checker_images
 
 import explain.cli
-from explain.evaluation import (
-    Faithfulness,
-    FaithfulnessParts,
-    FaithfulnessSettings,
-    explain_maps,
-    faithfulness_parts,
-    maps_at_class,
-    paired_mask,
-)
-from explain.faithfulness import random_maps
+from explain.metrics.faithfulness import Faithfulness, FaithfulnessParts, FaithfulnessSettings, faithfulness_parts
+from explain.metrics.masking import random_maps
+from explain.metrics.scores import maps_at_class
+from explain.metrics.statistics import paired_mask
+from explain.registry import explain_maps
 from pipelines.models import build_classifier
+
+from helpers import faults
+from helpers.data import make_medmnist_npz
+from helpers.explain_models import CheckerRegion, checker_images
+from helpers.models import BREAST_LABELS, PROCESSOR_28, TINY_RESNET, save_tiny_classifiers
+from helpers.project import load_script
 
 TEST_IMAGES, BATCH = 11, 4  # chunks of 4, 4 and 3 images: two processes take chunks (0, 2) and (1,)
 
 report = load_script("report").main
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")  # see the one_thread fixture in conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +100,11 @@ def test_an_image_gets_its_random_maps_and_numbers_alone_or_in_a_batch() -> None
     assert not torch.equal(batch[0], batch[1])  # each image its own draw
     assert not torch.equal(random_maps(truthful[2:3], seed=3, rows=[41])[0], batch[2])  # seeded by the row
 
-    settings = FaithfulnessSettings(random_maps=3, random_steps=4, paired_images=None, road_fractions=(0.3, 0.6))
-    together = faithfulness_parts(CheckerRegion(), images, truthful, targets, 4, 64, 3, settings=settings, rows=rows)
-    alone = faithfulness_parts(
-        CheckerRegion(), images[2:3], truthful[2:3], targets[2:3], 4, 64, 3, settings=settings, rows=[42]
+    settings = FaithfulnessSettings(
+        random_maps=3, random_steps=4, paired_images=None, road_fractions=(0.3, 0.6), steps=4, seed=3
     )
+    together = faithfulness_parts(CheckerRegion(), images, truthful, targets, settings, rows=rows)
+    alone = faithfulness_parts(CheckerRegion(), images[2:3], truthful[2:3], targets[2:3], settings, rows=[42])
     close = lambda a, b, tolerance=1e-6: torch.testing.assert_close(a[2:3], b, atol=tolerance, rtol=0)  # noqa: E731
     close(together.curves.deletion, alone.curves.deletion)
     close(together.baseline.deletion, alone.baseline.deletion)
@@ -121,9 +119,7 @@ def test_an_image_gets_its_random_maps_and_numbers_alone_or_in_a_batch() -> None
         np.testing.assert_allclose(maps_together[name][2:3], maps_alone[name], atol=1e-3)
     # Drawn from the batch's one generator, image 2's random map would change with the images before it; with
     # other rows its random baseline changes.
-    other = faithfulness_parts(
-        CheckerRegion(), images[2:3], truthful[2:3], targets[2:3], 4, 64, 3, settings=settings, rows=[0]
-    )
+    other = faithfulness_parts(CheckerRegion(), images[2:3], truthful[2:3], targets[2:3], settings, rows=[0])
     assert not torch.allclose(other.random[0].deletion, alone.random[0].deletion)
 
 
@@ -179,19 +175,15 @@ def test_maps_at_another_class_than_the_given_ones_are_computed_only_where_neede
 def test_parts_of_chunks_aggregate_to_the_numbers_of_one_batch() -> None:
     images, truthful = checker_images(count=6)
     targets = torch.zeros(6, dtype=torch.long)
-    settings = FaithfulnessSettings(random_maps=2, random_steps=3, paired_images=2, road_fractions=(0.5,))
+    settings = FaithfulnessSettings(random_maps=2, random_steps=3, paired_images=2, road_fractions=(0.5,), steps=4)
     paired = paired_mask(6, settings.paired_images)  # images 0 and 5: the first chunk has one, the second one
-    whole = faithfulness_parts(CheckerRegion(), images, truthful, targets, 4, 64, 0, settings=settings, paired=paired)
+    whole = faithfulness_parts(CheckerRegion(), images, truthful, targets, settings, paired=paired)
     chunks = [
         faithfulness_parts(
             CheckerRegion(),
             images[part],
             truthful[part],
             targets[part],
-            4,
-            64,
-            0,
-            None,
             settings,
             range(6)[part],
             paired[part],

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, load_script
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 
 import explain.cli as explain_cli
 from pipelines.models import load_classifier
+
+from helpers.project import ROOT, load_script
 
 RECIPE = ROOT / "configs" / "resnet18_cifar10_onecycle.yaml"
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -8,11 +8,12 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import load_script
-from test_distill_script import distill_config
 
 from pipelines import ConfigError
-from trainers.results import seed_summary, seed_summary_markdown
+from trainers.distill_results import seed_summary, seed_summary_markdown
+
+from helpers.distill import distill_config
+from helpers.project import load_script
 
 main = load_script("distill").main
 

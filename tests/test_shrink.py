@@ -10,24 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import (
-    PROCESSOR_32,
-    ROOT,
-    TINY_RESNET,
-    TINY_VIT,
-    load_script,
-    make_medmnist_npz,
-    tiny_run_config,
-    write_config,
-)
+from huggingface_hub import ModelCard
 from transformers import AutoConfig, AutoModelForImageClassification
 
-from explain.agreement import blank_maps, rank_correlation
 from explain.cam import GradCAM
-from pipelines import ConfigError, UserFacingError
+from explain.metrics.agreement import blank_maps, rank_correlation
+from pipelines import ConfigError, UserFacingError, run_cli
 from pipelines.models import build_classifier, load_classifier
-from trainers.model_cost import count_parameters, size_on_disk
-from trainers.shrinking import prune_structured
+from trainers.report.cost import count_parameters, size_on_disk
+from trainers.shrink.prune import prune_structured
+
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.models import PROCESSOR_32, TINY_RESNET, TINY_VIT
+from helpers.project import ROOT, load_script
 
 shrink = load_script("shrink").main
 finetune = load_script("finetune").main
@@ -190,6 +185,9 @@ def test_pruned_copy_has_the_parameters_of_the_halved_config_and_reloads_equal(
         assert getattr(AutoConfig.from_pretrained(folder), key) == value
     in_memory, _ = prune_structured(load(root / model), 0.5, (3, 32, 32))
     assert torch.allclose(logits(copy), logits(in_memory), atol=1e-6)
+    card = ModelCard.load(folder / "README.md")
+    assert (card.data.pipeline_tag, card.data.tags[-1]) == ("image-classification", "prune")
+    assert card.text.lstrip().startswith(f"# prune copy of {root / model}")
 
 
 def test_shrunk_copies_go_through_the_report(root: Path) -> None:
@@ -234,7 +232,9 @@ def test_bad_arguments_are_one_sentence(root: Path, extra: list[str], message: s
     assert not (root / "never").exists()
 
 
-def test_an_unsupported_architecture_or_a_folder_that_is_not_a_model_is_one_sentence(root: Path) -> None:
+def test_an_unsupported_architecture_or_a_folder_that_is_not_a_model_is_one_sentence(
+    root: Path, capsys: pytest.CaptureFixture
+) -> None:
     convnext = {"model_type": "convnext", "hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2}
     model, processor = build_classifier(convnext, ["a", "b"], image_processor_config=PROCESSOR_32)
     model.save_pretrained(root / "convnext")
@@ -249,17 +249,13 @@ def test_an_unsupported_architecture_or_a_folder_that_is_not_a_model_is_one_sent
     (root / "empty").mkdir()
     with pytest.raises(UserFacingError):
         shrink([str(root / "empty"), "--method", "int8", "--out", str(root / "never")])
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "shrink.py"), str(root / "convnext"), "--method", "prune"]
-        + ["--out", str(root / "never")],
-        capture_output=True,
-        text=True,
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: shrink([str(root / "convnext"), "--method", "prune", "--out", str(root / "never")]))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: {root / 'convnext'} is a 'convnext' model; structured pruning supports resnet, vit, deit only.\n"
     )
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr
-    assert [line for line in done.stderr.splitlines() if line.startswith("error: ")] == [
-        f"error: {root / 'convnext'} is a 'convnext' model; structured pruning supports resnet, vit, deit only."
-    ]
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 import sys
@@ -10,24 +9,24 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, load_script
 from PIL import Image
-from test_explain_support import one_thread  # noqa: F401
 from transformers import ViTImageProcessor
 
-import explain.benchmarking
-from explain.benchmarking import benchmark_faithfulness
+import trainers.benchmark.faithfulness as faithfulness_benchmark
+from pipelines import run_cli
+from pipelines.config import parse_flags
+from pipelines.errors import ConfigError
 from pipelines.preprocess import DevicePreprocess
-from trainers.benchmarking import (
-    NUM_LABELS,
-    ThroughputRow,
-    benchmark_distillation,
-    benchmark_training,
-    synthetic_images,
-    usual_transform,
-)
+from trainers.benchmark.distillation import DistillationBenchmark, benchmark_distillation
+from trainers.benchmark.faithfulness import FaithfulnessBenchmark, benchmark_faithfulness
+from trainers.benchmark.models import NUM_LABELS, synthetic_images
+from trainers.benchmark.training import ThroughputRow, TrainingBenchmark, benchmark_training, usual_transform
 
-TINY = {"image_size": 32, "source_size": 28, "batch_size": 2, "steps": 3, "warmup": 1, "use_cpu": True}
+from helpers.project import ROOT, load_script
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
+
+TINY = {"image_size": 32, "source_size": 28, "batch_size": 2, "steps": 3, "warmup": 1, "cpu": True}
 
 
 def table_rows(stdout: str) -> list[tuple[str, float, float]]:
@@ -45,17 +44,17 @@ def fits_printed_rates(ratio: float, numerator: float, denominator: float) -> bo
 
 
 def test_training_paths_are_each_timed_over_the_same_steps() -> None:
-    rows = benchmark_training("vit-micro", **TINY)
+    rows = benchmark_training(TrainingBenchmark(model="vit-micro", **TINY))
     assert [row.path.split(":")[0].split(" (")[0] for row in rows] == ["this project", "usual", "reference"]
     assert all(row.steps == 2 and row.seconds > 0 for row in rows)
     assert all(row.images_per_second == pytest.approx(2 * 2 / row.seconds) for row in rows)
 
 
 def test_warmup_must_leave_timed_steps() -> None:
-    with pytest.raises(ValueError, match="warmup"):
-        benchmark_training("vit-micro", **{**TINY, "warmup": 3})
-    with pytest.raises(ValueError, match="warmup"):
-        benchmark_distillation("vit-micro", "vit-micro", **{**TINY, "warmup": 3})
+    with pytest.raises(ConfigError, match="warmup"):
+        TrainingBenchmark(model="vit-micro", **{**TINY, "warmup": 3})
+    with pytest.raises(ConfigError, match="warmup"):
+        DistillationBenchmark(teacher="vit-micro", student="vit-micro", **{**TINY, "warmup": 3})
 
 
 def test_usual_path_feeds_the_model_what_the_project_path_does() -> None:
@@ -70,7 +69,7 @@ def test_usual_path_feeds_the_model_what_the_project_path_does() -> None:
 
 
 def test_distillation_rows_share_the_student_and_the_steps() -> None:
-    rows = benchmark_distillation("vit-micro", "vit-micro", **TINY)
+    rows = benchmark_distillation(DistillationBenchmark(teacher="vit-micro", student="vit-micro", **TINY))
     assert [row.path for row in rows] == [
         "student fine-tuning alone",
         "distillation, teacher logits cached",
@@ -90,13 +89,17 @@ def test_distill_command_prints_the_explanation_terms_ratio_from_its_own_rows(
     paths = ["alone", "cached", "every batch", "term, cached", "term, every batch"]
     rows = [ThroughputRow(path, 2 / time, time, 2) for path, time in zip(paths, seconds)]
     received = []
-    monkeypatch.setattr(benchmark, "benchmark_distillation", lambda *args: received.append(args) or rows)
-    arguments = ["teacher", "student", 32, 28, 2, 3, 1, True, 16]
-    names = ["teacher", "student", "image_size", "source_size", "batch_size", "steps", "warmup", "cpu"]
-    benchmark.run_distill(argparse.Namespace(**dict(zip([*names, "student_image_size"], arguments))))
+    monkeypatch.setattr(benchmark, "benchmark_distillation", lambda settings: received.append(settings) or rows)
+    benchmark.main(
+        ["distill", "--teacher", "vit-micro", "--student", "vit-micro", "--image_size", "32"]
+        + ["--batch_size", "2", "--steps", "3", "--warmup", "1", "--cpu", "--student_image_size", "16"]
+    )
     printed = capsys.readouterr().out
     assert "term over the plain distillation step: 1.45x with the teacher's logits and maps cached, 1.70x" in printed
-    assert received == [tuple(arguments)]  # the student's own input size reaches the benchmark
+    # The student's own input size reaches the benchmark.
+    assert received == [
+        DistillationBenchmark(teacher="vit-micro", student="vit-micro", student_image_size=16, **{**TINY, "steps": 3})
+    ]
     assert "at 32 px (student 16 px)" in printed
 
 
@@ -104,7 +107,7 @@ def test_faithfulness_times_curves_against_twice_k_forward_passes(monkeypatch: p
     # Count the images each timed path pushes through the model: the comparison is only fair if the curves make
     # K + 1 steps of deletion and of insertion over every image, and the reference 2 K plain passes.
     seen: dict[str, list[int]] = {}
-    build_model, interleaved_spans = explain.benchmarking.build_model, explain.benchmarking.interleaved_spans
+    build_model, interleaved_spans = faithfulness_benchmark.build_model, faithfulness_benchmark.interleaved_spans
 
     def counted_model(*args, **kwargs):
         model = build_model(*args, **kwargs)
@@ -125,12 +128,13 @@ def test_faithfulness_times_curves_against_twice_k_forward_passes(monkeypatch: p
         return interleaved_spans({key: counted(key, run) for key, run in runs.items()}, *args)
 
     counter: list[int] = []
-    monkeypatch.setattr(explain.benchmarking, "build_model", counted_model)
-    monkeypatch.setattr(explain.benchmarking, "interleaved_spans", counted_runs)
+    monkeypatch.setattr(faithfulness_benchmark, "build_model", counted_model)
+    monkeypatch.setattr(faithfulness_benchmark, "interleaved_spans", counted_runs)
     images, steps = 4, 3
-    timing = benchmark_faithfulness(
-        "deit-tiny", image_size=32, images=images, steps=steps, batch_size=2, repeats=2, warmup=1, use_cpu=True
+    settings = FaithfulnessBenchmark(
+        model="deit-tiny", image_size=32, images=images, steps=steps, batch_size=2, repeats=2, warmup=1, cpu=True
     )
+    timing = benchmark_faithfulness(settings)
     assert (timing.images, timing.steps) == (images, steps)
     assert timing.curves_seconds > 0 and timing.forwards_seconds > 0
     assert seen == {"curves": [2 * (steps + 1) * images] * 3, "forwards": [2 * steps * images] * 3}  # warm-up + 2
@@ -139,8 +143,8 @@ def test_faithfulness_times_curves_against_twice_k_forward_passes(monkeypatch: p
 @pytest.mark.slow
 def test_benchmark_train_prints_each_path_and_the_ratios_of_one_run() -> None:
     result = subprocess.run(
-        [sys.executable, "scripts/benchmark.py", "train", "--model", "vit-micro", "--image-size", "32"]
-        + ["--batch-size", "2", "--steps", "3", "--warmup", "1", "--cpu"],
+        [sys.executable, "scripts/benchmark.py", "train", "--model", "vit-micro", "--image_size", "32"]
+        + ["--batch_size", "2", "--steps", "3", "--warmup", "1", "--cpu"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -161,15 +165,43 @@ def test_benchmark_train_prints_each_path_and_the_ratios_of_one_run() -> None:
     [
         (
             ["train", "--steps", "3", "--warmup", "3"],
-            "--warmup (3) must be smaller than --steps (3), or nothing is timed",
+            "--warmup (3) must be smaller than --steps (3), or nothing is timed.",
         ),
-        (["train", "--batch-size", "0"], "argument --batch-size: 0 is below 1"),
-        (["distill", "--warmup", "-1"], "argument --warmup: -1 is below 0"),
+        (["train", "--batch_size", "0"], "--batch_size is 0; it must be at least 1."),
+        (["train", "--batch-size", "0"], "--batch_size is 0; it must be at least 1."),  # dashes read as underscores
+        (["distill", "--student_image_size", "0"], "--student_image_size is 0; it must be at least 1."),
+        (["faithfulness", "--road_image_size", "8"], "--road_image_size is 8; it must be at least 16."),
+        (["shrink", "--ratio", "1"], "--ratio is 1.0; it must lie strictly between 0 and 1."),  # always on the CPU
+        (["distill", "--warmup", "-1"], "--warmup is -1; it must be 0 or more."),
+        (["explain", "--model", "vit-huge"], "--model is 'vit-huge'; use one of vit-base, deit-tiny."),
+        (["trian"], "Unknown benchmark 'trian'; choose one of train, distill, explain, faithfulness, maps, shrink."),
+        (["maps", "--batch_sise", "2"], "Unknown option --batch_sise (did you mean --batch_size?); --help lists"),
     ],
 )
-def test_bad_benchmark_options_end_in_one_line(options: list[str], message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "scripts/benchmark.py", *options, "--cpu"], cwd=ROOT, capture_output=True, text=True
+def test_bad_benchmark_options_end_in_one_line(options: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    benchmark = load_script("benchmark")
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: benchmark.main(options if options[0] == "shrink" else [*options, "--cpu"]))
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and error.count("\n") == 1
+    assert error.startswith(f"error: {message}")
+
+
+def test_the_benchmark_names_its_commands_when_given_none(capsys: pytest.CaptureFixture) -> None:
+    benchmark = load_script("benchmark")
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: benchmark.main([]))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: Name a benchmark: train, distill, explain, faithfulness, maps or shrink (--help describes them).\n"
     )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].endswith(message)
+    benchmark.main(["--help"])
+    assert "python scripts/benchmark.py train" in capsys.readouterr().out
+
+
+def test_the_benchmark_spells_its_options_as_every_script_does() -> None:
+    benchmark = load_script("benchmark")
+    (dashed,) = parse_flags((TrainingBenchmark,), ["--batch-size", "4", "--image-size", "32"])
+    (underscored,) = parse_flags((TrainingBenchmark,), ["--batch_size", "4", "--image_size", "32"])
+    assert dashed == underscored == TrainingBenchmark(batch_size=4, image_size=32)
+    assert set(benchmark.COMMANDS) == {"train", "distill", "explain", "faithfulness", "maps", "shrink"}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 
-from conftest import ROOT
 from packaging.requirements import Requirement
+
+from helpers.project import ROOT
 
 
 def load_check():
@@ -23,7 +24,7 @@ def test_this_environment_is_within_the_declared_bounds() -> None:
 def test_an_unbounded_or_missing_requirement_and_an_installed_version_outside_are_refused() -> None:
     check = load_check()
     requirements = check.declared_requirements(ROOT / "setup.cfg")
-    requirements["transformers"] = Requirement("transformers>=4.56")  # as setup.cfg once had it: no upper bound
+    requirements["transformers"] = Requirement("transformers>=4.56")  # no upper bound
     requirements["torch"] = Requirement("torch>=0.1,<0.2")  # the installed torch is newer
     del requirements["datasets"]
     found = check.problems(requirements)

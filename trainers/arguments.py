@@ -1,27 +1,19 @@
-"""Run configuration: argument dataclasses and the YAML (+ command-line overrides) parser behind every script."""
+"""What a training run is given besides its data: the model to train, the precision, the training arguments (with
+one-cycle schedules), and the checks and records around them. The command line itself is `pipelines.config`."""
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import enum
 import os
 import shlex
-import sys
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 
 from pipelines.errors import ConfigError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from pipelines.runtime import check_precision, default_device, resolved_precision
 
 
 @dataclass
@@ -60,19 +52,23 @@ class ModelArguments:
     def __post_init__(self) -> None:
         if (self.model_name_or_path is None) == (self.model_config is None):
             raise ConfigError("Give exactly one of model_name_or_path (pretrained) and model_config (from scratch).")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision is {self.precision!r}; use one of {', '.join(PRECISIONS)}.")
+        check_precision(self.precision)
 
 
 def apply_precision(training_args: TrainingArguments, precision: str) -> TrainingArguments:
-    """Set bf16/fp16 from `precision` unless the config already set one of them itself."""
-    if training_args.bf16 or training_args.fp16 or precision == "fp32":
+    """Set bf16/fp16 from `precision` unless the config already set one of them itself ('auto': bf16 when this
+    machine has a GPU that supports it, also with ``use_cpu``)."""
+    if training_args.bf16 or training_args.fp16:
         return training_args
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    precision = resolved_precision(precision, default_device())
     training_args.bf16 = precision == "bf16"
     training_args.fp16 = precision == "fp16"
     return training_args
+
+
+def training_dtype(training_args: TrainingArguments) -> torch.dtype:
+    """The compute dtype a Trainer with these arguments runs its mixed-precision passes in."""
+    return torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
 
 
 def check_training_arguments(training_args: TrainingArguments, metric_names: Sequence[str] | None = None) -> None:
@@ -130,257 +126,6 @@ def recordable_argv(argv: list[str]) -> list[str]:
         masked.append(arg)
         hide_next = is_token_option and not equals
     return masked
-
-
-def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
-    """Parse ``<config.yaml> [--key value ...]`` into instances of `dataclass_types`.
-
-    Command-line values override the file's and are read as their field's type (see `read_value`:
-    ``--num_train_epochs 3``, ``--bf16 true``, ``--eval_strategy no``, ``--class_names A B C``). An unknown key is
-    named, with the closest known key as a suggestion.
-    """
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("-h", "--help"):
-        HfArgumentParser(dataclass_types).print_help()  # every key, with its help text and default
-        raise SystemExit(0)
-    if not argv or argv[0].startswith("--"):
-        script = sys.argv[0] if sys.argv[0].endswith(".py") else "script.py"
-        raise ConfigError(f"Give a config file first: {script} configs/<name>.yaml [--key value ...] (or --help).")
-    path = Path(argv[0])
-    values = read_config_file(path)
-    hints = field_types(dataclass_types)
-    overrides = negated_flags(parse_overrides(argv[1:], hints), hints)
-    values.update(overrides)
-    values = off_spelt_no(values, hints)
-    unknown = [key for key in values if key not in hints]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], list(hints), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        where = "on the command line" if unknown[0] in overrides else f"in {path}"
-        raise ConfigError(f"Unknown config key '{unknown[0]}' {where}{hint}.")
-    values = {key: coerce(value, hints[key], key) for key, value in values.items()}
-    try:
-        return HfArgumentParser(dataclass_types).parse_dict(values)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"{path}: {str(error).splitlines()[0]}") from None
-
-
-def yaml_problem(error: yaml.YAMLError) -> str:
-    """What YAML found and where (``found character '\\t' that cannot start any token at line 2, column 1``).
-
-    The message's first line is only the context (``while scanning for the next token``); the problem and its
-    place come after it.
-    """
-    problem = getattr(error, "problem", None)
-    mark = getattr(error, "problem_mark", None)
-    if not problem:
-        return (str(error).splitlines() or [type(error).__name__])[0]
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    hint = " (YAML indents with spaces, not tabs)" if "'\\t'" in problem else ""
-    return f"{problem}{where}{hint}"
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist.")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(error)}.") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys to values.")
-    return values
-
-
-def parse_overrides(args: list[str], hints: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``--key value``, ``--key=value`` and ``--key v1 v2 ...`` (list fields, as ``--help`` shows them), each read
-    as its field's type in `hints` (see `read_value`); a bare ``--flag`` means true. Dashes in a key mean
-    underscores."""
-    hints = hints or {}
-    overrides: dict[str, Any] = {}
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        if not arg.startswith("--"):
-            raise ConfigError(f"Unexpected argument '{arg}'; overrides look like --key value.")
-        key, equals, value = arg[2:].partition("=")
-        key = key.replace("-", "_")  # --help lists each key with dashes too (--num-train-epochs), as argparse does
-        tokens = [value] if equals else []
-        while not equals and index + 1 < len(args) and not args[index + 1].startswith("--"):
-            tokens.append(args[index + 1])
-            index += 1
-        overrides[key] = read_value(tokens, hints.get(key, Any), key)
-        index += 1
-    return overrides
-
-
-def read_value(tokens: list[str], hint: Any, key: str) -> Any:
-    """The command-line text after ``--key`` as the field's type.
-
-    Text fields (str, or a union with str such as eval_strategy's ``IntervalStrategy | str``, report_to, a hub id
-    or model path) keep the text as typed: read as YAML, ``--eval_strategy no`` became false ("False is not a
-    valid IntervalStrategy") and a hub id such as ``1e5`` a number. List fields take several values (``--class_names
-    A B C``) or one YAML list (``"[A, B, C]"``). Everything else is read as YAML (numbers, bools, mappings).
-    """
-    if not tokens:
-        return True
-    base = _strip_optional(hint)
-    members = typing.get_args(base) if typing.get_origin(base) in (typing.Union, types.UnionType) else (base,)
-    list_member = next((member for member in members if typing.get_origin(member) is list), None)
-    if len(tokens) > 1 and list_member is None:
-        raise ConfigError(
-            f"--{key} takes one value, not {len(tokens)} ({' '.join(tokens)}); quote a value with spaces."
-        )
-    if _takes_text(members):
-        return tokens if len(tokens) > 1 else tokens[0]
-    if list_member is not None:
-        if len(tokens) == 1 and isinstance(parsed := _yaml_value(tokens[0], key), list):
-            return parsed
-        text_elements = typing.get_args(list_member) == (str,)
-        return [token if text_elements else _yaml_value(token, key) for token in tokens]
-    return _yaml_value(tokens[0], key)
-
-
-def _takes_text(members: tuple[Any, ...]) -> bool:
-    """Whether a field of one of these types takes text as it is: str, or a str-valued enum (IntervalStrategy)."""
-    return any(isinstance(member, type) and issubclass(member, str) for member in members)
-
-
-def _yaml_value(text: str, key: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--{key} {text}: not a value YAML can read ({str(error).splitlines()[0]}).") from None
-
-
-def off_spelt_no(values: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
-    """A bare ``no`` in a YAML file, which YAML 1.1 reads as false, as the word the field means.
-
-    Strategy fields (``eval_strategy: no``, ``save_strategy: no``, ``logging_strategy: no``: enums with a 'no' member)
-    take 'no': transformers got False and ended in "False is not a valid IntervalStrategy". ``report_to: no`` means
-    'none', the only spelling transformers accepts to turn reporting off.
-    """
-    spelt: dict[str, Any] = {}
-    for key, value in values.items():
-        if value is False and key == "report_to":
-            value = "none"
-        elif value is False and _has_no_member(hints.get(key)):
-            value = "no"
-        elif key == "report_to" and value == "no":
-            value = "none"
-        spelt[key] = value
-    return spelt
-
-
-def _has_no_member(hint: Any) -> bool:
-    """Whether a field's type includes a str-valued enum with a 'no' member (IntervalStrategy, SaveStrategy)."""
-    base = _strip_optional(hint)
-    members = typing.get_args(base) if typing.get_origin(base) in (typing.Union, types.UnionType) else (base,)
-    return any(
-        isinstance(member, type) and issubclass(member, enum.Enum) and "no" in {item.value for item in member}
-        for member in members
-    )
-
-
-def negated_flags(overrides: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
-    """``--no_<flag>`` (as `HfArgumentParser`'s --help lists it) means ``--<flag> false`` for a bool field."""
-    translated: dict[str, Any] = {}
-    for key, value in overrides.items():
-        flag = key.removeprefix("no_")
-        if key.startswith("no_") and key not in hints and _strip_optional(hints.get(flag)) is bool:
-            translated[flag] = not _as_bool(value, key)
-        else:
-            translated[key] = value
-    return translated
-
-
-def field_types(dataclass_types: tuple[type, ...]) -> dict[str, Any]:
-    """Every init field's resolved type, across the dataclasses (whose names must not collide)."""
-    hints: dict[str, Any] = {}
-    for dataclass_type in dataclass_types:
-        resolved = typing.get_type_hints(dataclass_type)
-        for dataclass_field in dataclasses.fields(dataclass_type):
-            if dataclass_field.init:
-                hints[dataclass_field.name] = resolved.get(dataclass_field.name, Any)
-    return hints
-
-
-def coerce(value: Any, hint: Any, key: str) -> Any:
-    """`value` as the field's type, or a `ConfigError` naming `key`.
-
-    YAML 1.1 reads '2e-4' as text, so numbers written as text become numbers. Neither `HfArgumentParser.parse_dict`
-    nor the dataclasses check types, so a value of the wrong kind (a word where a list is wanted, 2.5 where an
-    integer is) would otherwise be accepted and fail much later, or not at all: a string given as class_names
-    silently became one class per letter. Fields of other types (enums, unions of several types) are left to
-    `HfArgumentParser` and the dataclasses' own checks.
-    """
-    base = _strip_optional(hint)
-    if value is None or base is Any:
-        return value
-    if typing.get_origin(base) is list:
-        (element_hint,) = typing.get_args(base) or (Any,)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} is {value!r}, not a list; write it as [first, second, ...].")
-        if element_hint is str and any(isinstance(element, bool) for element in value):
-            raise ConfigError(
-                f"{key} holds {value}, which YAML read from yes/no/on/off/true/false: put them in quotes."
-            )
-        return [coerce(element, element_hint, f"{key}[{index}]") for index, element in enumerate(value)]
-    if dict in (base, typing.get_origin(base)) and not isinstance(value, dict):
-        raise ConfigError(f"{key} is {value!r}, not a mapping; write it as {{key: value, ...}}.")
-    if base is bool:
-        return _as_bool(value, key)
-    if base in (int, float):
-        return _as_number(value, base, key)
-    if base is str:
-        if isinstance(value, (list, dict)):
-            raise ConfigError(f"{key} is {value!r}; give a single value.")
-        # A bool stays one: Trainer's resume_from_checkpoint, typed str, takes true for "the newest checkpoint".
-        return value if isinstance(value, bool) else str(value)
-    return value
-
-
-def _as_bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    lowered = str(value).lower()
-    if lowered not in {"true", "false", "yes", "no", "1", "0"}:
-        raise ConfigError(f"{key} is {value!r}; use true or false.")
-    return lowered in {"true", "yes", "1"}
-
-
-def _as_number(value: Any, base: type, key: str) -> int | float:
-    """`value` as an int (int fields) or a number (float fields). Numbers keep the kind YAML gave them, so whole
-    numbers stay int in float fields: Trainer reads warmup_steps/save_steps 1 as one step, 1.0 as the whole run."""
-    number = _parse_number(value)
-    if number is None or (base is int and isinstance(number, float) and not number.is_integer()):
-        raise ConfigError(f"{key} is {value!r}, which is not {'an integer' if base is int else 'a number'}.")
-    return int(number) if base is int else number
-
-
-def _parse_number(value: Any) -> int | float | None:
-    """A YAML number as it is; text such as '10' or '2e-4' (YAML 1.1 leaves it a string) parsed; else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        for parse in (int, float):
-            try:
-                return parse(value)
-            except ValueError:
-                pass
-    return None
-
-
-def _strip_optional(hint: Any) -> Any:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        members = [member for member in typing.get_args(hint) if member is not type(None)]
-        if len(members) == 1:
-            return members[0]
-    return hint
 
 
 ONE_CYCLE = "one_cycle"

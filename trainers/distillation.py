@@ -1,4 +1,5 @@
-"""Knowledge distillation: `DistillationTrainer`, its loss, its arguments, and the teacher-logit cache.
+"""Knowledge distillation: `DistillationTrainer` and its arguments (the loss is in `trainers.losses`, the teacher's
+cached outputs in `trainers.teacher_cache`).
 
 Soft distillation (Hinton et al., 2015, "Distilling the Knowledge in a Neural Network"): the student matches
 the teacher's class distribution at temperature T; the KL term is scaled by T^2 so its gradients keep their
@@ -11,8 +12,6 @@ student's Grad-CAM, kept differentiable, is pulled towards the teacher's at the 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -20,9 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file
-from safetensors.torch import save as save_tensors
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -33,12 +29,18 @@ from explain.cam import GRADIENT_CAMS, captured_activation, class_activation_map
 from explain.hooks import Captured, capture_output, eval_mode
 from explain.layers import TargetLayer, resolve_target_layer, to_grid
 from explain.registry import canonical_name
-from pipelines.collate import ImageCollator
-from pipelines.errors import ConfigError, DataError
-from pipelines.io import atomic_write_bytes
-from pipelines.loading import with_uint8_format
+from pipelines.errors import ConfigError
+from pipelines.labels import is_multi_label_model, model_label_names
+from trainers.arguments import training_dtype
 from trainers.image_classification import ImageClassificationTrainer
-from trainers.losses import classification_loss
+from trainers.losses import (
+    DistillationLoss,
+    classification_loss,
+    common_grid,
+    explained_classes,
+    explanation_loss,
+)
+from trainers.teacher_cache import TeacherCache, cache_key, with_teacher_columns
 
 DISTILLATION_TYPES = ("soft", "hard")
 EXPLANATION_TARGETS = ("teacher", "label")
@@ -93,8 +95,7 @@ class DistillationArguments:
     explanation_weight: float = field(
         default=0.0,
         metadata={
-            "help": "Weight of the explanation term (the student's Grad-CAM matched to the teacher's, issue 13); "
-            "0 turns it off."
+            "help": "Weight of the explanation term (the student's Grad-CAM matched to the teacher's); 0 turns it off."
         },
     )
     explanation_method: str = field(
@@ -171,134 +172,6 @@ def describe_distillation(args: DistillationArguments) -> str:
     return ", ".join(parts)
 
 
-def distillation_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    labels: torch.Tensor,
-    alpha: float = 0.5,
-    temperature: float = 2.0,
-    hard: bool = False,
-    multi_label: bool = False,
-    label_smoothing: float = 0.0,
-    distillation_logits: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``alpha * teacher term + (1 - alpha) * label loss``.
-
-    Args:
-        student_logits: (B, L) logits trained on the labels.
-        teacher_logits: (B, L).
-        labels: int64 (B,), or float (B, L) multi-hot for multi-label.
-        alpha: Weight of the teacher term.
-        temperature: T for the soft term.
-        hard: Use the teacher's decision as a second label instead of its distribution.
-        multi_label: Per-label sigmoids instead of one softmax.
-        label_smoothing: For the label term (see `classification_loss`).
-        distillation_logits: (B, L) logits of a separate distillation head (DeiT); default `student_logits`.
-
-    Returns:
-        Scalar loss. Soft, single-label: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the batch.
-        Soft, multi-label: ``T^2 * KL`` between the Bernoulli distributions ``sigmoid(t/T)`` and ``sigmoid(s/T)``,
-        averaged over batch and labels (as the BCE label loss is). Hard: cross-entropy (BCE) with the teacher's
-        argmax (logit > 0) as the target.
-    """
-    distilled = (student_logits if distillation_logits is None else distillation_logits).float()
-    teacher_logits = teacher_logits.float()
-    if hard:
-        targets = (teacher_logits > 0).float() if multi_label else teacher_logits.argmax(dim=-1)
-        teacher_term = classification_loss(distilled, targets, multi_label)
-    elif multi_label:
-        teacher_term = temperature**2 * _bernoulli_kl(teacher_logits / temperature, distilled / temperature).mean()
-    else:
-        teacher_term = temperature**2 * F.kl_div(
-            F.log_softmax(distilled / temperature, dim=-1),
-            F.log_softmax(teacher_logits / temperature, dim=-1),
-            log_target=True,
-            reduction="batchmean",
-        )
-    label_term = classification_loss(student_logits, labels, multi_label, label_smoothing)
-    return alpha * teacher_term + (1.0 - alpha) * label_term
-
-
-def _bernoulli_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-    """Elementwise KL(Bernoulli(sigmoid(t)) || Bernoulli(sigmoid(s))), computed from log-sigmoids for stability."""
-    p = torch.sigmoid(teacher_logits)
-    log_p, log_not_p = F.logsigmoid(teacher_logits), F.logsigmoid(-teacher_logits)
-    log_q, log_not_q = F.logsigmoid(student_logits), F.logsigmoid(-student_logits)
-    return p * (log_p - log_q) + (1 - p) * (log_not_p - log_not_q)
-
-
-def common_grid(teacher_grid: tuple[int, int], student_grid: tuple[int, int]) -> tuple[int, int]:
-    """The grid both maps are compared on: the coarser of the two (fewer cells), which the finer one is
-    area-averaged down to. Upsampling the coarser map would invent detail the model never computed.
-
-    Raises:
-        DataError: the coarser grid is finer than the other in one direction (e.g. 4x8 and 8x4), or has one cell.
-    """
-    coarse, fine = sorted((tuple(teacher_grid), tuple(student_grid)), key=lambda grid: grid[0] * grid[1])
-    if coarse[0] > fine[0] or coarse[1] > fine[1] or coarse[0] * coarse[1] < 2:
-        raise DataError(
-            f"The teacher's {teacher_grid[0]}x{teacher_grid[1]} and the student's {student_grid[0]}x{student_grid[1]} "
-            "Grad-CAM grids cannot be aligned (one must fit in the other, with more than one cell); name other "
-            "teacher_target_layer / student_target_layer."
-        )
-    return coarse
-
-
-def to_common_grid(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(B, h, w) -> (B, *grid) by area averaging (a no-op at the same size); differentiable."""
-    if tuple(maps.shape[-2:]) == tuple(grid):
-        return maps
-    return F.adaptive_avg_pool2d(maps[:, None], grid)[:, 0]
-
-
-def explanation_loss(
-    student_maps: torch.Tensor, teacher_maps: torch.Tensor, grid: tuple[int, int], measure: str = "cosine"
-) -> torch.Tensor:
-    """How far the student's maps are from the teacher's, averaged over the images.
-
-    Args:
-        student_maps: float (B, hs, ws), non-negative raw CAMs (differentiable for training).
-        teacher_maps: float (B, ht, wt), non-negative raw CAMs.
-        grid: The common grid (`common_grid`).
-        measure: 'cosine': ``1 - cos(s, t)`` of the flattened maps (Parchami-Araghi et al. 2024, eq. 2);
-            'l1': half the L1 distance between the maps scaled to sum 1, in [0, 1]. Both ignore each map's scale.
-
-    Returns:
-        Scalar. Images whose teacher map is blank (all zero: no region supports the class) are left out, as they
-        give no direction to follow; 0 when every teacher map is blank.
-    """
-    student = to_common_grid(student_maps.float(), grid).flatten(1)  # (B, P)
-    teacher = to_common_grid(teacher_maps.float(), grid).flatten(1)
-    if measure == "cosine":
-        unit_student = student / student.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        unit_teacher = teacher / teacher.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        distance = 1.0 - (unit_student * unit_teacher).sum(dim=1)
-    else:
-        shares_student = student / student.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        shares_teacher = teacher / teacher.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        distance = 0.5 * (shares_student - shares_teacher).abs().sum(dim=1)
-    informative = (teacher.amax(dim=1) > 0).float()  # no host sync: a mask, not an index
-    return (distance * informative).sum() / informative.sum().clamp_min(1.0)
-
-
-def explained_classes(
-    teacher_logits: torch.Tensor, labels: torch.Tensor, target: str, multi_label: bool
-) -> torch.Tensor:
-    """The class each image's two maps explain, int64 (B,).
-
-    'teacher': the teacher's top-1 class (for multi-label, its highest-scoring label). 'label': the true class;
-    for multi-label, the true label the teacher scores highest, or the teacher's top label for an image with none.
-    """
-    teacher_logits = teacher_logits.detach()
-    if target == "teacher":
-        return teacher_logits.argmax(dim=1)
-    if not multi_label:
-        return labels.long()
-    positive = labels > 0.5
-    among_true = torch.where(positive, teacher_logits, torch.finfo(teacher_logits.dtype).min).argmax(dim=1)
-    return torch.where(positive.any(dim=1), among_true, teacher_logits.argmax(dim=1))
-
-
 @dataclass(frozen=True)
 class ExplanationTerm:
     """The explanation term's settings, with the layers and grids resolved once before training."""
@@ -323,27 +196,13 @@ def check_same_label_space(teacher: PreTrainedModel, student: PreTrainedModel) -
         raise ConfigError(
             f"The teacher has {t.num_labels} labels and the student {s.num_labels}; they must share one label space."
         )
-    teacher_names = [t.id2label[i] for i in range(t.num_labels)]
-    student_names = [s.id2label[i] for i in range(s.num_labels)]
+    teacher_names, student_names = model_label_names(teacher), model_label_names(student)
     if teacher_names != student_names:
         raise ConfigError(
             f"The teacher's labels {teacher_names} differ from the student's {student_names}; they must match in order."
         )
-    multi = [config.problem_type == "multi_label_classification" for config in (t, s)]
-    if multi[0] != multi[1]:
+    if is_multi_label_model(teacher) != is_multi_label_model(student):
         raise ConfigError("One of teacher and student is multi-label and the other is not.")
-
-
-class TeacherLogitsCollator(ImageCollator):
-    """`ImageCollator` that also stacks the cache's columns when the dataset has them: ``teacher_logits`` (B, L)
-    and ``teacher_maps`` (B, h * w), the teacher's flattened CAMs."""
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = super().__call__(examples)
-        for column in ("teacher_logits", "teacher_maps"):
-            if column in examples[0]:
-                batch[column] = torch.tensor([example[column] for example in examples], dtype=torch.float32)
-        return batch
 
 
 class DistillationTrainer(ImageClassificationTrainer):
@@ -353,11 +212,12 @@ class DistillationTrainer(ImageClassificationTrainer):
     `accelerate launch` with several processes) and cast to the compute dtype (bf16/fp16 when mixed precision is
     on); it runs under `torch.no_grad()` on exactly the (augmented) batch the student sees: the same images and
     crops, resized and normalised by the teacher's own image processor when it differs from the student's. With
-    `teacher_logits_cache` set and training augmentation off, its logits on the training set are computed once,
-    stored as safetensors keyed by the dataset's and teacher's fingerprints, and read from the batch instead.
-    Evaluation losses are the plain label loss, comparable with a student trained without a teacher.
+    ``cache_teacher_logits`` and training augmentation off, its logits on the training set are computed once,
+    stored as safetensors in ``<output_dir>/teacher-logits`` keyed by the dataset's and teacher's fingerprints, and
+    read from the batch instead (`trainers.teacher_cache`). Evaluation losses are the plain label loss, comparable
+    with a student trained without a teacher.
 
-    With `explanation_weight` > 0 the training loss adds ``explanation_weight * explanation_loss(student map,
+    With ``explanation_weight`` > 0 the training loss adds ``explanation_weight * explanation_loss(student map,
     teacher map)`` (Parchami-Araghi et al. 2024). Both maps are the same gradient CAM (`explain.cam`, the code
     `explain` uses) at the same class (`explained_classes`), on the same crops, compared on the coarser of the two
     grids (`common_grid`). The teacher's map is computed on its frozen parameters, or cached beside its logits; the
@@ -368,11 +228,8 @@ class DistillationTrainer(ImageClassificationTrainer):
 
     Args:
         teacher: The fine-tuned teacher.
+        distillation_args: How the student learns from it (`DistillationArguments`, checked when it was made).
         teacher_processor: The teacher's image processor (default: the student's).
-        alpha, temperature, hard, deit_distillation_token: See `DistillationArguments` and `distillation_loss`.
-        teacher_logits_cache: Folder for cached teacher logits (and maps), or None to always run the teacher.
-        explanation_weight, explanation_method, explanation_target, explanation_measure, teacher_target_layer,
-            student_target_layer: See `DistillationArguments`; a weight of 0 adds no work at all.
         All other arguments are `ImageClassificationTrainer`'s.
     """
 
@@ -380,32 +237,25 @@ class DistillationTrainer(ImageClassificationTrainer):
         self,
         *args: Any,
         teacher: PreTrainedModel,
+        distillation_args: DistillationArguments,
         teacher_processor: BaseImageProcessor | None = None,
-        alpha: float = 0.5,
-        temperature: float = 2.0,
-        hard: bool = False,
-        deit_distillation_token: bool = False,
-        teacher_logits_cache: str | Path | None = None,
-        explanation_weight: float = 0.0,
-        explanation_method: str = "gradcam",
-        explanation_target: str = "teacher",
-        explanation_measure: str = "cosine",
-        teacher_target_layer: str | None = None,
-        student_target_layer: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         check_same_label_space(teacher, self.model)
-        if deit_distillation_token and not hasattr(self.model, "distillation_classifier"):
+        if distillation_args.deit_distillation_token and not hasattr(self.model, "distillation_classifier"):
             raise ConfigError(
                 f"deit_distillation_token needs a student with a distillation head (DeiTForImageClassificationWithTeacher); "
                 f"this student is {type(self.model).__name__}."
             )
-        method = check_explanation_settings(
-            explanation_weight, explanation_method, explanation_target, explanation_measure
+        self.distillation_args = distillation_args
+        self.loss = DistillationLoss(
+            alpha=distillation_args.alpha,
+            temperature=distillation_args.temperature,
+            hard=distillation_args.distillation_type == "hard",
+            multi_label=self.multi_label,
+            label_smoothing=self.args.label_smoothing_factor,
         )
-        self.alpha, self.temperature, self.hard = alpha, temperature, hard
-        self.deit_distillation_token = deit_distillation_token
         self.teacher = prepare_teacher(teacher, self.args.device, self.compute_dtype)
         teacher_processor = teacher_processor or self.preprocess.image_processor
         # Same resize and normalisation: the teacher can read the student's pixel_values as they are.
@@ -417,43 +267,30 @@ class DistillationTrainer(ImageClassificationTrainer):
         self.teacher_preprocess.image_processor = teacher_processor
         self.teacher_preprocess.num_channels = teacher.config.num_channels
         self.explanation: ExplanationTerm | None = None
-        if explanation_weight > 0:
-            self.explanation = self.resolve_explanation_term(
-                explanation_weight,
-                method,
-                explanation_target,
-                explanation_measure,
-                teacher_target_layer,
-                student_target_layer,
-            )
-        self.uses_cached_logits = teacher_logits_cache is not None and not self.preprocess.augment
+        if distillation_args.explanation_weight > 0:
+            self.explanation = self.resolve_explanation_term()
+        self.uses_cached_logits = distillation_args.cache_teacher_logits and not self.preprocess.augment
         if self.uses_cached_logits:
-            logits, maps = self.cached_teacher_outputs(Path(teacher_logits_cache))
-            dataset = self.train_dataset.add_column("teacher_logits", logits.tolist())
-            if maps is not None:
-                dataset = dataset.add_column("teacher_maps", maps.flatten(1).tolist())
-            self.train_dataset = with_uint8_format(dataset)
+            logits, maps = self.cached_teacher_outputs()
+            self.train_dataset = with_teacher_columns(self.train_dataset, logits, maps)
             self.teacher.to("cpu")  # not needed during training any more: free the device's memory
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else torch.float32
+        return training_dtype(self.args)
 
-    def resolve_explanation_term(
-        self,
-        weight: float,
-        method: str,
-        target: str,
-        measure: str,
-        teacher_layer_name: str | None,
-        student_layer_name: str | None,
-    ) -> ExplanationTerm:
+    @property
+    def teacher_cache_folder(self) -> Path:
+        return Path(self.args.output_dir) / "teacher-logits"
+
+    def resolve_explanation_term(self) -> ExplanationTerm:
         """Resolve both target layers and find their grids on one training image, so that a missing layer or grids
         that cannot be aligned stop the run before it trains."""
+        settings = self.distillation_args
         layers = {}
         for role, model, name in (
-            ("teacher", self.teacher, teacher_layer_name),
-            ("student", self.model, student_layer_name),
+            ("teacher", self.teacher, settings.teacher_target_layer),
+            ("student", self.model, settings.student_target_layer),
         ):
             try:
                 layers[role] = resolve_target_layer(model, name)
@@ -471,10 +308,10 @@ class DistillationTrainer(ImageClassificationTrainer):
             )
         }
         return ExplanationTerm(
-            weight=weight,
-            method=method,
-            target=target,
-            measure=measure,
+            weight=settings.explanation_weight,
+            method=settings.explanation_method,
+            target=settings.explanation_target,
+            measure=settings.explanation_measure,
             teacher_layer=layers["teacher"],
             student_layer=layers["student"],
             teacher_grid=grids["teacher"],
@@ -555,18 +392,10 @@ class DistillationTrainer(ImageClassificationTrainer):
             teacher_logits, teacher_maps = self.teacher_outputs(inputs["teacher_pixel_values"], labels)
         elif self.explanation is not None:
             teacher_maps = inputs["teacher_maps"].view(-1, *self.explanation.teacher_grid)
-        deit = self.deit_distillation_token
-        loss = distillation_loss(
-            outputs.cls_logits if deit else outputs.logits,
-            teacher_logits,
-            labels,
-            alpha=self.alpha,
-            temperature=self.temperature,
-            hard=self.hard,
-            multi_label=self.multi_label,
-            label_smoothing=self.args.label_smoothing_factor,
-            distillation_logits=outputs.distillation_logits if deit else None,
-        )
+        if self.distillation_args.deit_distillation_token:
+            loss = self.loss(outputs.cls_logits, teacher_logits, labels, outputs.distillation_logits)
+        else:
+            loss = self.loss(outputs.logits, teacher_logits, labels)
         if captured is not None:
             loss = loss + self.explanation.weight * self.student_explanation_loss(
                 captured, outputs.logits, inputs["pixel_values"], teacher_logits, teacher_maps, labels
@@ -593,28 +422,31 @@ class DistillationTrainer(ImageClassificationTrainer):
         )
         return explanation_loss(student_maps, teacher_maps.detach(), term.grid, term.measure)
 
-    def cached_teacher_outputs(self, folder: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def cached_teacher_outputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The teacher's logits (N, L) on the unaugmented training set, and its maps (N, h, w) when the explanation
-        term is on, computed once and stored as safetensors."""
-        path = folder / f"teacher-logits-{self.cache_key()}.safetensors"
-        rows, term = len(self.train_dataset), self.explanation
+        term is on: read from the cache when it holds them for exactly this training set, teacher and settings,
+        else computed once (on every process, the main one writing them)."""
+        term = self.explanation
+        cache = TeacherCache(self.teacher_cache_folder, self.cache_key())
         with self.args.main_process_first(desc="teacher logits"):
-            if path.is_file():
-                stored = load_file(path)
-                logits, maps = stored["logits"], stored.get("maps")
-                fits = logits.shape == (rows, self.model.config.num_labels)
-                if term is not None:
-                    fits = fits and maps is not None and maps.shape == (rows, *term.teacher_grid)
-                if fits:
-                    return logits, maps if term is not None else None
+            stored = cache.load(len(self.train_dataset), self.model.config.num_labels, term and term.teacher_grid)
+            if stored is not None:
+                return stored
             logits, maps = self.compute_teacher_outputs()
             if self.is_world_process_zero():
-                metadata = {"dataset": self.train_dataset._fingerprint, "rows": str(rows)}
-                tensors = {"logits": logits.contiguous()}
-                if maps is not None:
-                    tensors["maps"] = maps.contiguous()
-                atomic_write_bytes(path, save_tensors(tensors, metadata=metadata))
+                cache.save(logits, maps, {"dataset": self.train_dataset._fingerprint, "rows": str(len(logits))})
         return logits, maps
+
+    def cache_key(self) -> str:
+        """The fingerprint the teacher's cached outputs are stored under (`trainers.teacher_cache.cache_key`)."""
+        term = self.explanation
+        return cache_key(
+            self.train_dataset,
+            self.teacher,
+            self.teacher_preprocess.image_processor,
+            self.compute_dtype,
+            term.cache_description() if term is not None else None,
+        )
 
     def compute_teacher_outputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         loader = DataLoader(
@@ -637,20 +469,6 @@ class DistillationTrainer(ImageClassificationTrainer):
             if maps is not None:
                 map_chunks.append(maps.float().cpu())
         return torch.cat(logit_chunks), torch.cat(map_chunks) if map_chunks else None
-
-    def cache_key(self) -> str:
-        """Fingerprint of (training rows, teacher weights, preprocessing, compute dtype, and the explanation term's
-        method, target and teacher layer when it is on)."""
-        digest = hashlib.sha256()
-        digest.update(f"{self.train_dataset._fingerprint}|{len(self.train_dataset)}|{self.compute_dtype}".encode())
-        if self.explanation is not None:
-            digest.update(self.explanation.cache_description().encode())
-        processor = self.teacher_preprocess.image_processor.to_dict()
-        digest.update(json.dumps(processor, sort_keys=True, default=str).encode())
-        for name, tensor in sorted(self.teacher.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
 
 
 def layer_grid(model: torch.nn.Module, layer: TargetLayer, pixel_values: torch.Tensor) -> tuple[int, int]:

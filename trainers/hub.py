@@ -1,15 +1,18 @@
-"""Model cards (huggingface_hub's ModelCard) and publishing a model folder to the Hub."""
+"""Every model card this project writes (huggingface_hub's ModelCard) and publishing a model folder to the Hub: the
+distilled student's card with its results table, the evaluation report's section in any model's card, and a shrunk
+copy's card."""
 
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 
-from pipelines.errors import ConfigError, DataError, OfflineError, is_offline
+from pipelines.errors import ConfigError, DataError, OfflineError, failure_reason, is_offline
 from pipelines.io import atomic_write_text
-from trainers.results import ResultRow, results_markdown
+from trainers.distill_results import ResultRow, results_markdown
 
 # What a published model folder holds: enough for `pipeline("image-classification", model=repo_id)`, its card,
 # and the figures behind it. Checkpoints and cached teacher logits stay local.
@@ -42,7 +45,7 @@ def build_model_card(
     Args:
         rows: Teacher, distilled student, and (optionally) the no-teacher student.
         model_name: The Hub repo id (or a local name).
-        dataset: Identifier and readable name of the dataset evaluated on (see `reporting.dataset_description`).
+        dataset: Identifier and readable name of the dataset evaluated on (`run_outputs.dataset_description`).
         base_model: The student's initial checkpoint (None when it was built from a config).
         teacher: The teacher's folder or Hub id.
         commands: Commands that reproduce the model and the table.
@@ -63,11 +66,9 @@ def build_model_card(
         for name, card_metric in CARD_METRICS.items()
         if name in student.test_metrics
     ]
-    data = ModelCardData(
+    data = card_metadata(
         model_name=model_name,
         base_model=base_model,
-        library_name="transformers",
-        pipeline_tag="image-classification",
         tags=["image-classification", "knowledge-distillation", "see-what-you-shrink"],
         metrics=list(CARD_METRICS.values()),
         eval_results=eval_results,
@@ -146,12 +147,98 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = True, token: s
             commit_message="Upload distilled student (see-what-you-shrink)",
         )
     except Exception as error:  # network, auth and offline errors come in many types
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        secret = token or os.environ.get("HF_TOKEN")  # scripts pass the token there (see arguments.hide_hub_token)
-        if secret:
-            reason = reason.replace(secret, "***")
         raise OfflineError(
-            f"Could not push {folder} to the Hub as {repo_id} ({type(error).__name__}: {reason}); the local folder is "
+            f"Could not push {folder} to the Hub as {repo_id} ({failure_reason(error, token)}); the local folder is "
             "complete: log in (hf auth login or HF_TOKEN), check the network, and run the push again."
         ) from None
     return str(url)
+
+
+def check_model_card_folder(model_folder: str | Path) -> Path:
+    """The model folder whose card gets the report; checked before the evaluation, so that a mistyped path is
+    refused at once instead of after minutes of work (and never created: a card without its model is no card).
+
+    Raises:
+        ConfigError: the folder does not exist or is not a folder.
+    """
+    folder = Path(model_folder)
+    if not folder.is_dir():
+        problem = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(
+            f"Model card folder {folder} {problem}; give the folder of the model whose card gets the report."
+        )
+    return folder
+
+
+def card_metadata(**fields: Any) -> ModelCardData:
+    """A card's front matter: every model this project makes or evaluates is a transformers image classifier; the
+    `fields` add to that (model name, base model, results...)."""
+    return ModelCardData(library_name="transformers", pipeline_tag="image-classification", **fields)
+
+
+# The heading of the evaluation report's section in a model card, which a later report replaces.
+SECTION_TITLE = "## Evaluation report"
+
+
+def fold_into_model_card(model_folder: str | Path, report_markdown: str) -> Path:
+    """Put the report (its index.md text without figures) into the model's card (README.md) as its 'Evaluation
+    report' section, replacing an earlier one; figures stay in the report folder.
+
+    Raises:
+        ConfigError: `model_folder` does not exist.
+    """
+    path = check_model_card_folder(model_folder) / "README.md"
+    card = ModelCard.load(path) if path.is_file() else ModelCard(f"---\n{card_metadata().to_yaml()}\n---\n")
+    if not card.data.to_dict():  # a README without front matter: str(card) would write an empty `{}` block
+        card.data = card_metadata()
+    body = card.text.split(f"\n{SECTION_TITLE}\n")[0].rstrip()
+    section = report_markdown.replace("# Evaluation report", SECTION_TITLE, 1)
+    section = section.replace("\n## ", "\n### ")
+    # The section always follows a newline, so that the split above finds (and replaces) it on the next run.
+    card.text = f"{body}\n\n{section}" if body else f"\n{section}"
+    atomic_write_text(path, str(card))
+    return path
+
+
+def model_card_text(record: dict[str, Any]) -> str:
+    """A shrunk copy's card: front matter, what was done and how to load it (from its ``shrink.json`` record)."""
+    details = record["details"]
+    metadata = card_metadata(tags=["image-classification", "see-what-you-shrink", record["method"]])
+    lines = [
+        f"---\n{metadata.to_yaml()}\n---",
+        f"# {record['method']} copy of {record['source']}",
+        "",
+        f"Made with `{record['command']}`.",
+        "",
+    ]
+    if record["method"] == "int8":
+        lines += [
+            f"- {details['library']}; {details['scheme']}.",
+            f"- Quantized: {len(details['quantized_modules'])} {details['layers']} modules, "
+            f"{details['quantized_weight_share']:.1%} of the parameters; everything else stays float32.",
+            f"- Gradients (Grad-CAM): {details['gradients']}.",
+            *([f"- Speed: {details['speed']}."] if "speed" in details else []),
+            load_instructions(details),
+        ]
+    else:
+        lines += [
+            f"- {details['library']}; ratio {details['ratio']}.",
+            f"- Parameters: {details['parameters_before']:,} -> {details['parameters_after']:,} "
+            f"({details['parameters_removed_fraction']:.1%} fewer).",
+            f"- New config fields: {json.dumps(details['config_changes'])}.",
+        ]
+        if record.get("recovery"):
+            lines.append(f"- Recovery fine-tune: {json.dumps(record['recovery'])}.")
+    return "\n".join(lines) + "\n"
+
+
+def load_instructions(details: dict[str, Any]) -> str:
+    if "quantization_map" in details:
+        return (
+            '- Load it with `pipelines.load_classifier` (it needs optimum-quanto: `pip install -e ".[shrink]"`); '
+            "transformers cannot serialize quanto models, so a plain `from_pretrained` does not give the int8 model."
+        )
+    return (
+        "- `AutoModelForImageClassification.from_pretrained` loads it (it needs torchao: "
+        '`pip install -e ".[shrink]"`); load it with `pipelines.load_classifier` for Grad-CAM\'s gradients.'
+    )

@@ -10,16 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, Trainer, TrainerState, TrainingArguments
+from transformers import PreTrainedModel, TrainerState, TrainingArguments
 from transformers.image_processing_utils import BaseImageProcessor
 
 from pipelines.arguments import DataArguments
 from pipelines.collate import ImageCollator
 from pipelines.errors import DataError
+from pipelines.labels import is_multi_label_model, model_label_names
 from pipelines.loading import ImageData
 from pipelines.preprocess import DevicePreprocess, training_preprocess
+from pipelines.runtime import default_device
 from trainers.arguments import ONE_CYCLE, check_training_arguments
 from trainers.checkpoints import is_complete_checkpoint, is_finished, newest_complete_checkpoint, save_final_model
+from trainers.compat import TrainerHooks, load_best_model, load_checkpoint, mark_scheduler_created
 from trainers.guards import NonFiniteGuard
 from trainers.losses import classification_loss
 from trainers.metrics import ComputeMetrics
@@ -28,10 +31,10 @@ from trainers.schedules import one_cycle_schedule
 logger = logging.getLogger(__name__)
 
 
-class ImageClassificationTrainer(Trainer):
+class ImageClassificationTrainer(TrainerHooks):
     """Fine-tune any `AutoModelForImageClassification` on batches of uint8 images.
 
-    Batches from `pipelines.ImageCollator` reach the device as uint8; `_prepare_inputs` turns them into
+    Batches from `pipelines.ImageCollator` reach the device as uint8; `preprocess_batch` turns them into
     `pixel_values` there (augmented when the model is in training mode). The loss is cross-entropy, or
     binary cross-entropy with logits for a multi-label model (``config.problem_type``), with
     ``args.label_smoothing_factor``. A loss or weights that become NaN or infinite stop the run on every process
@@ -49,7 +52,7 @@ class ImageClassificationTrainer(Trainer):
             # The collator needs the raw `image`/`label` columns, which Trainer would drop as unknown to forward().
             training_args.remove_unused_columns = False
             training_args.label_names = ["labels"]
-            if training_args.use_cpu or not torch.cuda.is_available():
+            if default_device(training_args.use_cpu).type == "cpu":
                 training_args.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns without
             elif training_args.dataloader_pin_memory:
                 # accelerate copies each pinned batch to the GPU with a blocking copy by default, which waits for
@@ -65,7 +68,7 @@ class ImageClassificationTrainer(Trainer):
             super().__init__(*args, **kwargs)
         # Our loss is a per-batch mean; with this off, Trainer divides it by the gradient-accumulation steps.
         self.model_accepts_loss_kwargs = False
-        self.multi_label = self.model.config.problem_type == "multi_label_classification"
+        self.multi_label = is_multi_label_model(self.model)
         self.preprocess = preprocess or DevicePreprocess(
             self.processing_class, num_channels=self.model.config.num_channels, augment=False
         )
@@ -90,12 +93,8 @@ class ImageClassificationTrainer(Trainer):
             return super().create_scheduler(num_training_steps, optimizer)
         if self.lr_scheduler is None:
             self.lr_scheduler = one_cycle_schedule(optimizer or self.optimizer, self.args, num_training_steps)
-            # As Trainer marks the schedulers it makes: a later train() call then makes a new one for its own steps.
-            self._created_lr_scheduler = True
+            mark_scheduler_created(self)
         return self.lr_scheduler
-
-    def _prepare_inputs(self, inputs: dict[str, torch.Tensor | Any]) -> dict[str, torch.Tensor | Any]:
-        return self.preprocess_batch(super()._prepare_inputs(inputs))
 
     def preprocess_batch(self, inputs: dict[str, torch.Tensor | Any]) -> dict[str, torch.Tensor | Any]:
         """uint8 images on the device -> the model's `pixel_values` (augmented while the model trains)."""
@@ -116,29 +115,17 @@ class ImageClassificationTrainer(Trainer):
             logits = logits[0]
         return loss, logits, labels
 
-    # transformers 5.23's save_pretrained writes ViT/DeiT weights under their legacy names (it reverts its
-    # key conversion), but Trainer reloads checkpoints (resume, load_best_model_at_end) with a plain
-    # load_state_dict(strict=False): no transformer-layer weight matches, and the run goes on with the wrong
-    # weights after a warning. Reload such checkpoints through from_pretrained, strictly.
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
-        target = model if model is not None else self.model
-        if self._is_plain_checkpoint(resume_from_checkpoint, target):
-            load_checkpoint_weights(target, resume_from_checkpoint)
-        else:
-            super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-    def _load_best_model(self) -> None:
-        if self._is_plain_checkpoint(self.state.best_model_checkpoint, self.model):
-            load_checkpoint_weights(self.model, self.state.best_model_checkpoint)
-        else:
-            super()._load_best_model()
-
-    def _is_plain_checkpoint(self, folder: str, model: torch.nn.Module) -> bool:
-        return (
+    def reload_checkpoint(self, folder: str, model: torch.nn.Module) -> bool:
+        """Reload a plain checkpoint through `from_pretrained`, strictly (see `trainers.compat`); False for the
+        checkpoints Trainer must load itself (DeepSpeed, FSDP, other weight formats)."""
+        plain = (
             isinstance(model, PreTrainedModel)
             and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
             and (Path(folder) / "model.safetensors").is_file()
         )
+        if plain:
+            load_checkpoint_weights(model, folder)
+        return plain
 
     def floating_point_ops(self, inputs: dict[str, torch.Tensor | Any]) -> int:
         # Trainer's estimate (6 x input elements x parameters) treats each pixel as a token; report none rather
@@ -172,7 +159,7 @@ def load_checkpoint_weights(model: PreTrainedModel, folder: str) -> None:
 def refuse_other_labels(model: PreTrainedModel, folder: str) -> None:
     saved = json.loads((Path(folder) / "config.json").read_text()).get("id2label", {})
     saved_names = [saved[key] for key in sorted(saved, key=int)]
-    names = [model.config.id2label[index] for index in sorted(model.config.id2label)]
+    names = model_label_names(model)
     if saved_names != names:
         raise DataError(
             f"{folder} was trained on the labels {saved_names}, but this run's data has {names}; resume only from a "
@@ -255,15 +242,16 @@ def warn_about_earlier_checkpoints(output_dir: str) -> None:
 def restore_finished_run(trainer: ImageClassificationTrainer, checkpoint: str) -> None:
     """Take the trainer state and weights of a checkpoint saved after the last step, without training.
 
-    transformers 5.23 resumes such a checkpoint by running one more optimizer step (it checks max_steps only
-    after a step), so a run killed during its final save would come back with max_steps + 1 steps and other
-    weights than the run it continues.
+    Some transformers releases resume such a checkpoint by running one more optimizer step (5.23 checked max_steps
+    only after a step; 5.25 runs none, checked), and a run killed during its final save would then come back with
+    max_steps + 1 steps and other weights than the run it continues; restoring it without `train()` does not depend
+    on how the release resumes.
     """
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
-    trainer._load_from_checkpoint(checkpoint)
+    load_checkpoint(trainer, checkpoint)
     best = trainer.state.best_model_checkpoint
     if trainer.args.load_best_model_at_end and best and Path(best).is_dir():
-        trainer._load_best_model()
+        load_best_model(trainer)
 
 
 def resolve_resume(resume_from_checkpoint: Any, output_dir: str) -> str | None:

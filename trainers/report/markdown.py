@@ -1,0 +1,340 @@
+"""The evaluation report: every number in metrics.json, and index.md drawn from exactly those numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.io import atomic_write_json, atomic_write_text
+from trainers.report.cost import latency_text
+
+
+def _f4(value: float) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4f}"
+
+
+def _count(value: int | None) -> str:
+    """A count, or n/a for a report written before the count was kept."""
+    return "n/a" if value is None else str(value)
+
+
+BLANK_NOTE = (
+    "A blank map (one value throughout, e.g. Grad-CAM's all-zero map when no region supports the class) ranks "
+    "nothing, so pairs with a blank map are left out of the means; n/a means no pair was left."
+)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines."""
+    return [f"| {' | '.join(header)} |", "|---" * len(header) + "|", *(f"| {' | '.join(cells)} |" for cells in rows)]
+
+
+def _precision_recall(model: dict[str, Any], labels: list[str]) -> list[str]:
+    per_class = model["classification"]["per_class"]
+    return [f"{_f4(per_class[label]['precision'])} / {_f4(per_class[label]['recall'])}" for label in labels]
+
+
+def _cost_cells(cost: dict[str, Any]) -> list[str]:
+    return [
+        f"{cost['parameters']:,}",
+        f"{cost['size_on_disk_mib']:.2f}",
+        latency_text(cost["latency_ms_batch_1"], cost["latency_ms_batch_1_quartiles"], 3),
+        latency_text(cost["latency_ms_batch_64"], cost["latency_ms_batch_64_quartiles"], 3),
+        f"{cost['throughput_images_per_s']:,.0f}",
+    ]
+
+
+MEASURE_TEXT = {
+    "deletion": "deletion, most relevant first (normalised area, lower is better)",
+    "insertion": "insertion (normalised area, higher is better)",
+    "lerf_minus_morf": "deletion LeRF - MoRF (normalised areas, higher is better)",
+    "road_morf": "ROAD, most relevant first (mean probability, lower is better)",
+    "road_lerf": "ROAD, least relevant first (mean probability, higher is better)",
+    "road_lerf_minus_morf": "ROAD LeRF - MoRF (higher is better)",
+}
+# Below this median dynamic range a curve moves too little for its area to say anything about the map.
+SMALL_RANGE = 0.1
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.0%}"
+
+
+def _p_text(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2g}"
+
+
+def _faithfulness_rows(models: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(model, method, numbers) for each method's faithfulness numbers that hold the paired test (reports
+    written before it do not)."""
+    return [
+        (name, method, numbers)
+        for name, model in models.items()
+        for method, numbers in model["faithfulness"].items()
+        if "against_random" in numbers
+    ]
+
+
+def _against_random(models: dict[str, Any]) -> list[str]:
+    """The baselines, the dynamic-range table and its warnings, the paired test against random maps and its
+    verdicts in words."""
+    rows = _faithfulness_rows(models)
+    if not rows:
+        return []
+    first = rows[0][2]
+    baselines = first["baselines"]
+    lines = [
+        "",
+        f"Baselines: deletion: {baselines['deletion']}; insertion: {baselines['insertion']}; ROAD: "
+        f"{baselines['road']}. Dynamic range: the intact image's probability minus the baseline's, per image; "
+        "each curve is normalised by it (1 at the intact image, 0 at the baseline).",
+        "",
+    ]
+    lines += _table(
+        ["model", "method", "median dynamic range, deletion", "median dynamic range, insertion"],
+        [
+            [name, method, *(_f4(numbers["median_dynamic_range"][curve]) for curve in ("deletion", "insertion"))]
+            for name, method, numbers in rows
+        ],
+    )
+    for name, method, numbers in rows:
+        small = [
+            f"{curve} {spread:.3f}" for curve, spread in numbers["median_dynamic_range"].items() if spread < SMALL_RANGE
+        ]
+        if small:
+            lines += [
+                "",
+                f"**Warning** ({name}, {method}): median dynamic range below {SMALL_RANGE} ({', '.join(small)}): "
+                "these curves measure the baseline, not the maps.",
+            ]
+    if all("random_draws" in numbers for _, _, numbers in rows):
+        lines += [
+            "",
+            f"Deletion and insertion areas on the paired images ({first['random_steps']} steps): the maps' against "
+            f"each of the {first['random_maps']} random draws (mean, and the range and sd over the draws: how far two "
+            "random draws differ).",
+            "",
+        ]
+        lines += _table(
+            ["model", "method", "curve", "map", "random draws: mean", "random draws: min–max", "random draws: sd"],
+            [
+                [
+                    name,
+                    method,
+                    curve,
+                    _f4(draw["map"]),
+                    _f4(draw["mean"]),
+                    f"{_f4(draw['min'])}–{_f4(draw['max'])}",
+                    _f4(draw["sd"]),
+                ]
+                for name, method, numbers in rows
+                for curve, draw in numbers["random_draws"].items()
+            ],
+        )
+    fractions = ", ".join(f"{fraction:g}" for fraction in first["road_fractions"])
+    lines += [
+        "",
+        f"Against random maps, on {first['paired_images']} of the explained images: each image's map against the "
+        f"mean of {first['random_maps']} uniform random maps of the same image, curves on {first['random_steps']} "
+        f"steps, ROAD at removal fractions {fractions}. Advantage: "
+        "the map's value minus the random maps' mean, signed so that positive means the map is better; wins: the "
+        "share of images where it is; map and random maps: means over images; p: two-sided Wilcoxon signed-rank test "
+        "of the advantages (better or worse at p < 0.01, by the median's sign, else unclear).",
+        "",
+    ]
+    lines += _table(
+        ["model", "method", "measure", "map", "random maps", "median advantage", "wins", "p", "verdict"],
+        [
+            [
+                name,
+                method,
+                MEASURE_TEXT.get(measure, measure),
+                *(_f4(result[key]) for key in ("map", "random", "advantage_median", "wins", "p_value")),
+                result["verdict"],
+            ]
+            for name, method, numbers in rows
+            for measure, result in numbers["against_random"].items()
+        ],
+    )
+    lines += [""]
+    for name, method, numbers in rows:
+        headline = numbers["against_random"]["road_lerf_minus_morf"]
+        lines.append(
+            f"- **{name}**: {method} {numbers['verdict']} (ROAD LeRF - MoRF: the map wins on "
+            f"{_percent(headline['wins'])} of {headline['images']} images, p = {_p_text(headline['p_value'])})."
+        )
+    return lines
+
+
+def _shrunk_copies(models: dict[str, Any]) -> list[str]:
+    """What was done to each model made by scripts/shrink.py (its shrink.json), and how its maps are computed."""
+    rows = []
+    for name, model in models.items():
+        record = model.get("shrink")
+        if not record:
+            continue
+        details = record["details"]
+        if record["method"] == "int8":
+            layers = details.get("layers", "nn.Linear and nn.Conv2d")  # copies made before dynamic int8 lack it
+            what = (
+                f"{details['scheme']}; {len(details['quantized_modules'])} {layers} layers, "
+                f"{_percent(details['quantized_weight_share'])} of the parameters"
+            )
+            if "speed" in details:  # this report times every model eagerly
+                what += f"; {details['speed']}"
+            maps = f"Grad-CAM runs: {details['gradients']}"
+        else:
+            recovery = record.get("recovery")
+            what = (
+                f"ratio {details['ratio']}: {details['parameters_removed_fraction']:.1%} fewer parameters; "
+                + ", ".join(f"{key} {value}" for key, value in details["config_changes"].items())
+                + (f"; recovery fine-tune {recovery['epochs']} epochs" if recovery else "; no recovery fine-tune")
+            )
+            maps = "a plain (smaller) model: every method runs as on the original"
+        rows.append([name, f"{record['method']} of `{record['source']}`", what, maps])
+    if not rows:
+        return []
+    return ["", "### Shrunk copies", "", *_table(["model", "made as", "what was done", "explanations"], rows)]
+
+
+def _maps_read(models: dict[str, Any]) -> list[str]:
+    """A sentence on the maps taken from a maps dataset (`--maps`) and those computed, when any was read."""
+    counts = [
+        f"{name} {method}: {numbers['maps_read']:,} read, {numbers['maps_computed']:,} computed"
+        for name, model in models.items()
+        for method, numbers in model.get("maps", {}).items()
+    ]
+    if not any(numbers["maps_read"] for model in models.values() for numbers in model.get("maps", {}).values()):
+        return []
+    return ["", f"Maps read from the maps dataset (`--maps`) and computed here: {'; '.join(counts)}."]
+
+
+def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
+    """index.md's text from the report dictionary (also what metrics.json holds), so the two cannot disagree."""
+    models = report["models"]
+    lines = [
+        "# Evaluation report",
+        "",
+        f"Dataset {report['dataset']}, split `{report['split']}`: {report['images']} images "
+        f"({report['explained_images']} explained). Reference model: `{report['reference']}`. "
+        f"Measured on {report['device']} ({report['dtype']}).",
+        "",
+        f"Made by: `{report['command']}`",
+        "",
+        "## Classification",
+        "",
+    ]
+    lines += _table(
+        ["model", "ACC", "AUC", "macro F1", "ECE"],
+        [
+            [name, *(_f4(model["classification"][key]) for key in ("accuracy", "auc", "f1", "ece"))]
+            for name, model in models.items()
+        ],
+    )
+    lines += ["", "Per class (precision / recall):", ""]
+    lines += _table(
+        ["model", *report["labels"]],
+        [[name, *_precision_recall(model, report["labels"])] for name, model in models.items()],
+    )
+    lines += ["", "## Cost", ""]
+    lines += _table(
+        [
+            "model",
+            "parameters",
+            "size on disk (MiB)",
+            "latency/image, batch 1 (ms): median (quartiles)",
+            "latency/image, batch 64 (ms): median (quartiles)",
+            "throughput (img/s)",
+        ],
+        [[name, *_cost_cells(model["cost"])] for name, model in models.items()],
+    )
+    lines += _shrunk_copies(models)
+    lines += [
+        "",
+        "## Explanations",
+        "",
+        f"Faithfulness: deletion and insertion curves with {report['steps']} steps (RISE); the random row of each "
+        "model uses uniform random maps on the same images. Lower deletion and higher insertion areas are better.",
+        "",
+    ]
+    curves = ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc")
+    lines += _table(
+        ["model", "method", "deletion AUC", "random deletion AUC", "insertion AUC", "random insertion AUC"],
+        [
+            [name, method, *(_f4(numbers[key]) for key in curves)]
+            for name, model in models.items()
+            for method, numbers in model["faithfulness"].items()
+        ],
+    )
+    lines += _against_random(models)
+    lines += [
+        "",
+        "Sanity check (model-parameter randomisation): mean rank correlation between each model's maps and the maps "
+        "of the same architecture with re-initialised weights. Low is good: the maps depend on what was learnt. "
+        + BLANK_NOTE,
+        "",
+    ]
+    lines += _table(
+        [
+            "model",
+            "method",
+            "rank correlation with re-initialised model",
+            "pairs compared",
+            "blank maps (trained / re-initialised)",
+        ],
+        [
+            [
+                name,
+                method,
+                _f4(numbers["rank_correlation_mean"]),
+                _count(numbers.get("pairs")),
+                f"{_count(numbers.get('blank_maps'))} / {_count(numbers.get('blank_reinitialised_maps'))}",
+            ]
+            for name, model in models.items()
+            for method, numbers in model["randomization"].items()
+        ],
+    )
+    iou_key = f"top{report['top_percent']}_iou_mean"
+    lines += [
+        "",
+        f"Agreement with the reference (`{report['reference']}`): per image, the rank correlation and the overlap "
+        f"(IoU) of the top {report['top_percent']}% pixels between the reference's map and the model's map for the "
+        "same class, and how often the two predict the same (over every image). " + BLANK_NOTE,
+        "",
+    ]
+    lines += _table(
+        [
+            "model",
+            "method",
+            "mean rank correlation",
+            f"mean top-{report['top_percent']}% IoU",
+            "same prediction",
+            "pairs compared",
+            "blank maps (reference / model)",
+        ],
+        [
+            [
+                name,
+                method,
+                *(_f4(numbers[key]) for key in ("rank_correlation_mean", iou_key, "prediction_agreement")),
+                _count(numbers.get("pairs")),
+                f"{_count(numbers.get('blank_reference_maps'))} / {_count(numbers.get('blank_maps'))}",
+            ]
+            for name, model in models.items()
+            for method, numbers in model.get("agreement", {}).items()
+        ],
+    )
+    lines += _maps_read(models)
+    if figures:
+        lines += ["", "## Figures", ""]
+        for title, file_name in report["figures"].items():
+            lines += [f"### {title}", "", f"![{title}]({file_name})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(out: str | Path, report: dict[str, Any]) -> Path:
+    """Write metrics.json and index.md into `out`; returns the path of index.md."""
+    out = Path(out)
+    atomic_write_json(out / "metrics.json", report)
+    atomic_write_text(out / "index.md", render_markdown(report))
+    return out / "index.md"

@@ -1,0 +1,328 @@
+"""The evaluation report, run: every model over one dataset split (classification, cost, calibration), then each
+explanation method's faithfulness, randomisation check and agreement with the first model on a seeded sample or on
+every image (`--explain_images all`), written as report/index.md and report/metrics.json (and into a model card).
+
+Under `accelerate launch --num_processes N` the work is shared: the split's classification logits and the explained
+images' per-image measures (`explain.metrics.scores.explanation_parts`) are computed in fixed chunks of `batch_size`
+images, process r taking chunks r, r + N, ..., and gathered in chunk order; the main process alone measures cost,
+aggregates (`scores_from_parts`: means, mean curves, signed-rank tests, verdicts), plots and writes. Chunks are cut
+from the images, not the processes, and every random draw is seeded per image, so the numbers are the same on any
+number of processes. With `--maps DIR` (`python -m explain --save_maps`) the models' maps are read, not computed.
+
+`scripts/report.py` is its command line; the measures of maps live in `explain.metrics`, the classification numbers
+in `trainers.report.classification`, cost in `trainers.report.cost`, figures in `trainers.report.figures` and the
+markdown in `trainers.report.markdown`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from explain.explainer import Explainer, check_methods_fit, display_names
+from explain.maps_dataset import examples, process_state, read_maps
+from explain.metrics.faithfulness import FaithfulnessSettings
+from explain.metrics.randomization import randomized_copy
+from explain.metrics.scores import ModelParts, ScoredImages, explanation_parts, scores_from_parts
+from explain.metrics.statistics import paired_mask
+from explain.registry import canonical_name
+from pipelines import DataArguments, ImageCollator, load_image_dataset
+from pipelines.io import check_output_folder
+from pipelines.labels import label_text, model_label_names, predicted_classes
+from pipelines.locks import run_folder_lock
+from pipelines.preprocess import processed_size
+from pipelines.runtime import compute_dtype, device_name, pick_device
+from trainers.hub import check_model_card_folder, fold_into_model_card
+from trainers.metrics import scores_from_logits
+from trainers.report.arguments import ReportArguments
+from trainers.report.classification import LabelSpace, classification_summary, shared_label_space
+from trainers.report.cost import measure_cost
+from trainers.report.figures import classification_figures, plot_agreement, plot_faithfulness, plot_probability_bars
+from trainers.report.markdown import render_markdown, write_report
+from trainers.shrink.copies import read_shrink_record
+
+
+def run_report(args: ReportArguments, data_args: DataArguments, command: str) -> dict:
+    """Check the output folders, then evaluate while this run holds the report folder.
+
+    Args:
+        command: The command line that made the report, recorded in it.
+
+    Returns:
+        The report, as written to metrics.json (an empty dict on the other processes of a distributed run).
+    """
+    # Mistakes that would otherwise surface only after the evaluation, or halfway through writing the report.
+    check_output_folder(args.out)
+    if args.model_card:
+        check_model_card_folder(args.model_card)
+    with run_folder_lock(args.out):  # one writer per report folder
+        return evaluate_models(args, data_args, command)
+
+
+@dataclass
+class ReportSplit:
+    """The split every process of a report works on, and the models it compares.
+
+    Attributes:
+        rows: The split's images whose label every model has (`LabelSpace.keep`).
+        kept: (N,) each kept image's row in the whole split, which a maps dataset knows it by.
+        labels: (N,) or (N, L) their labels, in the shared label order.
+        collator: Batches the rows as uint8 images.
+        space: The labels the models are compared on.
+        multi_label: Whether each image has a set of labels.
+        explainers: The models by display name, the first the reference.
+        state: accelerate's process state (one process unless launched).
+    """
+
+    rows: Any
+    kept: np.ndarray
+    labels: np.ndarray
+    collator: ImageCollator
+    space: LabelSpace
+    multi_label: bool
+    explainers: dict[str, Explainer]
+    state: PartialState
+
+    def images(self, positions: np.ndarray) -> torch.Tensor | list[torch.Tensor]:
+        """uint8 images at `positions` of the kept rows."""
+        return self.collator(examples_at(self.rows, positions))["pixel_values"]
+
+
+def evaluate_models(args: ReportArguments, data_args: DataArguments, command: str) -> dict:
+    """The evaluation, while this run holds its report folder: on every process of an `accelerate launch` run (or
+    the only one), each predicting and explaining its share of the split; the main process aggregates, measures
+    cost and writes the report.
+
+    Returns:
+        The report on the main process; an empty dict on the others.
+    """
+    state = process_state(cpu=args.device == "cpu")
+    # One process: the device asked for. Launched: the one accelerate gave this process.
+    device = pick_device(args.device) if state.num_processes == 1 else state.device
+    dtype = compute_dtype(args.precision, device)
+    methods = [canonical_name(method) for method in args.methods.split(",") if method.strip()]
+    data = load_image_dataset(data_args)
+    loading = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
+    loaded = [Explainer(path, device, dtype, **loading, batch_size=args.batch_size) for path in args.models]
+    names = display_names(loaded)
+    explainers = dict(zip(names, loaded))
+    check_methods_fit(methods, {name: explainer.model for name, explainer in explainers.items()})
+    space = shared_label_space(
+        [model_label_names(e.model) for e in explainers.values()], data.label_names, args.allow_label_mismatch
+    )
+    collator = ImageCollator(data.num_labels, data.multi_label, data_args.image_mode)
+    split = data.dataset[args.split]
+    keep, labels = space.keep(collator.labels([{"label": label} for label in split["label"]]).numpy(), data.multi_label)
+    kept = np.flatnonzero(keep)  # the split's own row numbers, which a maps dataset knows the images by
+    run = ReportSplit(split.select(kept), kept, labels, collator, space, data.multi_label, explainers, state)
+
+    # Distributed: classification logits of the whole split, then the explanation measures of every explained
+    # image, each process on its share of fixed chunks, gathered in order.
+    logits = {
+        name: space.restrict(index, predict_split(run, explainer, args.batch_size))
+        for index, (name, explainer) in enumerate(explainers.items())
+    }
+    chosen = args.explained_positions(len(run.rows))
+    settings = args.faithfulness_settings(dtype)
+    parts = explain_split(args, run, methods, logits, chosen, settings)
+    if not state.is_main_process:
+        return {}
+
+    # The main process alone: cost (timed while the others are done), the aggregate step, figures and the report.
+    out = Path(args.out)
+    models = measure_models(args, run, logits, device, dtype)
+    figures = classification_figures(out, logits, labels, data.multi_label, space.names, accuracy_latency(models))
+    figures.update(probability_figure(args, run, logits, chosen, out))
+    for method in methods:
+        per_chunk = [chunk[method] for chunk in parts]
+        figures.update(method_figures(args, method, per_chunk, settings, models, out))
+    report = {
+        "command": command,
+        "dataset": data_args.dataset_name or data_args.data_dir,
+        "split": args.split,
+        "images": len(run.rows),
+        "explained_images": len(chosen),
+        "processes": state.num_processes,
+        "reference": names[0],
+        "labels": space.names,
+        "device": device_name(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "steps": args.steps,
+        "top_percent": round(args.top_fraction * 100),
+        "models": models,
+        "figures": figures,
+    }
+    index = write_report(out, report)
+    if args.model_card:
+        fold_into_model_card(args.model_card, render_markdown(report, figures=False))
+    print(f"Report: {index}")
+    return report
+
+
+def measure_models(
+    args: ReportArguments, run: ReportSplit, logits: dict[str, np.ndarray], device: torch.device, dtype: torch.dtype
+) -> dict[str, dict[str, Any]]:
+    """Each model's classification numbers on the split, its measured cost, and what made it (a shrunk copy's
+    shrink.json)."""
+    native = tuple(run.images(np.arange(1))[0].shape[-2:])
+    models = {}
+    for path, (name, explainer) in zip(args.models, run.explainers.items()):
+        size = processed_size(explainer.preprocess.image_processor, native)
+        cost = measure_cost(explainer.model, path, size, device, dtype, args.latency_repeats).as_dict()
+        cost["size_on_disk_mib"] = round(cost["size_on_disk_bytes"] / 2**20, 2)
+        summary = classification_summary(logits[name], run.labels, run.multi_label, run.space.names)
+        models[name] = {"path": path, "classification": summary, "cost": cost, "shrink": read_shrink_record(path)}
+    return models
+
+
+def accuracy_latency(models: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What the accuracy-vs-latency figure plots of each model."""
+    return {
+        name: {
+            "latency_ms": model["cost"]["latency_ms_batch_1"],
+            "latency_quartiles": model["cost"]["latency_ms_batch_1_quartiles"],
+            "accuracy": model["classification"]["accuracy"],
+            "auc": model["classification"]["auc"],
+            "parameters": model["cost"]["parameters"],
+        }
+        for name, model in models.items()
+    }
+
+
+def probability_figure(
+    args: ReportArguments, run: ReportSplit, logits: dict[str, np.ndarray], chosen: np.ndarray, out: Path
+) -> dict[str, str]:
+    """Each model's predicted probabilities for the first `sample_images` explained images."""
+    shown = chosen[: args.sample_images]
+    images = run.images(shown)
+    plot_probability_bars(
+        [images[row].permute(1, 2, 0).numpy() for row in range(len(shown))],
+        {name: scores_from_logits(values[shown], run.multi_label) for name, values in logits.items()},
+        run.space.names,
+        [label_text(run.labels[index], run.space.names) for index in shown],
+        out / "probabilities.png",
+    )
+    return {"Predicted probabilities for sample images": "probabilities.png"}
+
+
+def method_figures(
+    args: ReportArguments,
+    method: str,
+    parts: list[dict[str, ModelParts]],
+    settings: FaithfulnessSettings,
+    models: dict[str, dict[str, Any]],
+    out: Path,
+) -> dict[str, str]:
+    """The aggregate step for one method: its numbers into `models` (the reference first), and its faithfulness and
+    agreement figures."""
+    reference = next(iter(models))
+    scores = scores_from_parts(parts, settings, args.top_fraction)
+    for name, numbers in scores.numbers.items():
+        for key, value in numbers.items():
+            models[name].setdefault(key, {})[method] = value
+    plot_faithfulness(scores.curves, method, out / f"faithfulness_{method}.png")
+    figures = {f"Deletion, insertion and ROAD curves against random maps: {method}": f"faithfulness_{method}.png"}
+    if scores.distributions:
+        plot_agreement(scores.distributions, reference, method, out / f"agreement_{method}.png", args.top_fraction)
+        figures[f"Agreement with {reference}: {method}"] = f"agreement_{method}.png"
+    return figures
+
+
+def fixed_chunks(count: int, size: int) -> list[np.ndarray]:
+    """Positions 0 to `count` - 1 cut into consecutive chunks of `size` (the last one shorter). The cut depends on
+    nothing else, so every chunk is computed alike whichever process takes it and however many there are."""
+    return [np.arange(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def in_order(state: PartialState, done: list[tuple[int, Any]]) -> list[Any]:
+    """Every process's (chunk number, result) pairs, gathered on every process, as the results in chunk order."""
+    everyone = gather_object(done) if state.num_processes > 1 else done
+    return [result for _, result in sorted(everyone, key=lambda pair: pair[0])]
+
+
+def examples_at(split: Any, positions: np.ndarray) -> list[dict[str, Any]]:
+    """The split's rows at `positions` as the collator takes them, read in one slice."""
+    positions = np.asarray(positions)
+    if len(positions) and np.array_equal(positions, np.arange(positions[0], positions[0] + len(positions))):
+        return examples(split, int(positions[0]), int(positions[0]) + len(positions))
+    return examples(split.select(positions), 0, len(positions))
+
+
+def predict_split(run: ReportSplit, explainer: Explainer, batch_size: int) -> np.ndarray:
+    """Logits (N, L) of the whole split: each process predicts chunks r, r + W, ... of `batch_size` images."""
+    chunks = fixed_chunks(len(run.rows), batch_size)
+    mine = list(enumerate(chunks))[run.state.process_index :: run.state.num_processes]
+    done = [(number, explainer.predict_batch(run.images(chunk)).numpy()) for number, chunk in mine]
+    return np.concatenate(in_order(run.state, done))
+
+
+def explain_split(
+    args: ReportArguments,
+    run: ReportSplit,
+    methods: list[str],
+    logits: dict[str, np.ndarray],
+    chosen: np.ndarray,
+    settings: FaithfulnessSettings,
+) -> list[dict[str, dict[str, ModelParts]]]:
+    """Per-image measures of each method's maps at the `chosen` positions of the split, cut into fixed chunks of
+    `batch_size` images; process r takes chunks r, r + W, ... and loads each chunk's images when its turn comes.
+
+    Returns:
+        Per chunk, in order: method -> model -> `ModelParts` (on every process).
+    """
+    explainers, state = run.explainers, run.state
+    names = list(explainers)
+    paired = paired_mask(len(chosen), settings.paired_images)  # over every explained image, before the cut
+    chunks = list(enumerate(fixed_chunks(len(chosen), args.batch_size)))[state.process_index :: state.num_processes]
+    models = {name: explainer.model for name, explainer in explainers.items()}
+    # Made once per model (a chunk at a time would re-initialise a ViT-B for every 64 images).
+    copies = {name: randomized_copy(model, args.seed) for name, model in models.items()}
+    done = []
+    # On the main process only; tqdm turns itself off where stderr is no terminal.
+    bar = tqdm(
+        total=sum(len(chunk) for _, chunk in chunks),
+        unit="img",
+        desc="explanations",
+        disable=None if state.is_main_process else True,
+    )
+    with bar:
+        for number, chunk in chunks:
+            positions = chosen[chunk]
+            images = run.images(positions)
+            reference_class = torch.from_numpy(logits[names[0]][positions].argmax(axis=1))  # shared label order
+            per_method = {}
+            for method in methods:
+                inputs = {name: explainer.pixel_values(images) for name, explainer in explainers.items()}
+                given = None
+                if args.maps:  # computed once, by python -m explain --save_maps
+                    given = {
+                        name: read_maps(
+                            args.maps, args.split, path, method, run.kept[positions], tuple(inputs[name].shape[-2:])
+                        )
+                        for name, path in zip(names, args.models)
+                    }
+                scored = ScoredImages(
+                    pixel_values=inputs,
+                    reference_targets={
+                        name: torch.tensor(run.space.columns[index])[reference_class]
+                        for index, name in enumerate(names)
+                    },
+                    predictions={
+                        name: torch.from_numpy(predicted_classes(values[positions], run.multi_label))
+                        for name, values in logits.items()
+                    },
+                    given_maps=given,
+                    rows=run.kept[positions],
+                    paired=paired[chunk],
+                )
+                per_method[method] = explanation_parts(models, scored, method, settings, args.top_fraction, copies)
+            done.append((number, per_method))
+            bar.update(len(chunk))
+    return in_order(state, done)
