@@ -238,7 +238,7 @@ def test_weight_zero_is_exactly_plain_distillation(tmp_path: Path, data, monkeyp
     for extra in ({}, {"explanation_weight": 0.0, "explanation_method": "layercam", "student_target_layer": "vit"}):
         torch.manual_seed(0)
         trainer = _trainer(tmp_path, data, teacher, cache=True, **extra)
-        loss = float(trainer.compute_loss(trainer.model, _first_batch(trainer)))
+        loss = float(trainer.compute_loss(trainer.model, _first_batch(trainer)).detach())
         trainer.train()
         results.append((loss, trainer.cache_key(), {k: v.clone() for k, v in trainer.model.state_dict().items()}))
         assert trainer.explanation is None and "teacher_maps" not in trainer.train_dataset.column_names
@@ -297,9 +297,9 @@ def test_every_pairing_trains(tmp_path: Path, data, pairing: str) -> None:
     trainer = _trainer(tmp_path, data, teacher, student, teacher_processor, explanation_weight=1.0, **extra)
     assert trainer.explanation.grid == grid
     inputs = _first_batch(trainer)
-    term_on = float(trainer.compute_loss(trainer.model, inputs))
+    term_on = float(trainer.compute_loss(trainer.model, inputs).detach())
     trainer.explanation, term = None, trainer.explanation
-    term_off = float(trainer.compute_loss(trainer.model, inputs))
+    term_off = float(trainer.compute_loss(trainer.model, inputs).detach())
     trainer.explanation = term
     assert term_on > term_off  # the term takes part (1 - cosine > 0 on untrained models)
     before = {name: p.clone() for name, p in trainer.model.named_parameters()}
