@@ -1,4 +1,5 @@
-"""Explain what an image classifier looks at: Grad-CAM family, guided backpropagation, attention rollout, pictures.
+"""Explain what an image classifier looks at: Grad-CAM family, guided backpropagation, attention rollout and its
+class-specific gradient-weighted variants (gradient rollout, LeGrad), pictures.
 
     from explain import GradCAM
     explanation = GradCAM(model)(pixel_values)          # maps (B, H, W) in [0, 1], target, score
@@ -7,6 +8,7 @@ Every method is a small subclass of `AttributionMethod`, which owns the target l
 upsampling. `make_method(name, model)` builds one by name; `methods_for(model)` lists those that fit a model.
 """
 
+from explain.attention_gradients import GradientRollout, LeGrad, gradient_weighted_rollout, legrad_relevance
 from explain.base import AttributionMethod, LogitsModule, forward_logits
 from explain.cam import ActivationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from explain.captum_backend import CaptumGradCAM
@@ -26,15 +28,19 @@ __all__ = [
     "Explanation",
     "GradCAM",
     "GradCAMPlusPlus",
+    "GradientRollout",
     "GuidedBackprop",
     "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
+    "LeGrad",
     "LogitsModule",
     "TargetLayer",
     "XGradCAM",
     "attention_rollout",
     "forward_logits",
+    "gradient_weighted_rollout",
+    "legrad_relevance",
     "make_method",
     "methods_for",
     "prefix_token_count",

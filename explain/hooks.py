@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explain.layers import activation_modules, to_grid
+from explain.layers import activation_modules, encoder_blocks, to_grid
 
 
 class Captured:
@@ -93,6 +93,38 @@ def grid_tap(model: nn.Module, module: nn.Module, tap: nn.Module, input_size: tu
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def every_layer_through_the_head(model: nn.Module) -> Iterator[int]:
+    """Score every encoder block's output with the model's own head, in the same forward pass (LeGrad's per-layer
+    class scores).
+
+    The last block's output is replaced by all blocks' outputs stacked along the batch, first block first: what
+    follows the encoder (final norm, pooling, classifier) works image by image, so the logits come out (L * B,
+    classes), layer l's in rows l * B to (l + 1) * B, the model's own logits last. Each layer's rows stay attached to
+    that layer's computation, so their gradients reach its attention weights.
+
+    Yields:
+        L, the number of blocks.
+    """
+    _, blocks = encoder_blocks(model)
+    outputs: list[torch.Tensor] = []
+
+    def record(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        outputs.append(_first_tensor(output))
+
+    def stack_all(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+        outputs.append(_first_tensor(output))
+        return _replace_first(output, torch.cat(outputs))
+
+    handles = [block.register_forward_hook(record) for block in blocks[:-1]]
+    handles.append(blocks[-1].register_forward_hook(stack_all))
+    try:
+        yield len(blocks)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager

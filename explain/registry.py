@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from explain.attention_gradients import GradientRollout, LeGrad
 from explain.base import AttributionMethod
 from explain.cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from explain.captum_backend import CaptumGradCAM
@@ -29,9 +30,17 @@ METHODS: dict[str, type[AttributionMethod]] = {
         GuidedBackprop,
         GuidedGradCAM,
         AttentionRollout,
+        GradientRollout,
+        LeGrad,
     )
 }
-ALIASES = {"gradcam_plus_plus": "gradcam++", "gradcampp": "gradcam++", "rollout": "attention_rollout"}
+ALIASES = {
+    "gradcam_plus_plus": "gradcam++",
+    "gradcampp": "gradcam++",
+    "rollout": "attention_rollout",
+    "chefer": "gradient_rollout",
+    "grad_rollout": "gradient_rollout",
+}
 
 
 def canonical_name(name: str) -> str:
