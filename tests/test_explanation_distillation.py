@@ -20,7 +20,8 @@ from transformers import (
 )
 
 import trainers.distillation
-from explain import GradCAM
+from explain import GradCAM, make_method, scale_to_unit
+from explain.attention_gradients import attention_maps
 from explain.cam import class_activation_maps
 from explain.layers import TargetLayer
 from explain.metrics.agreement import agreement
@@ -333,10 +334,13 @@ def test_a_short_run_raises_the_students_agreement_with_the_teacher(tmp_path: Pa
     ("values", "message"),
     [
         ({"explanation_weight": -0.5}, "explanation_weight is -0.5; it must be 0 \\(off\\) or more"),
-        ({"explanation_method": "eigencam"}, "'eigencam', which is not a gradient CAM; use one of gradcam"),
-        ({"explanation_method": "attention_rollout"}, "not a gradient CAM"),
-        ({"explanation_method": "captum_gradcam"}, "not a gradient CAM"),
-        ({"explanation_method": "no-such"}, "not a gradient CAM"),
+        (
+            {"explanation_method": "eigencam"},
+            "'eigencam', which cannot be kept differentiable; use one of gradcam, .*, layercam, gradient_rollout, legrad",
+        ),
+        ({"explanation_method": "attention_rollout"}, "cannot be kept differentiable"),
+        ({"explanation_method": "captum_gradcam"}, "cannot be kept differentiable"),
+        ({"explanation_method": "no-such"}, "cannot be kept differentiable"),
         ({"explanation_target": "student"}, "use 'teacher' or 'label'"),
         ({"explanation_measure": "kl"}, "use 'cosine' or 'l1'"),
     ],
@@ -349,6 +353,64 @@ def test_bad_explanation_arguments_are_one_sentence(values: dict, message: str) 
 def test_aliases_name_the_same_method() -> None:
     arguments = DistillationArguments(teacher_model_name_or_path="t", explanation_method="Grad-CAM")
     assert arguments.explanation_method == "gradcam"
+
+
+@pytest.mark.parametrize("method", ["gradient_rollout", "legrad"])
+def test_attention_methods_term_is_the_attention_maps_of_both_models_at_the_teachers_class(
+    tmp_path: Path, data, method: str
+) -> None:
+    torch.manual_seed(0)
+    teacher, _ = build_classifier(TINY_VIT, data.label_names, image_processor_config=PROCESSOR_32)
+    student = build_classifier(
+        {**TINY_VIT, "model_type": "deit"},
+        data.label_names,
+        image_processor_config=PROCESSOR_32,
+        model_class=DeiTForImageClassificationWithTeacher,
+    )
+    trainer = _trainer(
+        tmp_path,
+        data,
+        teacher,
+        student,
+        explanation_weight=0.7,
+        explanation_method=method,
+        deit_distillation_token=True,
+    )
+    assert trainer.explanation.teacher_layer is None and trainer.explanation.grid == (4, 4)
+    inputs = _first_batch(trainer)
+    loss = trainer.compute_loss(trainer.model, inputs)
+
+    model = trainer.model
+    with torch.no_grad():
+        teacher_logits = teacher(pixel_values=inputs["teacher_pixel_values"]).logits
+    classes = teacher_logits.argmax(dim=1)
+    # The term's maps are the explain package's maps of each model at the teacher's class, before scaling.
+    student_maps, _ = attention_maps(model, inputs["pixel_values"], classes, method, create_graph=True)
+    explained = make_method(method, model)
+    explained.upsample = False
+    assert torch.allclose(
+        explained(inputs["pixel_values"], classes).maps, scale_to_unit(student_maps.detach()), atol=1e-5
+    )
+    outputs = model(pixel_values=inputs["pixel_values"])
+    plain = DistillationLoss()(outputs.cls_logits, teacher_logits, inputs["labels"], outputs.distillation_logits)
+    term_maps, _ = attention_maps(teacher, inputs["teacher_pixel_values"], classes, method)
+    expected = plain + 0.7 * explanation_loss(student_maps, term_maps, (4, 4))
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-4)
+    assert float(explanation_loss(student_maps, term_maps, (4, 4)).detach()) > 0.01
+    # Its gradient reaches the student's first attention layer (create_graph) and never the teacher.
+    query = next(p for name, p in model.named_parameters() if name.endswith("layers.0.attention.q_proj.weight"))
+    (gradient,) = torch.autograd.grad(loss - plain, query)
+    assert float(gradient.abs().sum()) > 0
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+
+def test_attention_methods_need_two_transformers(tmp_path: Path, data) -> None:
+    teacher, _ = build_classifier(TINY_RESNET, data.label_names, image_processor_config=PROCESSOR_32)
+    with pytest.raises(
+        ConfigError,
+        match=r"^explanation_method legrad reads attention, but the teacher is a resnet model; use a gradient CAM",
+    ):
+        _trainer(tmp_path, data, teacher, explanation_weight=1.0, explanation_method="legrad")
 
 
 def test_missing_layers_and_unaligned_grids_are_one_sentence(tmp_path: Path, data) -> None:

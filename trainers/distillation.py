@@ -25,9 +25,10 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers.image_processing_utils import BaseImageProcessor
 
+from explain.attention_gradients import ATTENTION_GRADIENT_METHODS, attention_maps
 from explain.cam import GRADIENT_CAMS, captured_activation, class_activation_maps, gradient_cam, maps_from_activation
 from explain.hooks import Captured, capture_output, eval_mode
-from explain.layers import TargetLayer, resolve_target_layer, to_grid
+from explain.layers import TargetLayer, is_transformer, model_type, resolve_target_layer, to_grid
 from explain.registry import canonical_name
 from pipelines.errors import ConfigError
 from pipelines.labels import is_multi_label_model, model_label_names
@@ -95,11 +96,15 @@ class DistillationArguments:
     explanation_weight: float = field(
         default=0.0,
         metadata={
-            "help": "Weight of the explanation term (the student's Grad-CAM matched to the teacher's); 0 turns it off."
+            "help": "Weight of the explanation term (the student's map matched to the teacher's); 0 turns it off."
         },
     )
     explanation_method: str = field(
-        default="gradcam", metadata={"help": f"The gradient CAM both maps use: {', '.join(GRADIENT_CAMS)}."}
+        default="gradcam",
+        metadata={
+            "help": f"The method both maps use: a gradient CAM ({', '.join(GRADIENT_CAMS)}) or, when teacher and "
+            f"student are both vision transformers, an attention-gradient method ({', '.join(ATTENTION_GRADIENT_METHODS)})."
+        },
     )
     explanation_target: str = field(
         default="teacher",
@@ -144,9 +149,10 @@ def check_explanation_settings(weight: float, method: str, target: str, measure:
         name = canonical_name(method)
     except ConfigError:
         name = method
-    if name not in GRADIENT_CAMS:
+    if name not in GRADIENT_CAMS and name not in ATTENTION_GRADIENT_METHODS:
         raise ConfigError(
-            f"explanation_method is {method!r}, which is not a gradient CAM; use one of {', '.join(GRADIENT_CAMS)}."
+            f"explanation_method is {method!r}, which cannot be kept differentiable; use one of "
+            f"{', '.join([*GRADIENT_CAMS, *ATTENTION_GRADIENT_METHODS])}."
         )
     if target not in EXPLANATION_TARGETS:
         raise ConfigError(f"explanation_target is {target!r}; use 'teacher' or 'label'.")
@@ -180,13 +186,19 @@ class ExplanationTerm:
     method: str
     target: str
     measure: str
-    teacher_layer: TargetLayer
-    student_layer: TargetLayer
+    teacher_layer: TargetLayer | None  # None for the attention-gradient methods, which read every layer
+    student_layer: TargetLayer | None
     teacher_grid: tuple[int, int]
     grid: tuple[int, int]
 
     def cache_description(self) -> str:
-        return f"{self.method}|{self.target}|{self.teacher_layer.name}|{self.teacher_grid}"
+        layer = self.teacher_layer.name if self.teacher_layer is not None else "attention"
+        return f"{self.method}|{self.target}|{layer}|{self.teacher_grid}"
+
+    @property
+    def reads_attention(self) -> bool:
+        """The maps come from attention weights and their gradients (no target layer)."""
+        return self.method in ATTENTION_GRADIENT_METHODS
 
 
 def check_same_label_space(teacher: PreTrainedModel, student: PreTrainedModel) -> None:
@@ -284,14 +296,23 @@ class DistillationTrainer(ImageClassificationTrainer):
         return Path(self.args.output_dir) / "teacher-logits"
 
     def resolve_explanation_term(self) -> ExplanationTerm:
-        """Resolve both target layers and find their grids on one training image, so that a missing layer or grids
-        that cannot be aligned stop the run before it trains."""
+        """Resolve both target layers (or check both models are transformers, for the attention-gradient methods)
+        and find their grids on one training image, so that a missing layer or grids that cannot be aligned stop
+        the run before it trains."""
         settings = self.distillation_args
         layers = {}
         for role, model, name in (
             ("teacher", self.teacher, settings.teacher_target_layer),
             ("student", self.model, settings.student_target_layer),
         ):
+            if settings.explanation_method in ATTENTION_GRADIENT_METHODS:
+                if not is_transformer(model):
+                    raise ConfigError(
+                        f"explanation_method {settings.explanation_method} reads attention, but the {role} is a "
+                        f"{model_type(model)} model; use a gradient CAM ({', '.join(GRADIENT_CAMS)})."
+                    )
+                layers[role] = None
+                continue
             try:
                 layers[role] = resolve_target_layer(model, name)
             except ConfigError as error:
@@ -301,7 +322,7 @@ class DistillationTrainer(ImageClassificationTrainer):
         images = self.data_collator([self.train_dataset[0]])["pixel_values"]
         images = (images[0][None] if isinstance(images, list) else images).to(self.args.device)
         grids = {
-            role: layer_grid(model, layers[role], preprocess(images, train=False).to(dtype))
+            role: map_grid(model, settings.explanation_method, layers[role], preprocess(images, train=False).to(dtype))
             for role, model, preprocess, dtype in (
                 ("teacher", self.teacher, self.teacher_preprocess, self.compute_dtype),
                 ("student", self.model, self.preprocess, next(self.model.parameters()).dtype),
@@ -348,9 +369,11 @@ class DistillationTrainer(ImageClassificationTrainer):
             targets = labels.long()
         elif term.target == "label":  # the true label the teacher scores highest: one more teacher pass
             targets = explained_classes(self.teacher_logits(pixel_values), labels, "label", multi_label=True)
-        maps, logits = class_activation_maps(
-            self.teacher, term.teacher_layer, pixel_values.to(self.compute_dtype), targets, term.method
-        )
+        pixel_values = pixel_values.to(self.compute_dtype)
+        if term.reads_attention:
+            maps, logits = attention_maps(self.teacher, pixel_values, targets, term.method)
+        else:
+            maps, logits = class_activation_maps(self.teacher, term.teacher_layer, pixel_values, targets, term.method)
         return logits.detach().float(), maps.detach()
 
     @contextmanager
@@ -362,7 +385,7 @@ class DistillationTrainer(ImageClassificationTrainer):
         cannot be differentiated again, which ``create_graph`` needs for everything between that layer and the
         logits. The layers before it keep the fused kernels (their backward is only ever taken once).
         """
-        if self.explanation is None or not self.model.training:
+        if self.explanation is None or self.explanation.reads_attention or not self.model.training:
             yield None
             return
         layer = self.explanation.student_layer.module
@@ -396,7 +419,7 @@ class DistillationTrainer(ImageClassificationTrainer):
             loss = self.loss(outputs.cls_logits, teacher_logits, labels, outputs.distillation_logits)
         else:
             loss = self.loss(outputs.logits, teacher_logits, labels)
-        if captured is not None:
+        if self.explanation is not None and (captured is not None or self.explanation.reads_attention):
             loss = loss + self.explanation.weight * self.student_explanation_loss(
                 captured, outputs.logits, inputs["pixel_values"], teacher_logits, teacher_maps, labels
             )
@@ -404,16 +427,22 @@ class DistillationTrainer(ImageClassificationTrainer):
 
     def student_explanation_loss(
         self,
-        captured: Captured,
+        captured: Captured | None,
         student_logits: torch.Tensor,
         pixel_values: torch.Tensor,
         teacher_logits: torch.Tensor,
         teacher_maps: torch.Tensor,
         labels: torch.Tensor,
     ) -> torch.Tensor:
-        """`explanation_loss` of the student's map, differentiable w.r.t. its parameters, against the teacher's."""
+        """`explanation_loss` of the student's map, differentiable w.r.t. its parameters, against the teacher's.
+
+        A gradient CAM reuses the layer output captured in the loss's forward pass; an attention-gradient method
+        runs the student once more with eager attention (LeGrad also scores every layer with the head there)."""
         term = self.explanation
         classes = explained_classes(teacher_logits, labels, term.target, self.multi_label)
+        if term.reads_attention:
+            student_maps, _ = attention_maps(self.model, pixel_values, classes, term.method, create_graph=True)
+            return explanation_loss(student_maps, teacher_maps.detach(), term.grid, term.measure)
         score = student_logits.gather(1, classes[:, None]).sum()
         cam = gradient_cam(term.method).cam
         activation = captured_activation(captured, term.student_layer)
@@ -469,6 +498,18 @@ class DistillationTrainer(ImageClassificationTrainer):
             if maps is not None:
                 map_chunks.append(maps.float().cpu())
         return torch.cat(logit_chunks), torch.cat(map_chunks) if map_chunks else None
+
+
+def map_grid(
+    model: torch.nn.Module, method: str, layer: TargetLayer | None, pixel_values: torch.Tensor
+) -> tuple[int, int]:
+    """(h, w) of the grid the model's maps have for this input: the patch grid for an attention-gradient method,
+    else the grid of `layer`'s CAM."""
+    if layer is None:
+        with eval_mode(model):
+            maps, _ = attention_maps(model, pixel_values, method=method)
+        return tuple(maps.shape[-2:])
+    return layer_grid(model, layer, pixel_values)
 
 
 def layer_grid(model: torch.nn.Module, layer: TargetLayer, pixel_values: torch.Tensor) -> tuple[int, int]:
