@@ -16,7 +16,7 @@ from torch import nn
 
 from explain.base import forward_logits
 from explain.explanation import Explanation
-from explain.registry import canonical_name, make_method, methods_for
+from explain.registry import METHODS, canonical_name, default_method, make_method, methods_for
 from pipelines.collate import ImageCollator
 from pipelines.errors import ConfigError
 from pipelines.labels import is_multi_label_model, label_text, model_label_names, predicted_classes
@@ -133,6 +133,26 @@ def chosen_methods(spec: str, model: nn.Module) -> list[str]:
     for name in names:
         make_method(name, model)  # raises with the methods that fit
     return list(dict.fromkeys(names))
+
+
+def methods_for_models(spec: str, models: dict[str, nn.Module]) -> list[str]:
+    """The methods to run on every model: 'default' gives the models' default method (`default_method`), 'all'
+    every method that fits every model (registry order), else the named ones, each checked against every model.
+
+    Raises:
+        ConfigError: an empty list, an unknown method, or one that does not fit a model (`check_methods_fit`).
+    """
+    key = spec.strip().lower()
+    if key == "default":
+        return [default_method(*models.values())]
+    if key == "all":
+        fitting = [set(methods_for(model)) for model in models.values()]
+        return [method for method in METHODS if all(method in fit for fit in fitting)]
+    names = list(dict.fromkeys(canonical_name(name) for name in spec.split(",") if name.strip()))
+    if not names:
+        raise ConfigError("methods is empty; give e.g. gradcam,layercam, 'default' or 'all'.")
+    check_methods_fit(names, models)
+    return names
 
 
 def display_names(explainers: list[Explainer]) -> list[str]:

@@ -21,7 +21,7 @@ from explain.explainer import Explainer, check_methods_fit
 from explain.inputs import load_image_files, load_split
 from explain.metrics.agreement import blank_maps, rank_correlation, top_fraction_iou
 from explain.plots import blend_overlay, display_images, resize_maps
-from explain.registry import canonical_name, class_agnostic, methods_for
+from explain.registry import canonical_name, class_agnostic, default_method, methods_for
 from pipelines.arguments import DataArguments
 from pipelines.errors import ConfigError, DataError
 from pipelines.runtime import (
@@ -33,7 +33,6 @@ from pipelines.splits import check_split
 
 MAX_MODELS = 4  # model columns are laid out when the page is built; four fit side by side on a laptop screen
 DISPLAY_SIZE = (224, 224)  # every overlay at one size, whatever each model's input resolution
-AGREEMENT_METHOD = "gradcam"
 PREDICTED = "predicted (first model)"
 VIEWS = ("all images", "misclassified by any model", "models disagree", "lowest map agreement first")
 
@@ -46,7 +45,7 @@ class ImageSummary:
         index: The image's row in the split.
         true: Its true class index.
         predicted: Each model's predicted class index, in the order the models were given.
-        agreement: The lowest Grad-CAM rank correlation of a model with the first model (at the first model's
+        agreement: The lowest map rank correlation of a model with the first model (at the first model's
             class); NaN with one model, or when a map is blank (it ranks nothing).
     """
 
@@ -170,14 +169,16 @@ def shared_methods(explainers: Sequence[Explainer], spec: str) -> list[str]:
 def summarise(
     explainers: Sequence[Explainer], images: torch.Tensor | list[torch.Tensor], labels: torch.Tensor
 ) -> list[ImageSummary]:
-    """Each image's predictions and its lowest Grad-CAM agreement with the first model (see `ImageSummary`)."""
+    """Each image's predictions and its lowest map agreement with the first model (see `ImageSummary`), by the
+    models' default method (`explain.registry.default_method`)."""
     predicted = [explainer.predict_batch(images).argmax(dim=1) for explainer in explainers]  # each (N,)
     targets = predicted[0]
     worst = torch.full((len(labels),), math.nan)
     if len(explainers) > 1:
-        reference = explainers[0].explain(AGREEMENT_METHOD, images, targets).maps
+        method = default_method(*(explainer.model for explainer in explainers))
+        reference = explainers[0].explain(method, images, targets).maps
         for explainer in explainers[1:]:
-            maps = explainer.explain(AGREEMENT_METHOD, images, targets).maps
+            maps = explainer.explain(method, images, targets).maps
             correlation = rank_correlation(reference, maps)
             correlation[blank_maps(reference) | blank_maps(maps)] = math.nan
             worst = torch.where(worst.isnan() | (correlation < worst), correlation, worst)

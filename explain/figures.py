@@ -24,13 +24,12 @@ from explain.plots import (
     panel_grid,
     resize_maps,
 )
-from explain.registry import class_agnostic
+from explain.registry import class_agnostic, default_method, method_title
 from pipelines.io import atomic_save_figure, atomic_write_json
 from pipelines.labels import label_text, predicted_classes
 
 logger = logging.getLogger(__name__)
 
-MAIN_METHOD = "gradcam"
 AGNOSTIC_NOTE = "class-agnostic: the same map for every class"
 
 
@@ -158,7 +157,8 @@ class Figures:
         size = self.size(explanations)
         shown = display_images(inputs.images, size)
         explained = explained_class(explainer.label_names, self.target)
-        main = MAIN_METHOD if MAIN_METHOD in explanations else methods[0]
+        main = default_method(explainer.model)
+        main = main if main in explanations else methods[0]
         captions = [explainer.caption(explanations[main], row) for row in range(len(inputs.names))]
         main_agnostic = class_agnostic(main)
         labels = with_class(row_labels(inputs), captions, self.target, main_agnostic, predicted_sets)
@@ -187,11 +187,13 @@ class Figures:
         return tuple(next(iter(explanations.values())).maps.shape[-2:])
 
     def models(self, explainer: Explainer, other: Explainer, inputs: Inputs, size: tuple[int, int]) -> None:
-        """models.png: Grad-CAM of both models on the same images, side by side; each map scaled to 0-1 on its own."""
+        """models.png: both models' maps by their default method (Grad-CAM, or for two vision transformers the
+        method chosen for them) on the same images, side by side; each map scaled to 0-1 on its own."""
+        method = default_method(explainer.model, other.model)
         panels, captions, predictions = {}, {}, {}
         key = "predicted" if self.target is None else "explained"
         for model in (explainer, other):
-            explanation = model.explain(MAIN_METHOD, inputs.images, self.target)
+            explanation = model.explain(method, inputs.images, self.target)
             title = f"{model.title} ({model.model.config.model_type})"
             panels[title] = resize_maps(explanation.maps, size)
             captions[title] = [model.caption(explanation, row) for row in range(len(inputs.names))]
@@ -202,11 +204,12 @@ class Figures:
         explained = explained_class(explainer.label_names, self.target)
         # Each map is min-max scaled to 0-1 on its own (`explain.explanation.scale_to_unit`): one colour bar, not
         # one scale.
-        title = f"Grad-CAM by model ({explained}; each map scaled to 0-1)"
+        title = f"{method_title(method)} by model ({explained}; each map scaled to 0-1)"
         shown = display_images(inputs.images, size)
         figure = panel_grid(shown, panels, row_labels(inputs), captions, title, self.edges)
         shows = (
-            f"images (rows) by models (columns): Grad-CAM of each model ({explained}), each map scaled to 0-1, "
+            f"images (rows) by models (columns): {method_title(method)} of each model ({explained}), each map scaled "
+            "to 0-1, "
             "one colour bar"
         )
         self.save("models.png", figure, shows, predictions=predictions)
@@ -214,8 +217,10 @@ class Figures:
     def misclassified(
         self, explainer: Explainer, split: LabelledSplit, count: int, batch_size: int, size: tuple[int, int]
     ) -> None:
-        """misclassified.png: the split's `count` most confidently misclassified images, with Grad-CAM for the
-        predicted and the true class (none, and no figure, when no image is misclassified)."""
+        """misclassified.png: the split's `count` most confidently misclassified images, with the model's default
+        method's maps for the predicted and the true class (none, and no figure, when no image is misclassified)."""
+        method = default_method(explainer.model)
+        title = method_title(method)
         logits = explainer.predict(split.rows, split.collator, batch_size)
         labels = split.labels()
         if split.multi_label:
@@ -232,7 +237,7 @@ class Figures:
             return
         order = candidates[confidence[candidates].argsort(descending=True)][:count].tolist()
         inputs = split.take(order)
-        predicted = explainer.explain(MAIN_METHOD, inputs.images)
+        predicted = explainer.explain(method, inputs.images)
         true_maps, note = None, ""
         true_text = true_texts(inputs)
         predicted_sets = None
@@ -240,17 +245,17 @@ class Figures:
             decided = predicted_classes(logits[order], multi_label=True)
             predicted_sets = [label_text(row, split.label_names) for row in decided]
         else:
-            true_maps = resize_maps(explainer.explain(MAIN_METHOD, inputs.images, inputs.labels).maps, size)
+            true_maps = resize_maps(explainer.explain(method, inputs.images, inputs.labels).maps, size)
             if not true_maps.any():
                 # Typical of two-class models, whose two logits' gradients are near opposites: a column of blank
                 # panels would say nothing, so the title says it once.
-                true_maps, note = None, "\nGrad-CAM finds no positive evidence for the true class in any of them"
+                true_maps, note = None, f"\n{title} finds no positive evidence for the true class in any of them"
         predicted_text = [explainer.caption(predicted, row) for row in range(len(order))]
         shown_true, shown_predicted = true_text, predicted_text
         if split.multi_label:  # label sets, shortened to fit beside the image; the map explains the top label
             shown_true = [short_list(text) for text in true_text]
             shown_predicted = [set_and_map(*pair) for pair in zip(predicted_sets, predicted_text)]
-        maps_title = "Grad-CAM: top-scoring label" if split.multi_label else "Grad-CAM: predicted class"
+        maps_title = f"{title}: top-scoring label" if split.multi_label else f"{title}: predicted class"
         figure = misclassified_figure(
             MisclassifiedPanels(
                 display_images(inputs.images, size),
@@ -266,9 +271,9 @@ class Figures:
         )
         shows = (
             "misclassified images (rows), most confident first: input with true and predicted labels, "
-            + ("Grad-CAM for the top-scoring label" if split.multi_label else "Grad-CAM for the predicted class")
+            + (f"{title} for the top-scoring label" if split.multi_label else f"{title} for the predicted class")
             + (" and for the true class" if true_maps is not None else "")
-            + (" (none for the true class: Grad-CAM finds no positive evidence for it)" if note else "")
+            + (f" (none for the true class: {title} finds no positive evidence for it)" if note else "")
         )
         images = [
             {"image": name, "true": true, **explainer.prediction(predicted, row, predicted_set=predicted_set)}

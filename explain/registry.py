@@ -13,7 +13,7 @@ from explain.base import AttributionMethod
 from explain.cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from explain.captum_backend import CaptumGradCAM
 from explain.guided import GuidedBackprop, GuidedGradCAM
-from explain.layers import model_type
+from explain.layers import is_transformer, model_type
 from explain.rollout import AttentionRollout
 from pipelines.errors import ConfigError
 
@@ -41,6 +41,28 @@ ALIASES = {
     "chefer": "gradient_rollout",
     "grad_rollout": "gradient_rollout",
 }
+
+
+# The method used where none is named (the report, the explorer's agreement, the distillation results' agreement),
+# chosen by the report's deciding measure against random maps on models trained here: README, "Which method for a
+# vision transformer".
+CNN_METHOD = "gradcam"
+TRANSFORMER_METHOD = "gradient_rollout"
+
+
+def default_method(*models: nn.Module) -> str:
+    """The method to explain `models` with when none is named: the transformer default when every model is a vision
+    transformer with a class token, else Grad-CAM (which fits every model)."""
+    return TRANSFORMER_METHOD if models and all(is_transformer(model) for model in models) else CNN_METHOD
+
+
+# How prose and figure titles name a method; others by their registered name.
+TITLES = {"gradcam": "Grad-CAM", "gradient_rollout": "gradient rollout", "legrad": "LeGrad"}
+
+
+def method_title(name: str) -> str:
+    """A method's name in prose: 'Grad-CAM', 'gradient rollout', 'LeGrad', else the registered name."""
+    return TITLES.get(name, name)
 
 
 def canonical_name(name: str) -> str:

@@ -10,7 +10,9 @@ from transformers import AutoConfig, DeiTForImageClassificationWithTeacher
 
 from explain import GradientRollout, LeGrad, gradient_weighted_rollout, legrad_relevance, make_method, methods_for
 from explain.attention_gradients import attention_maps
+from explain.explainer import methods_for_models
 from explain.explanation import scale_to_unit
+from explain.registry import TRANSFORMER_METHOD, default_method
 from pipelines.errors import ConfigError
 
 from helpers.explain_models import CONFIGS, images, no_hooks_left, tiny
@@ -166,8 +168,11 @@ def test_registered_for_transformers_only_with_one_sentence_otherwise() -> None:
         assert {"gradient_rollout", "legrad"} <= set(methods_for(tiny(model_type)))
     resnet = tiny("resnet")
     assert "legrad" not in methods_for(resnet)
-    with pytest.raises(ConfigError, match=r"^The legrad method needs a vision transformer with a class token \(ViT, DeiT, BEiT, DINOv2\); for this "
-        r"resnet model use one of gradcam, "):
+    with pytest.raises(
+        ConfigError,
+        match=r"^The legrad method needs a vision transformer with a class token \(ViT, DeiT, BEiT, DINOv2\); for this "
+        r"resnet model use one of gradcam, ",
+    ):
         make_method("legrad", resnet)
     assert make_method("Chefer", tiny("vit")).name == "gradient_rollout"
 
@@ -177,9 +182,24 @@ def test_create_graph_keeps_the_maps_differentiable_in_the_parameters(method: st
     model = tiny("vit").train()
     maps, logits = attention_maps(model, images(2), torch.tensor([0, 1]), method, create_graph=True)
     assert maps.shape == (2, 4, 4) and logits.shape == (2, 3)
-    query = next(parameter for name, parameter in model.named_parameters() if name.endswith("layers.0.attention.q_proj.weight"))
+    query = next(
+        parameter for name, parameter in model.named_parameters() if name.endswith("layers.0.attention.q_proj.weight")
+    )
     (gradient,) = torch.autograd.grad(maps.square().sum(), query)
     assert gradient.abs().sum() > 0
     # Without create_graph the maps are plain numbers: nothing to differentiate.
     detached, _ = attention_maps(model.eval(), images(2), None, method)
     assert not detached.requires_grad
+
+
+def test_the_default_method_is_the_transformer_one_only_when_every_model_is_a_transformer() -> None:
+    vit, deit, resnet = tiny("vit"), tiny("deit"), tiny("resnet")
+    assert default_method(vit, deit) == TRANSFORMER_METHOD != "gradcam"
+    assert default_method(vit, resnet) == default_method(resnet) == "gradcam"
+    assert methods_for_models("default", {"a": vit, "b": deit}) == [TRANSFORMER_METHOD]
+    assert methods_for_models("default", {"a": vit, "b": resnet}) == ["gradcam"]
+    shared = methods_for_models("all", {"a": vit, "b": resnet})
+    assert "gradcam" in shared and "legrad" not in shared and "attention_rollout" not in shared
+    assert {"gradient_rollout", "legrad"} <= set(methods_for_models("all", {"a": vit, "b": deit}))
+    with pytest.raises(ConfigError, match="^Model b: The legrad method needs a vision transformer"):
+        methods_for_models("legrad", {"a": vit, "b": resnet})

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from explain.base import forward_logits
 from explain.metrics.agreement import Agreement, agreement
-from explain.registry import explain_maps
+from explain.registry import default_method, explain_maps, method_title
 from pipelines.io import atomic_write_json, atomic_write_text, finite_or_null
 from pipelines.labels import is_multi_label_model, predicted_classes
 from pipelines.preprocess import processed_size
@@ -23,7 +23,6 @@ from trainers.report.cost import ModelCost, latency_text, measure_cost
 from trainers.run_outputs import strip_prefix
 
 METRIC_COLUMNS = ("accuracy", "auc", "f1")
-AGREEMENT_METHOD = "gradcam"
 TOP_FRACTION = 0.1
 
 
@@ -36,7 +35,7 @@ class ResultRow:
     architecture: str
     cost: ModelCost
     test_metrics: dict[str, float]
-    # A student's Grad-CAM agreement with the teacher on the test split (`teacher_agreement`); None for the teacher.
+    # A student's map agreement with the teacher on the test split (`teacher_agreement`); None for the teacher.
     agreement: dict[str, float | int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -47,7 +46,7 @@ def results_markdown(rows: list[ResultRow]) -> str:
     """A markdown table, one row per model, with the device and dtype the latencies were measured in."""
     header = (
         "| model | architecture | parameters | size on disk | latency/image, batch 1 | latency/image, batch 64 "
-        "| throughput | Grad-CAM rank correlation with the teacher | top-10% IoU with the teacher | compared pairs "
+        "| throughput | map rank correlation with the teacher | top-10% IoU with the teacher | compared pairs "
         "| test ACC | test AUC | test macro F1 |"
     )
     lines = [header, "|" + "---|" * 13]
@@ -65,11 +64,18 @@ def results_markdown(rows: list[ResultRow]) -> str:
     lines.append("")
     lines.append(
         "Latency: median of timed forward passes after warm-up, with the quartiles of those passes in brackets, "
-        f"on {', '.join(devices)}. Agreement: each student's Grad-CAM against the teacher's, both at the class the "
+        f"on {', '.join(devices)}. Agreement: each student's {agreement_methods(rows)} map against the teacher's, "
+        "both at the class the "
         "teacher predicts, on every test image; means over the pairs where neither map is blank (compared pairs of "
         "all images)."
     )
     return "\n".join(lines)
+
+
+def agreement_methods(rows: list[ResultRow]) -> str:
+    """The method(s) the agreement columns used, for the table's note ('Grad-CAM', 'gradient rollout')."""
+    methods = sorted({row.agreement.get("method", "gradcam") for row in rows if row.agreement})
+    return " / ".join(method_title(method) for method in methods) or "Grad-CAM"
 
 
 def agreement_cells(numbers: dict[str, float | int] | None) -> str:
@@ -85,14 +91,16 @@ def agreement_cells(numbers: dict[str, float | int] | None) -> str:
 
 
 def teacher_agreement(teacher_trainer: Any, student_trainer: Any, dataset: Any, batch_size: int = 64) -> dict:
-    """How closely the student's Grad-CAM follows the teacher's on `dataset`: `explain.metrics.agreement`,
-    batch by batch, both maps at the teacher's predicted class, each model reading the images through its own
-    preprocessing. Returns `Agreement.numbers` (rank correlation and top-10% IoU means over the compared pairs,
-    None where no pair was compared)."""
+    """How closely the student's map follows the teacher's on `dataset`: `explain.metrics.agreement`, batch by
+    batch, both maps at the teacher's predicted class by the pair's default method (`explain.registry.default_method`:
+    Grad-CAM, or for two vision transformers the method chosen for them), each model reading the images through its
+    own preprocessing. Returns `Agreement.numbers` (rank correlation and top-10% IoU means over the compared pairs,
+    None where no pair was compared) and the method."""
     device = student_trainer.args.device
     teacher = teacher_trainer.accelerator.unwrap_model(teacher_trainer.model)
     student = student_trainer.accelerator.unwrap_model(student_trainer.model)
     multi_label = is_multi_label_model(student)
+    method = default_method(teacher, student)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=student_trainer.data_collator)
     parts = []
     for batch in loader:
@@ -100,8 +108,8 @@ def teacher_agreement(teacher_trainer: Any, student_trainer: Any, dataset: Any, 
         images = images.to(device) if isinstance(images, torch.Tensor) else [image.to(device) for image in images]
         teacher_pixels = teacher_trainer.preprocess(images, train=False)
         student_pixels = student_trainer.preprocess(images, train=False)
-        teacher_maps, classes = explain_maps(teacher, AGREEMENT_METHOD, teacher_pixels, None)
-        student_maps, _ = explain_maps(student, AGREEMENT_METHOD, student_pixels, classes)
+        teacher_maps, classes = explain_maps(teacher, method, teacher_pixels, None)
+        student_maps, _ = explain_maps(student, method, student_pixels, classes)
         with torch.no_grad():
             predictions = [
                 predicted_classes(forward_logits(model, pixels).float().cpu().numpy(), multi_label)
@@ -109,7 +117,8 @@ def teacher_agreement(teacher_trainer: Any, student_trainer: Any, dataset: Any, 
             ]
         parts.append(agreement(teacher_maps, student_maps, *(torch.from_numpy(p) for p in predictions), TOP_FRACTION))
     merged = Agreement.concatenate(parts)
-    return finite_or_null(merged.numbers(TOP_FRACTION))  # a mean over no pair is None (null), as in the JSON
+    # A mean over no pair is None (null), as in the JSON.
+    return {**finite_or_null(merged.numbers(TOP_FRACTION)), "method": method}
 
 
 def write_results(folder: str | Path, rows: list[ResultRow], command: str) -> str:
@@ -131,7 +140,7 @@ def measure_row(
     teacher_trainer: Any = None,
 ) -> ResultRow | None:
     """Test metrics (evaluated here unless given) and the measured cost of `trainer.model` on its device, and for
-    a student (`teacher_trainer` given) its Grad-CAM agreement with the teacher on the test split.
+    a student (`teacher_trainer` given) its map agreement with the teacher on the test split.
 
     Every process takes part in the evaluation; only the main process times the model and gets a row.
     """
@@ -167,7 +176,7 @@ def architecture_name(model: torch.nn.Module) -> str:
 
 
 def seed_summary(runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Mean and standard deviation over seeds of each role's test metrics (and a student's Grad-CAM agreement with
+    """Mean and standard deviation over seeds of each role's test metrics (and a student's map agreement with
     the teacher), and the distilled student's paired difference from the student trained alone.
 
     Args:
@@ -204,7 +213,7 @@ def seed_summary(runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 DISTILLED, ALONE = "student (distilled)", "student (no teacher)"
-# The numbers a seeds table aggregates: test metrics, then a student's Grad-CAM agreement with the teacher.
+# The numbers a seeds table aggregates: test metrics, then a student's map agreement with the teacher.
 SEED_COLUMNS = (*METRIC_COLUMNS, "rank_correlation", "top_iou")
 
 
@@ -243,7 +252,8 @@ def seed_summary_markdown(summary: dict[str, Any]) -> str:
     lines += ["", f"Mean ± standard deviation over seeds {', '.join(map(str, seeds))} (n = {len(seeds)})."]
     if any(name in columns for name in ("rank_correlation", "top_iou")):
         lines[-1] += (
-            " Agreement: each student's Grad-CAM against the teacher's at the teacher's class, on every test image "
+            " Agreement: each student's map against the teacher's at the teacher's class (Grad-CAM, or for two vision "
+            "transformers the method chosen for them), on every test image "
             "(means over the pairs where neither map is blank)."
         )
     difference = summary.get("difference")
@@ -263,7 +273,7 @@ SEED_TITLES = {
     "accuracy": "test ACC",
     "auc": "test AUC",
     "f1": "test macro F1",
-    "rank_correlation": "Grad-CAM rank correlation with the teacher",
+    "rank_correlation": "map rank correlation with the teacher",
     "top_iou": "top-10% IoU with the teacher",
 }
 

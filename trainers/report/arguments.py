@@ -24,7 +24,14 @@ class ReportArguments:
     )
     split: str = field(default="test", metadata={"help": "Split to evaluate: train, validation or test."})
     out: str = field(default="report", metadata={"help": "Folder for index.md, metrics.json and the figures."})
-    methods: str = field(default="gradcam", metadata={"help": "Comma-separated explanation methods to score."})
+    methods: str = field(
+        default="default",
+        metadata={
+            "help": "Comma-separated explanation methods to score; 'default': Grad-CAM, or when every model is a "
+            "vision transformer the method chosen for them (explain.registry.default_method); 'all': every method "
+            "that fits every model."
+        },
+    )
     steps: int = field(default=10, metadata={"help": "K, the steps of the deletion and insertion curves (>= 2)."})
     explain_images: str = field(
         default="256",

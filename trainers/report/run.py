@@ -26,13 +26,12 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from explain.explainer import Explainer, check_methods_fit, display_names
+from explain.explainer import Explainer, display_names, methods_for_models
 from explain.maps_dataset import examples, process_state, read_maps
 from explain.metrics.faithfulness import FaithfulnessSettings
 from explain.metrics.randomization import randomized_copy
 from explain.metrics.scores import ModelParts, ScoredImages, explanation_parts, scores_from_parts
 from explain.metrics.statistics import paired_mask
-from explain.registry import canonical_name
 from pipelines import DataArguments, ImageCollator, load_image_dataset
 from pipelines.io import check_output_folder
 from pipelines.labels import label_text, model_label_names, predicted_classes
@@ -107,13 +106,12 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
     # One process: the device asked for. Launched: the one accelerate gave this process.
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     dtype = compute_dtype(args.precision, device)
-    methods = [canonical_name(method) for method in args.methods.split(",") if method.strip()]
     data = load_image_dataset(data_args)
     loading = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
     loaded = [Explainer(path, device, dtype, **loading, batch_size=args.batch_size) for path in args.models]
     names = display_names(loaded)
     explainers = dict(zip(names, loaded))
-    check_methods_fit(methods, {name: explainer.model for name, explainer in explainers.items()})
+    methods = methods_for_models(args.methods, {name: explainer.model for name, explainer in explainers.items()})
     space = shared_label_space(
         [model_label_names(e.model) for e in explainers.values()], data.label_names, args.allow_label_mismatch
     )
