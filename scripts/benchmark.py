@@ -3,6 +3,7 @@
     python scripts/benchmark.py train [--model vit-base] [--batch_size 128] [--steps 30] [--cpu] [--compile]
     python scripts/benchmark.py distill [--teacher vit-base] [--student deit-tiny] [--batch_size 128] [--cpu]
     python scripts/benchmark.py explain [--model vit-base] [--batch_size 64] [--batches 10] [--cpu]
+    python scripts/benchmark.py attention [--model vit-base] [--batch_size 64] [--batches 4] [--cpu]
     python scripts/benchmark.py shrink [--models vit-base quickstart-teacher] [--ratio 0.5] [--repeats_batch_64 3]
     python scripts/benchmark.py faithfulness [--model vit-base] [--images 512] [--steps 20] [--cpu]
         [--road_images 4] [--road_image_size 64]
@@ -22,6 +23,7 @@ from pipelines import run_cli
 from pipelines.config import parse_flags
 from pipelines.errors import ConfigError
 from pipelines.runtime import default_device, machine_description
+from trainers.benchmark.attention import AttentionBenchmark, attention_ratio_lines, benchmark_attention
 from trainers.benchmark.distillation import DistillationBenchmark, benchmark_distillation
 from trainers.benchmark.faithfulness import FaithfulnessBenchmark, benchmark_faithfulness, benchmark_road
 from trainers.benchmark.gradcam import GradCAMBenchmark, benchmark_gradcam, ratio_lines
@@ -88,6 +90,22 @@ def run_explain(args: GradCAMBenchmark) -> None:
     print("\nFrom the medians:\n" + "\n".join(ratio_lines(rows)))
     print("\nFrom the best repeats (steadier on a shared CPU):\n" + "\n".join(ratio_lines(rows, best=True)))
     print("\n" + "\n".join(f"{name}: {value:.6g}" for name, value in agreement.items()))
+
+
+def run_attention(args: AttentionBenchmark) -> None:
+    rows = benchmark_attention(args)
+    print(
+        f"\nAttention-gradient maps/s beside Grad-CAM and the forward pass, {args.model} (random weights) at "
+        f"{args.image_size} px, batch {args.batch_size}, median of {args.repeats} x {args.batches} batches, on "
+        f"{on(args.cpu)}"
+    )
+    gpu = args.device.type == "cuda"
+    memory = "peak GPU memory per batch (MiB)" if gpu else "peak memory per batch (n/a on CPU)"
+    print(f"| path | maps/s (median) | maps/s (best repeat) | {memory} |\n|---|---|---|---|")
+    for row in rows:
+        peak = "n/a" if row.peak_memory_mib is None else f"{row.peak_memory_mib:,.0f}"
+        print(f"| {row.path} | {row.maps_per_second:,.1f} | {row.best_maps_per_second:,.1f} | {peak} |")
+    print("\nFrom the medians:\n" + "\n".join(attention_ratio_lines(rows)))
 
 
 def run_faithfulness(args: FaithfulnessBenchmark) -> None:
@@ -161,6 +179,7 @@ COMMANDS: dict[str, tuple[type, Callable]] = {
     "train": (TrainingBenchmark, run_train),
     "distill": (DistillationBenchmark, run_distill),
     "explain": (GradCAMBenchmark, run_explain),
+    "attention": (AttentionBenchmark, run_attention),
     "faithfulness": (FaithfulnessBenchmark, run_faithfulness),
     "maps": (MapsBenchmark, run_maps),
     "shrink": (ShrinkBenchmark, run_shrink),

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from trainers.benchmark.attention import AttentionBenchmark, attention_ratio_lines, benchmark_attention
 from trainers.benchmark.gradcam import GradCAMBenchmark, benchmark_gradcam, ratio_lines
 
 from helpers.project import ROOT
@@ -55,3 +56,17 @@ def test_benchmark_script_prints_the_table() -> None:
     assert "| pytorch-grad-cam 1.5 GradCAM with reshape_transform, fp32 |" in result.stdout
     assert "project-fp32 / Captum fp32: " in result.stdout
     assert torch.cuda.is_available() or "peak memory per batch (n/a on CPU)" in result.stdout
+
+
+def test_attention_benchmark_times_every_method_and_states_the_ratios() -> None:
+    settings = AttentionBenchmark(
+        model="deit-tiny", image_size=32, batch_size=2, batches=1, repeats=1, warmup=0, bf16=True, cpu=True
+    )
+    rows = benchmark_attention(settings)
+    methods = ("gradient_rollout", "legrad", "gradcam", "attention_rollout", "forward")
+    assert [row.key for row in rows] == [f"{name}-{precision}" for precision in ("fp32", "bf16") for name in methods]
+    assert all(row.maps_per_second > 0 and row.best_maps_per_second >= row.maps_per_second for row in rows)
+    lines = attention_ratio_lines(rows)
+    assert len(lines) == 4 and lines[0].startswith("gradient_rollout fp32: ") and "x Grad-CAM's rate, " in lines[0]
+    rate = {row.key: row.maps_per_second for row in rows}
+    assert f"{rate['legrad-bf16'] / rate['gradcam-bf16']:.2f}x" in lines[3]

@@ -193,7 +193,7 @@ def test_the_benchmark_names_its_commands_when_given_none(capsys: pytest.Capture
         run_cli(lambda: benchmark.main([]))
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
-        "error: Name a benchmark: train, distill, explain, faithfulness, maps or shrink (--help describes them).\n"
+        "error: Name a benchmark: train, distill, explain, attention, faithfulness, maps or shrink (--help describes them).\n"
     )
     benchmark.main(["--help"])
     assert "python scripts/benchmark.py train" in capsys.readouterr().out
