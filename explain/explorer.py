@@ -21,7 +21,7 @@ from explain.explainer import Explainer, check_methods_fit
 from explain.inputs import load_image_files, load_split
 from explain.metrics.agreement import blank_maps, rank_correlation, top_fraction_iou
 from explain.plots import blend_overlay, display_images, resize_maps
-from explain.registry import canonical_name, class_agnostic, default_method, methods_for
+from explain.registry import TRANSFORMER_METHOD, canonical_name, class_agnostic, default_method, methods_for
 from pipelines.arguments import DataArguments
 from pipelines.errors import ConfigError, DataError
 from pipelines.runtime import (
@@ -35,6 +35,13 @@ MAX_MODELS = 4  # model columns are laid out when the page is built; four fit si
 DISPLAY_SIZE = (224, 224)  # every overlay at one size, whatever each model's input resolution
 PREDICTED = "predicted (first model)"
 VIEWS = ("all images", "misclassified by any model", "models disagree", "lowest map agreement first")
+
+# What the page offers by default ('suggested'), the models' default method first: for vision transformers the
+# attention methods (class-specific and not) beside Grad-CAM; for other models the CAM family.
+SUGGESTED_TRANSFORMER = tuple(
+    dict.fromkeys((TRANSFORMER_METHOD, "gradient_rollout", "legrad", "attention_rollout", "gradcam", "layercam"))
+)
+SUGGESTED_CNN = ("gradcam", "gradcam++", "layercam", "eigencam")
 
 
 @dataclass
@@ -151,11 +158,15 @@ def check_dataset_labels(explainers: Sequence[Explainer], label_names: Sequence[
 
 
 def shared_methods(explainers: Sequence[Explainer], spec: str) -> list[str]:
-    """The methods to offer: 'all' gives those that fit every model (registry order), else the named ones.
+    """The methods to offer: 'suggested' a few by the models' kind (`SUGGESTED_TRANSFORMER` or `SUGGESTED_CNN`), 'all'
+    those that fit every model (registry order), else the named ones.
 
     Raises:
         ConfigError: an unknown method, or one that does not fit a model.
     """
+    if spec.strip().lower() == "suggested":
+        models = [explainer.model for explainer in explainers]
+        return list(SUGGESTED_TRANSFORMER if default_method(*models) == TRANSFORMER_METHOD else SUGGESTED_CNN)
     if spec.strip().lower() == "all":
         fitting = [set(methods_for(explainer.model)) for explainer in explainers]
         return [method for method in methods_for(explainers[0].model) if all(method in fit for fit in fitting)]
@@ -352,8 +363,11 @@ class AppArguments:
     split: str = field(default="test", metadata={"help": "Dataset split to explore: train, validation or test."})
     max_images: int = field(default=64, metadata={"help": "Explore the split's first this many images."})
     methods: str = field(
-        default="gradcam,gradcam++,layercam,eigencam",
-        metadata={"help": "Comma-separated methods offered in the page, or 'all' for those that fit every model."},
+        default="suggested",
+        metadata={
+            "help": "Comma-separated methods offered in the page; 'suggested': the models' default method first and a "
+            "few others that fit them all; 'all': every method that fits every model."
+        },
     )
     top_k: int = field(default=3, metadata={"help": "Classes shown in each model's probability bars."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to serve on (0.0.0.0 on a Space)."})

@@ -4,6 +4,8 @@ head, DINOv2 with registers), class specificity, batching, dtype, and no state l
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import AutoConfig, DeiTForImageClassificationWithTeacher
@@ -12,6 +14,7 @@ from explain import GradientRollout, LeGrad, gradient_weighted_rollout, legrad_r
 from explain.attention_gradients import attention_maps
 from explain.explainer import methods_for_models
 from explain.explanation import scale_to_unit
+from explain.explorer import shared_methods
 from explain.registry import TRANSFORMER_METHOD, default_method
 from pipelines.errors import ConfigError
 
@@ -203,3 +206,12 @@ def test_the_default_method_is_the_transformer_one_only_when_every_model_is_a_tr
     assert {"gradient_rollout", "legrad"} <= set(methods_for_models("all", {"a": vit, "b": deit}))
     with pytest.raises(ConfigError, match="^Model b: The legrad method needs a vision transformer"):
         methods_for_models("legrad", {"a": vit, "b": resnet})
+
+
+def test_the_explorer_suggests_the_attention_methods_for_transformers_only() -> None:
+    vit, deit, resnet = (SimpleNamespace(model=tiny(kind)) for kind in ("vit", "deit", "resnet"))
+    suggested = shared_methods([vit, deit], "suggested")
+    assert suggested[0] == TRANSFORMER_METHOD and {"gradient_rollout", "legrad"} <= set(suggested)
+    assert len(suggested) == len(set(suggested))
+    assert shared_methods([vit, resnet], "suggested") == ["gradcam", "gradcam++", "layercam", "eigencam"]
+    assert "legrad" in shared_methods([vit, deit], "all") and "legrad" not in shared_methods([vit, resnet], "all")
