@@ -26,7 +26,7 @@ from torch import nn
 
 from explain.metrics.masking import check_maps_fit, class_probability, image_rows, pixel_ranks, random_maps
 from explain.metrics.road import RoadCurves, RoadSettings, road_curves
-from explain.metrics.statistics import MEASURES, PairedComparison, overall_verdict, paired_mask
+from explain.metrics.statistics import DECIDING_MEASURE, MEASURES, PairedComparison, method_verdict, paired_mask
 from pipelines.errors import ConfigError
 from pipelines.labels import is_multi_label_model
 
@@ -381,7 +381,8 @@ class Faithfulness:
             "road_fractions": [float(fraction) for fraction in self.road_fractions],
             "against_random": {name: comparison.numbers() for name, comparison in self.comparisons.items()},
             "random_draws": self.random_draws(),
-            "verdict": overall_verdict([comparison.verdict for comparison in self.comparisons.values()]),
+            "deciding_measure": DECIDING_MEASURE,
+            "verdict": method_verdict(self.comparisons),
         }
 
 
