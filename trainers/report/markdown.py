@@ -118,9 +118,9 @@ def _against_random(models: dict[str, Any]) -> list[str]:
     if all("random_draws" in numbers for _, _, numbers in rows):
         lines += [
             "",
-            f"Deletion and insertion areas on the paired images ({first['random_steps']} steps): the maps' against "
-            f"each of the {first['random_maps']} random draws (mean, and the range and sd over the draws: how far two "
-            "random draws differ).",
+            f"Normalised deletion and insertion areas on the paired images ({first['random_steps']} steps): the maps' "
+            f"against each of the {first['random_maps']} random draws (mean, and the range and sd over the draws: how "
+            "far two random draws differ).",
             "",
         ]
         lines += _table(
@@ -146,8 +146,8 @@ def _against_random(models: dict[str, Any]) -> list[str]:
         f"mean of {first['random_maps']} uniform random maps of the same image, curves on {first['random_steps']} "
         f"steps, ROAD at removal fractions {fractions}. Advantage: "
         "the map's value minus the random maps' mean, signed so that positive means the map is better; wins: the "
-        "share of images where it is; map and random maps: means over images; p: two-sided Wilcoxon signed-rank test "
-        "of the advantages. " + DECIDING_TEXT,
+        "share of images where it is; map and random maps: means over images (for deletion and insertion, the areas "
+        "under the figure's curves); p: two-sided Wilcoxon signed-rank test of the advantages. " + DECIDING_TEXT,
         "",
     ]
     lines += _table(
