@@ -65,15 +65,25 @@ def test_images_whose_probability_barely_moves_are_left_out_of_the_normalised_me
     assert (curves.insertion_range.abs() < MIN_RANGE).all() and np.isnan(measures["insertion"]).all()
     result = faithfulness(CheckerRegion(), images, truthful, targets, FaithfulnessSettings(2, 4, steps=4))
     insertion = result.numbers()["against_random"]["insertion"]
-    assert insertion["images"] == 0 and insertion["verdict"] == "unclear"
+    assert insertion["images"] == 0 and np.isnan(insertion["p_value"])
+    assert result.comparisons["insertion"].verdict == "unclear"
+    # The figure plots the mean over the table's images: none here, so no insertion curve either.
+    assert np.isnan(result.paired_curves["insertion"]).all() and np.isnan(result.random_curves["insertion"]).all()
 
 
 def test_the_report_shows_how_far_random_draws_differ() -> None:
     images, truthful = checker_images(count=12)
     targets = torch.zeros(12, dtype=torch.long)
-    result = faithfulness(CheckerRegion(), images, truthful, targets, FaithfulnessSettings(4, 4, steps=4))
+    # Insertion from the removed image: a blur leaves these 16 px images' prediction where it was (no image to
+    # compare, every insertion number NaN).
+    settings = FaithfulnessSettings(4, 4, steps=4, insertion_start="removed")
+    result = faithfulness(CheckerRegion(), images, truthful, targets, settings)
     draws = result.numbers()["random_draws"]
+    against_random = result.numbers()["against_random"]
     for curve in ("deletion", "insertion"):
+        # The normalised areas the paired test compares, the same images: the maps' and the random maps' means.
+        assert draws[curve]["map"] == pytest.approx(against_random[curve]["map"], abs=1e-9)
+        assert draws[curve]["mean"] == pytest.approx(against_random[curve]["random"], abs=1e-9)
         by_hand = [float(np.trapezoid(mean, result.random_fractions)) for mean in result.random_curves[curve]]
         assert draws[curve]["draws"] == pytest.approx(by_hand)
         assert draws[curve]["sd"] == pytest.approx(np.std(by_hand, ddof=1))

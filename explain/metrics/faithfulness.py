@@ -26,7 +26,7 @@ from torch import nn
 
 from explain.metrics.masking import check_maps_fit, class_probability, image_rows, pixel_ranks, random_maps
 from explain.metrics.road import RoadCurves, RoadSettings, road_curves
-from explain.metrics.statistics import MEASURES, PairedComparison, overall_verdict, paired_mask
+from explain.metrics.statistics import DECIDING_MEASURE, MEASURES, PairedComparison, method_verdict, paired_mask
 from pipelines.errors import ConfigError
 from pipelines.labels import is_multi_label_model
 
@@ -67,23 +67,33 @@ class FaithfulnessCurves:
         """(N,) the intact image's probability minus insertion's start (a blurred image unless another is given)."""
         return dynamic_range(self.insertion, start_is_intact=False)
 
+    def normalised(self, name: str) -> torch.Tensor:
+        """(N, K + 1) float64 curve `name` (deletion, insertion or lerf_deletion) of each image scaled to 1 at the
+        intact image and 0 at the baseline (`normalised_curves`); NaN rows where it has no range."""
+        curves = getattr(self, name)
+        if curves is None:
+            raise ConfigError("These curves were computed without lerf=True; there is no LeRF deletion curve.")
+        return normalised_curves(curves, start_is_intact=name != "insertion")
+
+    def normalised_area(self, name: str) -> torch.Tensor:
+        """(N,) float64 area under `normalised(name)`."""
+        return torch.trapezoid(self.normalised(name), self.fractions.double(), dim=-1)
+
     @property
     def normalised_deletion_auc(self) -> torch.Tensor:
         """(N,) deletion area with each curve scaled to 1 at the intact image and 0 at the baseline; lower is
         better (0: the probability reaches the baseline's at the first step)."""
-        return normalised_area(self.deletion, self.fractions, start_is_intact=True)
+        return self.normalised_area("deletion")
 
     @property
     def normalised_insertion_auc(self) -> torch.Tensor:
         """(N,) insertion area scaled the same way; higher is better."""
-        return normalised_area(self.insertion, self.fractions, start_is_intact=False)
+        return self.normalised_area("insertion")
 
     @property
     def normalised_lerf_deletion_auc(self) -> torch.Tensor:
         """(N,) least-relevant-first deletion area, scaled like deletion's; higher is better."""
-        if self.lerf_deletion is None:
-            raise ConfigError("These curves were computed without lerf=True; there is no LeRF deletion curve.")
-        return normalised_area(self.lerf_deletion, self.fractions, start_is_intact=True)
+        return self.normalised_area("lerf_deletion")
 
     @classmethod
     def concatenate(cls, parts: Sequence[FaithfulnessCurves]) -> FaithfulnessCurves:
@@ -109,17 +119,27 @@ def dynamic_range(curves: torch.Tensor, start_is_intact: bool) -> torch.Tensor:
     return intact - baseline
 
 
+def normalised_curves(curves: torch.Tensor, start_is_intact: bool) -> torch.Tensor:
+    """(N, K + 1) curves -> (N, K + 1) float64 (p - p_baseline) / (p_intact - p_baseline): 1 at the intact image, 0 at
+    the baseline. A row is NaN where the curve's ends are closer than 1e-6: nothing to normalise by.
+
+    In float64 so that the report's figure, which plots means of these, and its table, which tests their areas,
+    agree to far below any digit they print.
+    """
+    curves = curves.double()
+    baseline = curves[:, -1:] if start_is_intact else curves[:, :1]
+    spread = dynamic_range(curves, start_is_intact)[:, None]
+    flat = spread.abs() < FLAT
+    return torch.where(flat, float("nan"), (curves - baseline) / torch.where(flat, 1.0, spread))
+
+
 def normalised_area(curves: torch.Tensor, fractions: torch.Tensor, start_is_intact: bool) -> torch.Tensor:
-    """(N, K + 1) curves -> (N,) area under (p - p_baseline) / (p_intact - p_baseline).
+    """(N, K + 1) curves -> (N,) area under `normalised_curves` (float64).
 
     An affine change of the probabilities (a * p + b, a != 0), as a baseline that lifts or squeezes the whole curve
     would make, leaves it unchanged. NaN where the curve's ends are closer than 1e-6: nothing to normalise by.
     """
-    baseline = curves[:, -1:] if start_is_intact else curves[:, :1]
-    spread = dynamic_range(curves, start_is_intact)[:, None]
-    flat = spread.abs() < FLAT
-    scaled = (curves - baseline) / torch.where(flat, 1.0, spread)
-    return torch.where(flat[:, 0], float("nan"), torch.trapezoid(scaled, fractions, dim=-1))
+    return torch.trapezoid(normalised_curves(curves, start_is_intact), fractions.double(), dim=-1)
 
 
 def blurred(pixel_values: torch.Tensor) -> torch.Tensor:
@@ -278,7 +298,8 @@ class FaithfulnessSettings:
 @dataclass
 class Faithfulness:
     """Deletion/insertion areas of a method's maps and of one random map per image (means over images), the
-    paired test against R random maps, ROAD, and the mean curves for plotting."""
+    paired test against R random maps, ROAD, and the mean curves for plotting: those of the paired test's images,
+    normalised per image for deletion and insertion, so that their areas are the test's means."""
 
     deletion_auc: float
     insertion_auc: float
@@ -294,12 +315,12 @@ class Faithfulness:
     insertion_range: np.ndarray  # (N,) the same for insertion's start
     comparisons: dict[str, PairedComparison]
     random_fractions: np.ndarray  # (K' + 1,) the random maps' steps
-    paired_curves: dict[
-        str, np.ndarray
-    ]  # deletion / insertion / lerf_deletion -> (K' + 1,) the maps' means, same images
-    random_curves: dict[str, np.ndarray]  # deletion / insertion / lerf_deletion -> (R, K' + 1), means over images
+    # deletion / insertion / lerf_deletion -> (K' + 1,) the maps' mean normalised curve over the images the paired
+    # test compares for the measure it is the area of (`CURVE_MEASURES`): its area is that row's "map" mean.
+    paired_curves: dict[str, np.ndarray]
+    random_curves: dict[str, np.ndarray]  # the same name -> (R, K' + 1), one mean normalised curve per random draw
     road_fractions: np.ndarray  # (F,)
-    road_curves: dict[str, np.ndarray]  # morf / lerf -> (F,) the maps' means over images
+    road_curves: dict[str, np.ndarray]  # morf / lerf -> (F,) the maps' means over the images the deciding test compares
     random_road_curves: dict[str, np.ndarray]  # morf / lerf -> (R, F)
     settings: FaithfulnessSettings
 
@@ -312,8 +333,8 @@ class Faithfulness:
         comparisons = {
             name: PairedComparison(measured[name], random_measures[name], higher) for name, higher in MEASURES.items()
         }
-        mean_curves = lambda results, name: np.stack([getattr(r, name).mean(0).numpy() for r in results])  # noqa: E731
-        lerf_names = ("deletion", "insertion", "lerf_deletion")
+        paired_curves, random_curves = normalised_mean_curves(parts, comparisons)
+        road_curves, random_road_curves = road_mean_curves(parts, comparisons[DECIDING_MEASURE].finite)
         return cls(
             deletion_auc=float(curves.deletion_auc.mean()),
             insertion_auc=float(curves.insertion_auc.mean()),
@@ -329,11 +350,11 @@ class Faithfulness:
             insertion_range=curves.insertion_range.numpy(),
             comparisons=comparisons,
             random_fractions=parts.paired.fractions.numpy(),
-            paired_curves={name: mean_curves([parts.paired], name)[0] for name in lerf_names},
-            random_curves={name: mean_curves(parts.random, name) for name in lerf_names},
+            paired_curves=paired_curves,
+            random_curves=random_curves,
             road_fractions=parts.road.fractions.numpy(),
-            road_curves={"morf": parts.road.morf.mean(0).numpy(), "lerf": parts.road.lerf.mean(0).numpy()},
-            random_road_curves={name: mean_curves(parts.random_road, name) for name in ("morf", "lerf")},
+            road_curves=road_curves,
+            random_road_curves=random_road_curves,
             settings=settings,
         )
 
@@ -343,8 +364,9 @@ class Faithfulness:
         return len(next(iter(self.comparisons.values())).map_values)
 
     def random_draws(self) -> dict[str, dict[str, object]]:
-        """Deletion and insertion areas on the paired images and steps: the maps' mean area, and each random draw's
-        mean area with their spread (sd and range over the R draws), which is how far two random draws differ."""
+        """Normalised deletion and insertion areas on the paired test's images and steps: the maps' mean area (the
+        paired test's "map"), and each random draw's mean area with their spread (sd and range over the R draws),
+        which is how far two random draws differ."""
         area = lambda curve: float(np.trapezoid(curve, self.random_fractions))  # noqa: E731
         draws = {}
         for name in ("deletion", "insertion"):
@@ -381,8 +403,47 @@ class Faithfulness:
             "road_fractions": [float(fraction) for fraction in self.road_fractions],
             "against_random": {name: comparison.numbers() for name, comparison in self.comparisons.items()},
             "random_draws": self.random_draws(),
-            "verdict": overall_verdict([comparison.verdict for comparison in self.comparisons.values()]),
+            "deciding_measure": DECIDING_MEASURE,
+            "verdict": method_verdict(self.comparisons),
         }
+
+
+# The curves the figure plots against random maps, and the paired test's measure that is an area under each: the
+# mean curve is taken over that measure's images, so that its area is the measure's "map" mean in the table.
+CURVE_MEASURES = {"deletion": "deletion", "insertion": "insertion", "lerf_deletion": "lerf_minus_morf"}
+
+
+def normalised_mean_curves(
+    parts: FaithfulnessParts, comparisons: dict[str, PairedComparison]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The maps' (K' + 1,) and each random draw's (R, K' + 1) mean normalised curves, per name in `CURVE_MEASURES`,
+    over the images the paired test compares for that measure (range >= MIN_RANGE, NaN left out). The trapezoid
+    area of a mean curve is the mean of the images' areas, so the figure and the table show the same numbers;
+    means of raw probabilities would weight each image by its dynamic range, which the test does not."""
+    maps, random = {}, {}
+    for name, measure in CURVE_MEASURES.items():
+        compared = torch.from_numpy(comparisons[measure].finite)
+        maps[name] = mean_normalised_curve(parts.paired, name, compared)
+        random[name] = np.stack([mean_normalised_curve(draw, name, compared) for draw in parts.random])
+    return maps, random
+
+
+def mean_normalised_curve(curves: FaithfulnessCurves, name: str, compared: torch.Tensor) -> np.ndarray:
+    """(K + 1,) the mean over the `compared` images (N,) bool of their normalised curve `name`; NaN when none."""
+    return curves.normalised(name)[compared].mean(0).numpy()
+
+
+def road_mean_curves(
+    parts: FaithfulnessParts, compared: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """ROAD's MoRF and LeRF mean curves, the maps' (F,) and each random draw's (R, F), over the `compared` images
+    (the deciding test's: every paired image unless a probability was NaN), so that the mean of the plotted LeRF
+    curve minus that of the MoRF curve is the deciding measure's "map" mean."""
+    kept = torch.from_numpy(compared)
+    mean = lambda curves, name: getattr(curves, name).double()[kept].mean(0).numpy()  # noqa: E731
+    maps = {name: mean(parts.road, name) for name in ("morf", "lerf")}
+    random = {name: np.stack([mean(draw, name) for draw in parts.random_road]) for name in ("morf", "lerf")}
+    return maps, random
 
 
 # An image whose probability moves less than this between the intact image and the baseline is left out of the
@@ -397,13 +458,14 @@ def paired_measures(curves: FaithfulnessCurves, road: RoadCurves) -> dict[str, n
     wide = curves.deletion_range.abs() >= MIN_RANGE
     lerf, morf = curves.normalised_lerf_deletion_auc, curves.normalised_deletion_auc
     nan = torch.tensor(float("nan"))
+    road_morf, road_lerf = road.morf.double().mean(-1), road.lerf.double().mean(-1)  # as `road_mean_curves` averages
     values = {
         "deletion": torch.where(wide, morf, nan),
         "insertion": torch.where(curves.insertion_range.abs() >= MIN_RANGE, curves.normalised_insertion_auc, nan),
         "lerf_minus_morf": torch.where(wide, lerf - morf, nan),
-        "road_morf": road.morf_mean,
-        "road_lerf": road.lerf_mean,
-        "road_lerf_minus_morf": road.lerf_mean - road.morf_mean,
+        "road_morf": road_morf,
+        "road_lerf": road_lerf,
+        "road_lerf_minus_morf": road_lerf - road_morf,
     }
     return {name: value.double().numpy() for name, value in values.items()}
 

@@ -1,6 +1,6 @@
-"""The statistics behind the report's verdicts: a paired test of a method's maps against random maps, image by image
-(two-sided Wilcoxon signed-rank), its verdicts in words, means over the images that can be compared, and which
-images a distributed report tests."""
+"""The statistics behind the report's verdict: a paired test of a method's maps against random maps, image by image
+(two-sided Wilcoxon signed-rank), the one measure whose test decides the verdict and the verdict in words, means over
+the images that can be compared, and which images a distributed report tests."""
 
 from __future__ import annotations
 
@@ -20,7 +20,30 @@ MEASURES = {
 }
 
 
+# The one measure whose test decides whether a method's maps beat random maps; the others are supporting evidence,
+# shown without a verdict of their own, so that the report gives one answer to one question (issue 26). ROAD removes
+# pixels by noisy linear imputation and LeRF - MoRF subtracts what removal does regardless of order, so it depends on
+# no baseline image: a grey or blurred image, which deletion and insertion start or end at, can itself be called a
+# class (the quickstart's grey image is still called pneumonia).
+DECIDING_MEASURE = "road_lerf_minus_morf"
+
 SIGNIFICANCE = 0.01
+
+# The verdict in words, after the method's name: "gradcam beats random maps".
+VERDICT_TEXT = {
+    "better": "beats random maps",
+    "worse": "is worse than random maps",
+    "unclear": "cannot be told from random maps",
+}
+
+
+def verdict_of(p_value: float | None, median_advantage: float | None) -> str:
+    """better or worse (p < 0.01; the sign of the median advantage says which), else unclear. A function of the
+    two numbers metrics.json keeps, so a report's markdown can give the verdict of a report written before it; a
+    None is a NaN as metrics.json writes it (no image to compare)."""
+    if p_value is None or not p_value < SIGNIFICANCE:
+        return "unclear"
+    return "better" if median_advantage > 0 else "worse"
 
 
 @dataclass
@@ -50,13 +73,18 @@ class PairedComparison:
 
     @property
     def verdict(self) -> str:
-        """better or worse (p < 0.01; the sign of the median advantage says which), else unclear."""
-        if not self.p_value < SIGNIFICANCE:
-            return "unclear"
-        return "better" if np.nanmedian(self.advantage) > 0 else "worse"
+        """This measure's test alone (`verdict_of`); only the deciding measure's reaches the report."""
+        median = float(np.median(self.advantage[self.finite])) if self.finite.any() else float("nan")
+        return verdict_of(self.p_value, median)
 
-    def numbers(self) -> dict[str, float | int | str]:
-        finite = np.isfinite(self.advantage)
+    @property
+    def finite(self) -> np.ndarray:
+        """(N,) bool: the images the test compares (a normalised measure is NaN where an image's range is too small)."""
+        return np.isfinite(self.advantage)
+
+    def numbers(self) -> dict[str, float | int]:
+        """The supporting numbers of any measure: means over the compared images, median advantage, wins, p."""
+        finite = self.finite
         mean = lambda values: float(values[finite].mean()) if finite.any() else float("nan")  # noqa: E731
         return {
             "map": mean(self.map_values),
@@ -66,20 +94,12 @@ class PairedComparison:
             "wins": mean(self.advantage > 0),
             "p_value": self.p_value,
             "images": int(finite.sum()),
-            "verdict": self.verdict,
         }
 
 
-def overall_verdict(verdicts: list[str]) -> str:
-    """The measures' verdicts in a few words: better on every measure, worse on every one, or how many of each."""
-    better, worse = verdicts.count("better"), verdicts.count("worse")
-    if better == len(verdicts):
-        return "beats random maps on every measure"
-    if worse == len(verdicts):
-        return "is worse than random maps on every measure"
-    if better == worse == 0:
-        return "cannot be told from random maps on any measure"
-    return f"beats random maps on {better} of {len(verdicts)} measures and is worse on {worse}"
+def method_verdict(comparisons: dict[str, PairedComparison]) -> str:
+    """The method's verdict in words, from the deciding measure's test alone (`DECIDING_MEASURE`)."""
+    return VERDICT_TEXT[comparisons[DECIDING_MEASURE].verdict]
 
 
 def paired_mask(count: int, paired_images: int | None) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from explain.metrics.statistics import method_verdict
 from pipelines.io import atomic_save_figure
 from pipelines.labels import predicted_classes
 from trainers.report.classification import Calibration, calibration_of, roc_curves
@@ -119,38 +120,64 @@ def _band(axis: object, fractions: np.ndarray, curves: np.ndarray | None, colour
         axis.fill_between(fractions, curves.min(axis=0), curves.max(axis=0), color=colour, alpha=0.2, linewidth=0)
 
 
-def plot_faithfulness(curves: dict[str, object], method: str, path: str | Path) -> None:
-    """One row per model: deletion (most and least relevant first), insertion and ROAD, each as the maps' mean
-    curve over the paired test's images and steps, with a band spanning the R random maps' mean curves on the same
-    images (a curve outside its band beats, or loses to, every random map on average)."""
+NORMALISED_PROBABILITY = "normalised class probability\n(1 intact, 0 baseline)"
+
+
+def _normalised_panels(deletion: object, insertion: object, model: str, result: Any) -> None:
+    """Deletion (most and least relevant first) and insertion: the mean per-image normalised curves the paired
+    test's areas come from (`Faithfulness.paired_curves`), each random draw's mean curve in the band."""
+    steps, mine, random = result.random_fractions, result.paired_curves, result.random_curves
+    deletion.plot(steps, mine["deletion"], "o-", color="C0", label="MoRF (most relevant first)")
+    deletion.plot(steps, mine["lerf_deletion"], "o-", color="C1", label="LeRF (least relevant first)")
+    _band(deletion, steps, random["deletion"], "C0")
+    _band(deletion, steps, random["lerf_deletion"], "C1")
+    insertion.plot(steps, mine["insertion"], "o-", color="C2", label="insertion")
+    _band(insertion, steps, random["insertion"], "C2")
+    images = {name: comparison.finite.sum() for name, comparison in result.comparisons.items()}
+    spread = result.median_dynamic_range
+    deletion.set(
+        title=f"{model}\ndeletion, {images['deletion']} images (median range {spread['deletion']:.3f})",
+        xlabel="fraction of pixels deleted",
+        ylabel=NORMALISED_PROBABILITY,
+    )
+    insertion.set(
+        title=f"{model}\ninsertion, {images['insertion']} images (median range {spread['insertion']:.3f})",
+        xlabel="fraction revealed",
+        ylabel=NORMALISED_PROBABILITY,
+    )
+
+
+def _road_panel(road: object, model: str, result: Any) -> None:
+    """ROAD most and least relevant first, the deciding measure's data (its LeRF minus MoRF), titled with the
+    verdict it gives."""
+    road.plot(result.road_fractions, result.road_curves["morf"], "o-", color="C0", label="MoRF")
+    road.plot(result.road_fractions, result.road_curves["lerf"], "o-", color="C1", label="LeRF")
+    _band(road, result.road_fractions, result.random_road_curves["morf"], "C0")
+    _band(road, result.road_fractions, result.random_road_curves["lerf"], "C1")
+    road.set(
+        title=f"{model}\nROAD, deciding: {method_verdict(result.comparisons)}",
+        xlabel="fraction removed (noisy linear imputation)",
+        ylabel="class probability",
+    )
+
+
+def faithfulness_figure(curves: dict[str, Any], method: str) -> Figure:
+    """One row per model (name -> `Faithfulness`): deletion (most and least relevant first), insertion and ROAD,
+    each as the maps' mean curve over the paired test's images and steps, with a band spanning the R random maps'
+    mean curves on the same images (a curve outside its band beats, or loses to, every random map on average).
+    Deletion and insertion are the per-image normalised curves whose areas the table tests; ROAD, whose LeRF minus
+    MoRF decides the verdict, is in probabilities (it has no baseline to normalise by)."""
     rows = len(curves)
-    figure = Figure(figsize=(13, 3.1 * rows + 0.7), layout="constrained")
+    figure = Figure(figsize=(13, 3.3 * rows + 0.9), layout="constrained")
     axes = np.atleast_2d(figure.subplots(rows, 3))
     for row, (model, result) in enumerate(curves.items()):
         deletion, insertion, road = axes[row]
-        spread = result.median_dynamic_range
-        # The maps' curves on the paired test's images and steps, so that each lies on the same footing as its band.
-        steps, mine = result.random_fractions, result.paired_curves
-        deletion.plot(steps, mine["deletion"], "o-", color="C0", label="MoRF (most relevant first)")
-        deletion.plot(steps, mine["lerf_deletion"], "o-", color="C1", label="LeRF (least relevant first)")
-        _band(deletion, result.random_fractions, result.random_curves["deletion"], "C0")
-        _band(deletion, result.random_fractions, result.random_curves["lerf_deletion"], "C1")
-        insertion.plot(steps, mine["insertion"], "o-", color="C2", label="insertion")
-        _band(insertion, result.random_fractions, result.random_curves["insertion"], "C2")
-        road.plot(result.road_fractions, result.road_curves["morf"], "o-", color="C0", label="MoRF")
-        road.plot(result.road_fractions, result.road_curves["lerf"], "o-", color="C1", label="LeRF")
-        _band(road, result.road_fractions, result.random_road_curves["morf"], "C0")
-        _band(road, result.road_fractions, result.random_road_curves["lerf"], "C1")
-        deletion.set(
-            title=f"{model}: deletion (range {spread['deletion']:.3f})",
-            xlabel="fraction of pixels deleted",
-            ylabel="class probability",
-        )
-        insertion.set(title=f"{model}: insertion (range {spread['insertion']:.3f})", xlabel="fraction revealed")
-        road.set(title=f"{model}: ROAD (noisy linear imputation)", xlabel="fraction removed")
+        _normalised_panels(deletion, insertion, model, result)
+        _road_panel(road, model, result)
         for axis in (deletion, insertion, road):
+            axis.title.set_fontsize(10)  # two lines, the model's name first: long names must not run into the next
             axis.grid(alpha=0.3)
-            axis.margins(y=0.1)  # the probabilities often span little: let the axis follow them, not 0-1
+            axis.margins(y=0.1)  # ROAD's probabilities often span little: let the axis follow them, not 0-1
     handles = [
         *axes[0, 0].get_legend_handles_labels()[0],
         *axes[0, 1].get_legend_handles_labels()[0],
@@ -162,9 +189,18 @@ def plot_faithfulness(curves: dict[str, object], method: str, path: str | Path) 
         "insertion",
         f"band: range of the {len(next(iter(curves.values())).random_curves['deletion'])} random maps' means",
     ]
-    figure.suptitle(f"Faithfulness of {method}: mean curves over images; range: median |intact - baseline| probability")
+    figure.suptitle(
+        f"Faithfulness of {method} against random maps: ROAD LeRF - MoRF (right) decides the verdict; deletion and "
+        "insertion (left) support it,\nas means of each image's curve normalised by its range, whose areas are the "
+        "table's numbers; range: median |intact - baseline| probability"
+    )
     figure.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=9)
-    atomic_save_figure(figure, path)
+    return figure
+
+
+def plot_faithfulness(curves: dict[str, Any], method: str, path: str | Path) -> None:
+    """`faithfulness_figure`, saved to `path`."""
+    atomic_save_figure(faithfulness_figure(curves, method), path)
 
 
 def plot_agreement(

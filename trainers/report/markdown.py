@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from explain.metrics.statistics import DECIDING_MEASURE, VERDICT_TEXT, verdict_of
 from pipelines.io import atomic_write_json, atomic_write_text
 from trainers.report.cost import latency_text
 
@@ -50,8 +51,15 @@ MEASURE_TEXT = {
     "lerf_minus_morf": "deletion LeRF - MoRF (normalised areas, higher is better)",
     "road_morf": "ROAD, most relevant first (mean probability, lower is better)",
     "road_lerf": "ROAD, least relevant first (mean probability, higher is better)",
-    "road_lerf_minus_morf": "ROAD LeRF - MoRF (higher is better)",
+    "road_lerf_minus_morf": "ROAD LeRF - MoRF (mean probabilities, higher is better; decides the verdict)",
 }
+MEASURE_NAME = "ROAD LeRF - MoRF"
+DECIDING_TEXT = (
+    f"One measure decides the verdict: {MEASURE_NAME}, because ROAD fills removed pixels from their neighbours and "
+    "the difference of the two orders cancels what removal does regardless of order, so it depends on no baseline "
+    "image, which a model may itself call a class (a grey or blurred image). The other five measures are supporting "
+    "evidence: their numbers are shown, without a verdict of their own."
+)
 # Below this median dynamic range a curve moves too little for its area to say anything about the map.
 SMALL_RANGE = 0.1
 
@@ -110,9 +118,9 @@ def _against_random(models: dict[str, Any]) -> list[str]:
     if all("random_draws" in numbers for _, _, numbers in rows):
         lines += [
             "",
-            f"Deletion and insertion areas on the paired images ({first['random_steps']} steps): the maps' against "
-            f"each of the {first['random_maps']} random draws (mean, and the range and sd over the draws: how far two "
-            "random draws differ).",
+            f"Normalised deletion and insertion areas on the paired images ({first['random_steps']} steps): the maps' "
+            f"against each of the {first['random_maps']} random draws (mean, and the range and sd over the draws: how "
+            "far two random draws differ).",
             "",
         ]
         lines += _table(
@@ -138,8 +146,8 @@ def _against_random(models: dict[str, Any]) -> list[str]:
         f"mean of {first['random_maps']} uniform random maps of the same image, curves on {first['random_steps']} "
         f"steps, ROAD at removal fractions {fractions}. Advantage: "
         "the map's value minus the random maps' mean, signed so that positive means the map is better; wins: the "
-        "share of images where it is; map and random maps: means over images; p: two-sided Wilcoxon signed-rank test "
-        "of the advantages (better or worse at p < 0.01, by the median's sign, else unclear).",
+        "share of images where it is; map and random maps: means over images (for deletion and insertion, the areas "
+        "under the figure's curves); p: two-sided Wilcoxon signed-rank test of the advantages. " + DECIDING_TEXT,
         "",
     ]
     lines += _table(
@@ -150,7 +158,7 @@ def _against_random(models: dict[str, Any]) -> list[str]:
                 method,
                 MEASURE_TEXT.get(measure, measure),
                 *(_f4(result[key]) for key in ("map", "random", "advantage_median", "wins", "p_value")),
-                result["verdict"],
+                _verdict_cell(numbers, measure),
             ]
             for name, method, numbers in rows
             for measure, result in numbers["against_random"].items()
@@ -158,12 +166,32 @@ def _against_random(models: dict[str, Any]) -> list[str]:
     )
     lines += [""]
     for name, method, numbers in rows:
-        headline = numbers["against_random"]["road_lerf_minus_morf"]
+        deciding = numbers["against_random"][_deciding_measure(numbers)]
         lines.append(
-            f"- **{name}**: {method} {numbers['verdict']} (ROAD LeRF - MoRF: the map wins on "
-            f"{_percent(headline['wins'])} of {headline['images']} images, p = {_p_text(headline['p_value'])})."
+            f"- **{name}**: {method} {_verdict(numbers)} ({MEASURE_NAME}: median advantage "
+            f"{_f4(deciding['advantage_median'])}, the map wins on {_percent(deciding['wins'])} of "
+            f"{deciding['images']} images, p = {_p_text(deciding['p_value'])})."
         )
     return lines
+
+
+def _deciding_measure(numbers: dict[str, Any]) -> str:
+    """The measure whose test decided the verdict: written down since issue 26, ROAD LeRF - MoRF for older reports
+    too (it was their headline measure)."""
+    return numbers.get("deciding_measure", DECIDING_MEASURE)
+
+
+def _verdict(numbers: dict[str, Any]) -> str:
+    """The method's verdict in words, from its deciding measure's p and median advantage: a report written before
+    issue 26 keeps a sentence counting the measures, which is not today's verdict, so it is given again from the
+    numbers it kept."""
+    deciding = numbers["against_random"][_deciding_measure(numbers)]
+    return VERDICT_TEXT[verdict_of(deciding["p_value"], deciding["advantage_median"])]
+
+
+def _verdict_cell(numbers: dict[str, Any], measure: str) -> str:
+    """The table's verdict column: the verdict on the deciding measure's row, "(supporting)" on the others'."""
+    return _verdict(numbers) if measure == _deciding_measure(numbers) else "(supporting)"
 
 
 def _shrunk_copies(models: dict[str, Any]) -> list[str]:
@@ -254,7 +282,8 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
         "## Explanations",
         "",
         f"Faithfulness: deletion and insertion curves with {report['steps']} steps (RISE); the random row of each "
-        "model uses uniform random maps on the same images. Lower deletion and higher insertion areas are better.",
+        "model uses uniform random maps on the same images. Lower deletion and higher insertion areas are better. "
+        "These raw areas depend on the baselines; whether the maps beat random maps is decided below.",
         "",
     ]
     curves = ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc")
