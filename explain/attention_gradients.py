@@ -26,14 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import Any
 
 import torch
 from torch import nn
 
 from explain.base import AttributionMethod
 from explain.explanation import Attribution
-from explain.hooks import autocast, eager_attention, every_layer_through_the_head
+from explain.hooks import eager_attention, every_layer_through_the_head
 from explain.layers import forward_kwargs, is_transformer, model_type, token_grid
 from explain.targets import TargetSpec, resolve_targets
 from pipelines.errors import ConfigError
@@ -77,20 +76,30 @@ def legrad_relevance(gradients: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack(per_layer).mean(dim=0)
 
 
-def attention_forward(model: nn.Module, pixel_values: torch.Tensor, every_layer: bool) -> tuple[Any, int]:
-    """The model's output with attention weights, and the number of layers it scored with its head.
+def attention_forward(
+    model: nn.Module, pixel_values: torch.Tensor, every_layer: bool
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One forward pass with eager attention: the attention weights of every layer, attached to the graph, and the
+    logits.
 
-    With `every_layer`, the logits are (L * B, classes): layer 1's tokens through the head first, the model's own
-    logits (the last layer's) last (`explain.hooks.every_layer_through_the_head`). Without it, (B, classes) and 1.
+    The input is made to require a gradient so that the attention weights do even when the parameters are frozen;
+    `torch.autograd.grad` to the attention weights stops there, so nothing is computed for the input itself.
+
+    Returns:
+        attentions: One (B, heads, N, N) tensor per layer.
+        layer_logits: (L, B, classes), each layer's tokens through the model's head, the model's own logits last
+            (`explain.hooks.every_layer_through_the_head`), with `every_layer`; else (1, B, classes).
     """
     with ExitStack() as stack:
+        stack.enter_context(torch.enable_grad())
         stack.enter_context(eager_attention(model))
         layers = stack.enter_context(every_layer_through_the_head(model)) if every_layer else 1
-        output = model(pixel_values=pixel_values, output_attentions=True, **forward_kwargs(model, pixel_values))
+        inputs = pixel_values.detach().requires_grad_()
+        output = model(pixel_values=inputs, output_attentions=True, **forward_kwargs(model, pixel_values))
     attentions = [attention for attention in (output.attentions or ()) if attention is not None]
     if not attentions:
         raise ConfigError(f"This {model_type(model)} model returned no attention weights.")
-    return output, layers
+    return attentions, output.logits.unflatten(0, (layers, -1))
 
 
 def relevance_from_attentions(
@@ -165,16 +174,11 @@ def attention_maps(
         logits: (B, L).
     """
     check_transformer(method, model)
-    with torch.enable_grad():
-        # The input needs a gradient only so that the attention weights do when the parameters are frozen;
-        # autograd.grad stops at the attention weights, so nothing is computed for the input itself.
-        output, layers = attention_forward(model, pixel_values.detach().requires_grad_(), method == "legrad")
-        layer_logits = output.logits.unflatten(0, (layers, -1))
-        logits = layer_logits[-1]
-        resolved = resolve_targets(logits, targets)[:, 0] if targets is None else targets
-        relevance = relevance_from_attentions(
-            method, output.attentions, layer_logits, resolved, create_graph=create_graph
-        )
+    attentions, layer_logits = attention_forward(model, pixel_values, every_layer=method == "legrad")
+    logits = layer_logits[-1]
+    resolved = resolve_targets(logits, targets)[:, 0] if targets is None else targets
+    with torch.enable_grad():  # create_graph records the gradients' own graph only in grad mode
+        relevance = relevance_from_attentions(method, attentions, layer_logits, resolved, create_graph=create_graph)
     return patch_relevance_grid(model, relevance, pixel_values.shape[-2:]), logits
 
 
@@ -212,15 +216,14 @@ class AttentionGradientMethod(AttributionMethod):
 
     def attribute(self, pixel_values: torch.Tensor, targets: TargetSpec) -> Attribution:
         size = pixel_values.shape[-2:]
-        with torch.enable_grad(), autocast(self.device, self.dtype, self.parameter_dtype):
-            output, layers = attention_forward(self.model, pixel_values.detach().requires_grad_(), self.every_layer)
-        layer_logits = output.logits.unflatten(0, (layers, -1))
+        with self.autocast():
+            attentions, layer_logits = attention_forward(self.model, pixel_values, self.every_layer)
         resolved, scores = self.targets_and_scores(layer_logits[-1], targets)
         maps = []
         for column in range(resolved.shape[1]):
             last = column == resolved.shape[1] - 1
             relevance = relevance_from_attentions(
-                self.name, output.attentions, layer_logits, resolved[:, column], retain_graph=not last
+                self.name, attentions, layer_logits, resolved[:, column], retain_graph=not last
             )
             maps.append(patch_relevance_grid(self.model, relevance, size))
         return Attribution(torch.stack(maps, dim=1), resolved, scores)  # raw (B, K, h, w)
