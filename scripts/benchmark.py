@@ -26,7 +26,7 @@ from pipelines.runtime import default_device, machine_description
 from trainers.benchmark.attention import AttentionBenchmark, attention_ratio_lines, benchmark_attention
 from trainers.benchmark.distillation import DistillationBenchmark, benchmark_distillation
 from trainers.benchmark.faithfulness import FaithfulnessBenchmark, benchmark_faithfulness, benchmark_road
-from trainers.benchmark.gradcam import GradCAMBenchmark, benchmark_gradcam, ratio_lines
+from trainers.benchmark.gradcam import GradCAMBenchmark, GradCAMRow, benchmark_gradcam, ratio_lines
 from trainers.benchmark.maps import MapsBenchmark, benchmark_maps
 from trainers.benchmark.shrinking import SHRINK_IMAGE_SIZES, ShrinkBenchmark, benchmark_shrinking, compiled_comparison
 from trainers.benchmark.training import TrainingBenchmark, benchmark_training
@@ -75,18 +75,22 @@ def run_distill(args: DistillationBenchmark) -> None:
     )
 
 
+def print_rates(rows: list[GradCAMRow], gpu: bool) -> None:
+    """The maps/s table of the explain and attention benchmarks."""
+    memory = "peak GPU memory per batch (MiB)" if gpu else "peak memory per batch (n/a on CPU)"
+    print(f"| path | maps/s (median) | maps/s (best repeat) | {memory} |\n|---|---|---|---|")
+    for row in rows:
+        peak = "n/a" if row.peak_memory_mib is None else f"{row.peak_memory_mib:,.0f}"
+        print(f"| {row.path} | {row.maps_per_second:,.1f} | {row.best_maps_per_second:,.1f} | {peak} |")
+
+
 def run_explain(args: GradCAMBenchmark) -> None:
     rows, agreement = benchmark_gradcam(args)
     print(
         f"\nGrad-CAM maps/s, {args.model} (random weights) at {args.image_size} px, batch {args.batch_size}, "
         f"median of {args.repeats} x {args.batches} batches, on {on(args.cpu)}"
     )
-    gpu = args.device.type == "cuda"
-    memory = "peak GPU memory per batch (MiB)" if gpu else "peak memory per batch (n/a on CPU)"
-    print(f"| path | maps/s (median) | maps/s (best repeat) | {memory} |\n|---|---|---|---|")
-    for row in rows:
-        peak = "n/a" if row.peak_memory_mib is None else f"{row.peak_memory_mib:,.0f}"
-        print(f"| {row.path} | {row.maps_per_second:,.1f} | {row.best_maps_per_second:,.1f} | {peak} |")
+    print_rates(rows, args.device.type == "cuda")
     print("\nFrom the medians:\n" + "\n".join(ratio_lines(rows)))
     print("\nFrom the best repeats (steadier on a shared CPU):\n" + "\n".join(ratio_lines(rows, best=True)))
     print("\n" + "\n".join(f"{name}: {value:.6g}" for name, value in agreement.items()))
@@ -99,12 +103,7 @@ def run_attention(args: AttentionBenchmark) -> None:
         f"{args.image_size} px, batch {args.batch_size}, median of {args.repeats} x {args.batches} batches, on "
         f"{on(args.cpu)}"
     )
-    gpu = args.device.type == "cuda"
-    memory = "peak GPU memory per batch (MiB)" if gpu else "peak memory per batch (n/a on CPU)"
-    print(f"| path | maps/s (median) | maps/s (best repeat) | {memory} |\n|---|---|---|---|")
-    for row in rows:
-        peak = "n/a" if row.peak_memory_mib is None else f"{row.peak_memory_mib:,.0f}"
-        print(f"| {row.path} | {row.maps_per_second:,.1f} | {row.best_maps_per_second:,.1f} | {peak} |")
+    print_rates(rows, args.device.type == "cuda")
     print("\nFrom the medians:\n" + "\n".join(attention_ratio_lines(rows)))
 
 
