@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 MEDMNIST_ROOT ?= $(if $(wildcard ../shared/data/medmnist/*.npz),$(abspath ../shared/data/medmnist),)
 export MEDMNIST_ROOT
 
-.PHONY: demo shrink-demo test test-fast lint install
+.PHONY: demo demo-vit shrink-demo test test-fast lint install
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,21 @@ demo: $(VENV)/.installed
 	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --out report --latency_repeats 100 --insertion_start removed \
 		--models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/student-plain-distillation \
 		$(QUICKSTART)/student-no-teacher --model_card $(QUICKSTART)/student
+
+VIT_QUICKSTART := runs/vit-quickstart
+# The methods the ViT report scores: Grad-CAM on the patch tokens (the seeds' story), LayerCAM, attention rollout
+# (class-agnostic) and the class-specific attention methods, gradient rollout and LeGrad.
+VIT_METHODS := gradcam,layercam,attention_rollout,gradient_rollout,legrad
+
+# ViT quickstart: fine-tune a ViT teacher on PneumoniaMNIST, distill it into a DeiT student with its distillation
+# token whose gradient rollout also learns the teacher's, train the same student alone, then the report of all three
+# into report-vit/ and the student's model card.
+demo-vit: $(VENV)/.installed
+	$(LAUNCH) scripts/finetune.py configs/vit_quickstart.yaml
+	$(LAUNCH) scripts/distill.py configs/vit_quickstart_distill.yaml
+	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --out report-vit --latency_repeats 100 \
+		--insertion_start removed --methods $(VIT_METHODS) --models $(VIT_QUICKSTART)/teacher \
+		$(VIT_QUICKSTART)/student $(VIT_QUICKSTART)/student-no-teacher --model_card $(VIT_QUICKSTART)/student
 
 # After `make demo`: int8 (weights; weights and activations) and 50%-pruned copies of the quickstart teacher, then the
 # evaluation report of original, distilled student, int8 and pruned side by side into report-shrink/.
