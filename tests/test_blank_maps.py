@@ -76,6 +76,7 @@ def fake_explainer(monkeypatch: pytest.MonkeyPatch, table: dict[tuple[str, str],
     for module in (scores_module, randomization_module):
         monkeypatch.setattr(module, "explain_maps", explain_maps)
     monkeypatch.setattr(randomization_module, "randomized_copy", lambda model, seed: ("reinitialised", model))
+    monkeypatch.setattr(scores_module, "random_parts", lambda *args: None)
     monkeypatch.setattr(scores_module, "faithfulness_parts", lambda *args: None)
     monkeypatch.setattr(scores_module, "aggregate_faithfulness", lambda *args: SimpleNamespace(numbers=lambda: {}))
 

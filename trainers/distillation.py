@@ -25,9 +25,14 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers.image_processing_utils import BaseImageProcessor
 
-from explain.attention_gradients import ATTENTION_GRADIENT_METHODS, attention_maps
+from explain.attention_gradients import (
+    ATTENTION_GRADIENT_METHODS,
+    attention_maps,
+    patch_relevance_grid,
+    relevance_from_attentions,
+)
 from explain.cam import GRADIENT_CAMS, captured_activation, class_activation_maps, gradient_cam, maps_from_activation
-from explain.hooks import Captured, capture_output, eval_mode
+from explain.hooks import Captured, capture_output, eager_attention, eval_mode
 from explain.layers import TargetLayer, is_transformer, model_type, resolve_target_layer, to_grid
 from explain.registry import canonical_name
 from pipelines.errors import ConfigError
@@ -397,6 +402,20 @@ class DistillationTrainer(ImageClassificationTrainer):
             stack.callback(layer.register_forward_hook(math_attention_from_here).remove)
             yield captured
 
+    @contextmanager
+    def student_attention(self) -> Iterator[dict[str, bool]]:
+        """While training with gradient rollout as the explanation term: eager attention for the forward pass that
+        gives the loss, asked for its attention weights (the map is computed from them, with no second pass).
+
+        Yields:
+            The extra forward arguments: ``{"output_attentions": True}``, or none.
+        """
+        if self.explanation is None or self.explanation.method != "gradient_rollout" or not self.model.training:
+            yield {}
+            return
+        with eager_attention(self.model):
+            yield {"output_attentions": True}
+
     def compute_loss(
         self,
         model: torch.nn.Module,
@@ -404,8 +423,8 @@ class DistillationTrainer(ImageClassificationTrainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        with self.student_capture() as captured:
-            outputs = model(pixel_values=inputs["pixel_values"])
+        with self.student_capture() as captured, self.student_attention() as attention_options:
+            outputs = model(pixel_values=inputs["pixel_values"], **attention_options)
         labels = inputs["labels"]
         if not model.training:
             loss = classification_loss(outputs.logits, labels, self.multi_label)
@@ -421,14 +440,14 @@ class DistillationTrainer(ImageClassificationTrainer):
             loss = self.loss(outputs.logits, teacher_logits, labels)
         if self.explanation is not None and (captured is not None or self.explanation.reads_attention):
             loss = loss + self.explanation.weight * self.student_explanation_loss(
-                captured, outputs.logits, inputs["pixel_values"], teacher_logits, teacher_maps, labels
+                captured, outputs, inputs["pixel_values"], teacher_logits, teacher_maps, labels
             )
         return (loss, outputs) if return_outputs else loss
 
     def student_explanation_loss(
         self,
         captured: Captured | None,
-        student_logits: torch.Tensor,
+        outputs: Any,
         pixel_values: torch.Tensor,
         teacher_logits: torch.Tensor,
         teacher_maps: torch.Tensor,
@@ -436,14 +455,21 @@ class DistillationTrainer(ImageClassificationTrainer):
     ) -> torch.Tensor:
         """`explanation_loss` of the student's map, differentiable w.r.t. its parameters, against the teacher's.
 
-        A gradient CAM reuses the layer output captured in the loss's forward pass; an attention-gradient method
-        runs the student once more with eager attention (LeGrad also scores every layer with the head there)."""
+        A gradient CAM reuses the layer output captured in the loss's forward pass, and gradient rollout that pass's
+        attention weights (`student_attention`); LeGrad runs the student once more, scoring every layer with its
+        head."""
         term = self.explanation
         classes = explained_classes(teacher_logits, labels, term.target, self.multi_label)
+        if term.method == "gradient_rollout":
+            relevance = relevance_from_attentions(
+                term.method, outputs.attentions, outputs.logits[None], classes, create_graph=True
+            )
+            student_maps = patch_relevance_grid(self.model, relevance, pixel_values.shape[-2:])
+            return explanation_loss(student_maps, teacher_maps.detach(), term.grid, term.measure)
         if term.reads_attention:
             student_maps, _ = attention_maps(self.model, pixel_values, classes, term.method, create_graph=True)
             return explanation_loss(student_maps, teacher_maps.detach(), term.grid, term.measure)
-        score = student_logits.gather(1, classes[:, None]).sum()
+        score = outputs.logits.gather(1, classes[:, None]).sum()
         cam = gradient_cam(term.method).cam
         activation = captured_activation(captured, term.student_layer)
         student_maps = maps_from_activation(

@@ -521,29 +521,45 @@ class FaithfulnessParts:
         )
 
 
-def faithfulness_parts(
+@dataclass
+class RandomParts:
+    """The random maps' curves of one batch of images: the deletion and insertion baseline row and the paired test's
+    R draws (curves and ROAD). Random maps are seeded by the images' rows, not drawn from the method's maps, so
+    every method that explains the same classes of the same images shares them: the report computes them once per
+    model and batch (`explain.metrics.scores.explanation_parts`)."""
+
+    targets: torch.Tensor
+    baseline: FaithfulnessCurves
+    random: list[FaithfulnessCurves]
+    random_road: list[RoadCurves]
+
+    def fits(self, targets: torch.Tensor) -> bool:
+        """Whether these curves explain exactly `targets` (N,)."""
+        return self.targets.shape == targets.shape and bool(torch.equal(self.targets, targets.to(self.targets.device)))
+
+
+@dataclass(frozen=True)
+class FaithfulnessPlan:
+    """What one batch's curves are run with: the settings resolved for its images."""
+
+    rows: list[int]
+    paired_index: np.ndarray
+    curve: CurveSettings
+    coarse: CurveSettings
+    road: RoadSettings
+
+
+def faithfulness_plan(
     model: nn.Module,
     pixel_values: torch.Tensor,
-    maps: torch.Tensor,
-    targets: torch.Tensor,
-    settings: FaithfulnessSettings | None = None,
-    rows: Sequence[int] | None = None,
-    paired: np.ndarray | None = None,
-) -> FaithfulnessParts:
-    """The per-image part of `faithfulness`: curves of `maps` (N, H, W) explaining `targets` (N,) on
-    `pixel_values` (N, C, H, W), and of their random maps, with nothing averaged.
-
-    Args:
-        rows: (N,) the images' rows in their split: image i's random maps are seeded by (seed + d, rows[i]) for
-            draw d (0 the random row of the deletion and insertion table, 1 to R the paired test's) and its ROAD
-            noise by (seed, rows[i], ...), so an image's numbers do not depend on the batch or process it is scored
-            in. None: 0, 1, ..., N - 1.
-        paired: (N,) bool, the images of the paired test and ROAD; None: `paired_mask(N, settings.paired_images)`.
-    """
-    settings = settings or FaithfulnessSettings()
-    seed = settings.seed
+    settings: FaithfulnessSettings,
+    rows: Sequence[int] | None,
+    paired: np.ndarray | None,
+) -> FaithfulnessPlan:
+    """The rows, paired images and curve settings of one batch (see `faithfulness_parts`)."""
     rows = image_rows(pixel_values.shape[0], rows)
     paired = paired_mask(len(rows), settings.paired_images) if paired is None else np.asarray(paired, dtype=bool)
+    index = np.flatnonzero(paired)
     multi_label = is_multi_label_model(model)
     start = settings.start_images(pixel_values)
     curve = CurveSettings(
@@ -554,34 +570,85 @@ def faithfulness_parts(
         insertion_start=start,
         dtype=settings.dtype,
     )
-    curves = deletion_insertion(model, pixel_values, maps, targets, curve)
-    baseline = deletion_insertion(model, pixel_values, random_maps(maps, seed, rows), targets, curve)
-    index = np.flatnonzero(paired)
-    chosen = lambda values: None if values is None else values[torch.from_numpy(index).to(values.device)]  # noqa: E731
-    pixel_values, maps, targets, start = (chosen(values) for values in (pixel_values, maps, targets, start))
-    paired_rows = [rows[i] for i in index]
-    coarse = replace(curve, steps=settings.random_steps, lerf=True, insertion_start=start)
+    paired_start = None if start is None else start[torch.from_numpy(index).to(start.device)]
+    coarse = replace(curve, steps=settings.random_steps, lerf=True, insertion_start=paired_start)
     road = RoadSettings(
         fractions=settings.road_fractions,
         batch_size=settings.batch_size,
         multi_label=multi_label,
         noise=settings.road_noise,
-        seed=seed,
+        seed=settings.seed,
         dtype=settings.dtype,
     )
+    return FaithfulnessPlan(list(rows), index, curve, coarse, road)
+
+
+def on_paired(values: torch.Tensor, plan: FaithfulnessPlan) -> torch.Tensor:
+    """The paired test's images of a batch tensor."""
+    return values[torch.from_numpy(plan.paired_index).to(values.device)]
+
+
+def random_parts(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    targets: torch.Tensor,
+    settings: FaithfulnessSettings | None = None,
+    rows: Sequence[int] | None = None,
+    paired: np.ndarray | None = None,
+) -> RandomParts:
+    """The random maps' curves for `targets` (N,) on `pixel_values` (N, C, H, W): what `faithfulness_parts` compares
+    a method's maps with, the same for every method."""
+    settings = settings or FaithfulnessSettings()
+    seed = settings.seed
+    plan = faithfulness_plan(model, pixel_values, settings, rows, paired)
+    like = pixel_values[:, 0]  # random maps at the input resolution, as every method's maps are scored
+    baseline = deletion_insertion(model, pixel_values, random_maps(like, seed, plan.rows), targets, plan.curve)
+    paired_pixels, paired_targets = on_paired(pixel_values, plan), on_paired(targets, plan)
+    paired_rows = [plan.rows[i] for i in plan.paired_index]
     random_curves, random_road = [], []
     for draw in range(settings.random_maps):
-        chance = random_maps(maps, seed + 1 + draw, paired_rows)
-        random_curves.append(deletion_insertion(model, pixel_values, chance, targets, coarse))
-        random_road.append(road_curves(model, pixel_values, chance, targets, road, paired_rows))
+        chance = random_maps(on_paired(like, plan), seed + 1 + draw, paired_rows)
+        random_curves.append(deletion_insertion(model, paired_pixels, chance, paired_targets, plan.coarse))
+        random_road.append(road_curves(model, paired_pixels, chance, paired_targets, plan.road, paired_rows))
+    return RandomParts(targets.detach().clone(), baseline, random_curves, random_road)
+
+
+def faithfulness_parts(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    maps: torch.Tensor,
+    targets: torch.Tensor,
+    settings: FaithfulnessSettings | None = None,
+    rows: Sequence[int] | None = None,
+    paired: np.ndarray | None = None,
+    random: RandomParts | None = None,
+) -> FaithfulnessParts:
+    """The per-image part of `faithfulness`: curves of `maps` (N, H, W) explaining `targets` (N,) on
+    `pixel_values` (N, C, H, W), and of their random maps, with nothing averaged.
+
+    Args:
+        rows: (N,) the images' rows in their split: image i's random maps are seeded by (seed + d, rows[i]) for
+            draw d (0 the random row of the deletion and insertion table, 1 to R the paired test's) and its ROAD
+            noise by (seed, rows[i], ...), so an image's numbers do not depend on the batch or process it is scored
+            in. None: 0, 1, ..., N - 1.
+        paired: (N,) bool, the images of the paired test and ROAD; None: `paired_mask(N, settings.paired_images)`.
+        random: The random maps' curves of these images and targets (`random_parts`), computed once for several
+            methods; None, or curves for other targets: computed here.
+    """
+    settings = settings or FaithfulnessSettings()
+    if random is None or not random.fits(targets):
+        random = random_parts(model, pixel_values, targets, settings, rows, paired)
+    plan = faithfulness_plan(model, pixel_values, settings, rows, paired)
+    paired_pixels, paired_maps, paired_targets = (on_paired(values, plan) for values in (pixel_values, maps, targets))
+    paired_rows = [plan.rows[i] for i in plan.paired_index]
     return FaithfulnessParts(
-        curves=curves,
-        baseline=baseline,
-        rows=np.asarray(rows, dtype=np.int64),
-        paired=deletion_insertion(model, pixel_values, maps, targets, coarse),
-        random=random_curves,
-        road=road_curves(model, pixel_values, maps, targets, road, paired_rows),
-        random_road=random_road,
+        curves=deletion_insertion(model, pixel_values, maps, targets, plan.curve),
+        baseline=random.baseline,
+        rows=np.asarray(plan.rows, dtype=np.int64),
+        paired=deletion_insertion(model, paired_pixels, paired_maps, paired_targets, plan.coarse),
+        random=random.random,
+        road=road_curves(model, paired_pixels, paired_maps, paired_targets, plan.road, paired_rows),
+        random_road=random.random_road,
     )
 
 

@@ -19,8 +19,10 @@ from explain.metrics.faithfulness import (
     Faithfulness,
     FaithfulnessParts,
     FaithfulnessSettings,
+    RandomParts,
     aggregate_faithfulness,
     faithfulness_parts,
+    random_parts,
 )
 from explain.metrics.randomization import Randomization, randomization
 from explain.registry import explain_maps
@@ -80,6 +82,7 @@ def explanation_parts(
     settings: FaithfulnessSettings | None = None,
     top_fraction: float = 0.1,
     reinitialised: dict[str, nn.Module] | None = None,
+    random_cache: dict[str, RandomParts] | None = None,
 ) -> dict[str, ModelParts]:
     """The per-image part of `score_explanations` for one batch of images: each model's `ModelParts`.
 
@@ -90,6 +93,8 @@ def explanation_parts(
         settings: How faithfulness is measured (its batch size, seed and dtype serve every measure).
         top_fraction: Share of top pixels the agreement's overlap compares.
         reinitialised: Name -> the model's `randomized_copy`, made once for many batches; None: made here.
+        random_cache: Name -> the random maps' curves of this batch (`RandomParts`), shared by the methods scored
+            on it: filled here, and reused while a model's targets stay the same; None: computed for each call.
     """
     settings = settings or FaithfulnessSettings()
     options = {"dtype": settings.dtype, "batch_size": settings.batch_size}
@@ -101,12 +106,18 @@ def explanation_parts(
             maps, targets = (tensor.to(inputs.device) for tensor in given_maps[name])
         else:
             maps, targets = explain_maps(model, method, inputs, None, **options)
+        random = random_cache.get(name) if random_cache is not None else None
+        if random is None or not random.fits(targets):
+            random = random_parts(model, inputs, targets, settings, images.rows, images.paired)
+            if random_cache is not None:
+                random_cache[name] = random
+
         copy = None if reinitialised is None else reinitialised[name]
         given = (maps, targets) if given_maps is not None else None
         common_maps, computed = maps_at_class(model, method, inputs, images.reference_targets[name], given, options)
         own_read = len(maps) if given_maps is not None else 0
         parts[name] = ModelParts(
-            faithfulness=faithfulness_parts(model, inputs, maps, targets, settings, images.rows, images.paired),
+            faithfulness=faithfulness_parts(model, inputs, maps, targets, settings, images.rows, images.paired, random),
             randomization=randomization(model, method, inputs, maps, targets, settings.seed, copy, **options),
             agreement=None,
             maps_read=own_read + len(maps) - computed,

@@ -296,6 +296,7 @@ def explain_split(
             images = run.images(positions)
             reference_class = torch.from_numpy(logits[names[0]][positions].argmax(axis=1))  # shared label order
             per_method = {}
+            random_cache = {}  # the random maps' curves of this chunk, the same for every method (same targets)
             for method in methods:
                 inputs = {name: explainer.pixel_values(images) for name, explainer in explainers.items()}
                 given = None
@@ -320,7 +321,9 @@ def explain_split(
                     rows=run.kept[positions],
                     paired=paired[chunk],
                 )
-                per_method[method] = explanation_parts(models, scored, method, settings, args.top_fraction, copies)
+                per_method[method] = explanation_parts(
+                    models, scored, method, settings, args.top_fraction, copies, random_cache
+                )
             done.append((number, per_method))
             bar.update(len(chunk))
     return in_order(state, done)
