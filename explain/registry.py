@@ -47,7 +47,7 @@ ALIASES = {
 # chosen by the report's deciding measure against random maps on models trained here: README, "Which method for a
 # vision transformer".
 CNN_METHOD = "gradcam"
-TRANSFORMER_METHOD = "gradient_rollout"
+TRANSFORMER_METHOD = "legrad"
 
 
 def default_method(*models: nn.Module) -> str:
