@@ -174,7 +174,10 @@ def test_benchmark_train_prints_each_path_and_the_ratios_of_one_run() -> None:
         (["shrink", "--ratio", "1"], "--ratio is 1.0; it must lie strictly between 0 and 1."),  # always on the CPU
         (["distill", "--warmup", "-1"], "--warmup is -1; it must be 0 or more."),
         (["explain", "--model", "vit-huge"], "--model is 'vit-huge'; use one of vit-base, deit-tiny."),
-        (["trian"], "Unknown benchmark 'trian'; choose one of train, distill, explain, faithfulness, maps, shrink."),
+        (
+            ["trian"],
+            "Unknown benchmark 'trian'; choose one of train, distill, explain, attention, faithfulness, maps, shrink.",
+        ),
         (["maps", "--batch_sise", "2"], "Unknown option --batch_sise (did you mean --batch_size?); --help lists"),
     ],
 )
@@ -204,4 +207,4 @@ def test_the_benchmark_spells_its_options_as_every_script_does() -> None:
     (dashed,) = parse_flags((TrainingBenchmark,), ["--batch-size", "4", "--image-size", "32"])
     (underscored,) = parse_flags((TrainingBenchmark,), ["--batch_size", "4", "--image_size", "32"])
     assert dashed == underscored == TrainingBenchmark(batch_size=4, image_size=32)
-    assert set(benchmark.COMMANDS) == {"train", "distill", "explain", "faithfulness", "maps", "shrink"}
+    assert set(benchmark.COMMANDS) == {"train", "distill", "explain", "attention", "faithfulness", "maps", "shrink"}
