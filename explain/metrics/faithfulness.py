@@ -548,6 +548,11 @@ class FaithfulnessPlan:
     coarse: CurveSettings
     road: RoadSettings
 
+    @property
+    def paired_rows(self) -> list[int]:
+        """The split rows of the paired test's images (what their random maps and ROAD noise are seeded by)."""
+        return [self.rows[i] for i in self.paired_index]
+
 
 def faithfulness_plan(
     model: nn.Module,
@@ -604,7 +609,7 @@ def random_parts(
     like = pixel_values[:, 0]  # random maps at the input resolution, as every method's maps are scored
     baseline = deletion_insertion(model, pixel_values, random_maps(like, seed, plan.rows), targets, plan.curve)
     paired_pixels, paired_targets = on_paired(pixel_values, plan), on_paired(targets, plan)
-    paired_rows = [plan.rows[i] for i in plan.paired_index]
+    paired_rows = plan.paired_rows
     random_curves, random_road = [], []
     for draw in range(settings.random_maps):
         chance = random_maps(on_paired(like, plan), seed + 1 + draw, paired_rows)
@@ -640,7 +645,7 @@ def faithfulness_parts(
         random = random_parts(model, pixel_values, targets, settings, rows, paired)
     plan = faithfulness_plan(model, pixel_values, settings, rows, paired)
     paired_pixels, paired_maps, paired_targets = (on_paired(values, plan) for values in (pixel_values, maps, targets))
-    paired_rows = [plan.rows[i] for i in plan.paired_index]
+    paired_rows = plan.paired_rows
     return FaithfulnessParts(
         curves=deletion_insertion(model, pixel_values, maps, targets, plan.curve),
         baseline=random.baseline,
