@@ -43,7 +43,7 @@ VIT_QUICKSTART := runs/vit-quickstart
 VIT_METHODS := gradcam,layercam,attention_rollout,gradient_rollout,legrad
 
 # ViT quickstart: fine-tune a ViT teacher on PneumoniaMNIST, distill it into a DeiT student with its distillation
-# token whose gradient rollout also learns the teacher's, train the same student alone, then the report of all three
+# token whose LeGrad map also learns the teacher's, train the same student alone, then the report of all three
 # into report-vit/ and the student's model card.
 demo-vit: $(VENV)/.installed
 	$(LAUNCH) scripts/finetune.py configs/vit_quickstart.yaml
