@@ -35,6 +35,7 @@ class Explainer:
             bf16 autocast, see `scripts/benchmark.py explain`).
         allow_pickle: Accept pickled weights (loaded with ``weights_only=True``) when a folder has no safetensors.
         trust_remote_code: Run a Hub checkpoint's own code; off unless the user asks.
+        title: What figures and reports call the model (default: a local checkpoint's folder name, else the id).
         options: Method options (target_layer, batch_size, head_fusion, discard_ratio).
     """
 
@@ -45,9 +46,11 @@ class Explainer:
         dtype: torch.dtype,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
+        title: str | None = None,
         **options: Any,
     ) -> None:
         self.name = name_or_path
+        self._title = title
         self.model, processor = load_classifier(
             name_or_path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
         )
@@ -67,6 +70,8 @@ class Explainer:
 
     @property
     def title(self) -> str:
+        if self._title:
+            return self._title
         return Path(self.name).name if Path(self.name).exists() else self.name
 
     def pixel_values(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:

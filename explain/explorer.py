@@ -34,7 +34,13 @@ from pipelines.splits import check_split
 MAX_MODELS = 4  # model columns are laid out when the page is built; four fit side by side on a laptop screen
 DISPLAY_SIZE = (224, 224)  # every overlay at one size, whatever each model's input resolution
 PREDICTED = "predicted (first model)"
-VIEWS = ("all images", "misclassified by any model", "models disagree", "lowest map agreement first")
+VIEWS = (
+    "all images",
+    "misclassified by any model",
+    "models disagree",
+    "lowest map agreement first",
+    "forgotten by a model first",
+)
 
 # What the page offers by default ('suggested'), the models' default method first: for vision transformers the
 # attention methods (class-specific and not) beside Grad-CAM; for other models the CAM family.
@@ -54,12 +60,14 @@ class ImageSummary:
         predicted: Each model's predicted class index, in the order the models were given.
         agreement: The lowest map rank correlation of a model with the first model (at the first model's
             class); NaN with one model, or when a map is blank (it ranks nothing).
+        confidence: The first model's probability of its predicted class.
     """
 
     index: int
     true: int
     predicted: list[int]
     agreement: float
+    confidence: float = math.nan
 
     @property
     def misclassified(self) -> bool:
@@ -68,6 +76,21 @@ class ImageSummary:
     @property
     def disagree(self) -> bool:
         return len(set(self.predicted)) > 1
+
+    @property
+    def forgotten_by(self) -> list[int]:
+        """The models (by position, after the first) that get wrong what the first model gets right: negative
+        flips, what a shrunk model forgot of its original."""
+        if self.predicted[0] != self.true:
+            return []
+        return [model for model, prediction in enumerate(self.predicted[1:], start=1) if prediction != self.true]
+
+    @property
+    def learnt_by(self) -> list[int]:
+        """The models that get right what the first model gets wrong (positive flips)."""
+        if self.predicted[0] == self.true:
+            return []
+        return [model for model, prediction in enumerate(self.predicted[1:], start=1) if prediction == self.true]
 
 
 @dataclass
@@ -182,7 +205,9 @@ def summarise(
 ) -> list[ImageSummary]:
     """Each image's predictions and its lowest map agreement with the first model (see `ImageSummary`), by the
     models' default method (`explain.registry.default_method`)."""
-    predicted = [explainer.predict_batch(images).argmax(dim=1) for explainer in explainers]  # each (N,)
+    logits = [explainer.predict_batch(images) for explainer in explainers]  # each (N, L)
+    predicted = [values.argmax(dim=1) for values in logits]
+    confidence = logits[0].softmax(dim=1).amax(dim=1)
     targets = predicted[0]
     worst = torch.full((len(labels),), math.nan)
     if len(explainers) > 1:
@@ -194,7 +219,9 @@ def summarise(
             correlation[blank_maps(reference) | blank_maps(maps)] = math.nan
             worst = torch.where(worst.isnan() | (correlation < worst), correlation, worst)
     return [
-        ImageSummary(index, int(labels[index]), [int(p[index]) for p in predicted], float(worst[index]))
+        ImageSummary(
+            index, int(labels[index]), [int(p[index]) for p in predicted], float(worst[index]), float(confidence[index])
+        )
         for index in range(len(labels))
     ]
 
@@ -216,17 +243,26 @@ def gallery_order(summaries: Sequence[ImageSummary], view: str) -> list[int]:
     if view == VIEWS[3]:
         ranked = sorted(summaries, key=lambda s: (math.isnan(s.agreement), s.agreement, s.index))
         return [summary.index for summary in ranked]
+    if view == VIEWS[4]:
+        forgotten = sorted((s for s in summaries if s.forgotten_by), key=lambda s: (-s.confidence, s.index))
+        return [summary.index for summary in forgotten] + [s.index for s in summaries if not s.forgotten_by]
     raise ConfigError(f"Unknown view '{view}'; choose one of: {', '.join(VIEWS)}.")
 
 
 def gallery_items(explorer: Explorer, order: Sequence[int]) -> list[tuple[np.ndarray, str]]:
-    """(image, caption) pairs for the gallery: the image at display size, its index, true and predicted labels."""
+    """(image, caption) pairs for the gallery: the image at display size, its index, true and predicted labels, and
+    the flip between the first model and each other one, named ("forgotten by student")."""
     names = explorer.label_names
+    titles = [explainer.title for explainer in explorer.explainers]
     items = []
     for index in order:
         summary = explorer.summaries[index]
         predicted = " / ".join(names[p] for p in summary.predicted)
         caption = f"#{index} true: {names[summary.true]} | pred: {predicted}"
+        if summary.forgotten_by:
+            caption += " | forgotten by " + ", ".join(titles[model] for model in summary.forgotten_by)
+        if summary.learnt_by:
+            caption += " | learnt by " + ", ".join(titles[model] for model in summary.learnt_by)
         shown = display_images([explorer.images[index]], DISPLAY_SIZE)[0]  # (H, W, C)
         items.append((np.repeat(shown, 3 // shown.shape[2], axis=2), caption))  # grey as RGB: PIL takes no (H, W, 1)
     return items

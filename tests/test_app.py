@@ -25,6 +25,7 @@ from explain.explorer import (  # noqa: E402
     Session,
     chosen_image,
     command_line,
+    gallery_items,
     gallery_order,
     load_explainers,
     overlay,
@@ -94,6 +95,34 @@ def test_views_filter_and_sort_the_gallery() -> None:
     assert gallery_order(summaries, "lowest map agreement first") == [3, 1, 0, 2]
     with pytest.raises(ConfigError, match="Unknown view 'best'"):
         gallery_order(summaries, "best")
+
+
+def test_the_forgotten_view_lists_negative_flips_first_most_confident_first() -> None:
+    summaries = [
+        ImageSummary(0, 0, [0, 0, 0], 0.9, 0.99),  # everyone right
+        ImageSummary(1, 1, [1, 0, 1], 0.2, 0.70),  # forgotten by model 1
+        ImageSummary(2, 0, [1, 0, 0], 0.5, 0.80),  # the reference wrong, learnt by models 1 and 2
+        ImageSummary(3, 1, [1, 1, 0], 0.4, 0.95),  # forgotten by model 2
+    ]
+    assert [summary.forgotten_by for summary in summaries] == [[], [1], [], [2]]
+    assert [summary.learnt_by for summary in summaries] == [[], [], [1, 2], []]
+    assert gallery_order(summaries, "forgotten by a model first") == [3, 1, 0, 2]
+
+
+def test_gallery_captions_name_each_flip_and_the_forgotten_view_lists_them_first(session: Session) -> None:
+    explorer = session.explorer
+    order = gallery_order(explorer.summaries, "forgotten by a model first")
+    assert sorted(order) == list(range(len(explorer.summaries)))
+    captions = [caption for _, caption in gallery_items(explorer, order)]
+    titles = [explainer.title for explainer in explorer.explainers]
+    for index, caption in zip(order, captions):
+        summary = explorer.summaries[index]
+        assert ("forgotten by " + titles[1] in caption) == (summary.forgotten_by == [1])
+        assert ("learnt by " + titles[1] in caption) == (summary.learnt_by == [1])
+    forgotten = [index for index in order if explorer.summaries[index].forgotten_by]
+    assert order[: len(forgotten)] == forgotten
+    confidences = [explorer.summaries[index].confidence for index in forgotten]
+    assert confidences == sorted(confidences, reverse=True)
 
 
 def test_summaries_hold_each_models_prediction_and_the_lowest_agreement(session: Session) -> None:

@@ -20,7 +20,11 @@ class ReportArguments:
     """What scripts/report.py compares and how (the dataset spec comes from `DataArguments`)."""
 
     models: list[str] = field(
-        default_factory=list, metadata={"help": "Folders or Hub ids; the first is the reference (e.g. the teacher)."}
+        default_factory=list,
+        metadata={
+            "help": "Folders or Hub ids; the first is the reference (e.g. the teacher). A folder of seed-N model "
+            "folders (distill.py --seeds) is a seed group: shown by its first seed, every seed used by the audit."
+        },
     )
     split: str = field(default="test", metadata={"help": "Split to evaluate: train, validation or test."})
     out: str = field(default="report", metadata={"help": "Folder for index.md, metrics.json and the figures."})
@@ -59,6 +63,18 @@ class ReportArguments:
             "deletion's end). Pick 'removed' where a blur leaves the prediction unchanged (small or upsampled images)."
         },
     )
+    audit: bool = field(
+        default=True,
+        metadata={
+            "help": "Audit every model against the reference: fidelity, flips, per-class recall change (and the "
+            "per-class test over seed groups), the forgotten images and their maps."
+        },
+    )
+    audit_map_images: int = field(
+        default=64,
+        metadata={"help": "Changed images (and as many unchanged ones) whose maps the audit compares, at most."},
+    )
+    audit_figure_images: int = field(default=8, metadata={"help": "Forgotten images shown per model."})
     sample_images: int = field(default=4, metadata={"help": "Images shown with each model's probabilities."})
     top_fraction: float = field(default=0.1, metadata={"help": "Share of top pixels compared by the overlap (IoU)."})
     batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
@@ -104,7 +120,7 @@ class ReportArguments:
         self.explain_images = str(self.explain_images).strip()
         if self.explain_images != "all" and not (self.explain_images.isdigit() and int(self.explain_images) >= 1):
             raise ConfigError(f"explain_images is '{self.explain_images}'; give a number of images (1 or more) or all.")
-        for name in ("batch_size", "latency_repeats", "random_maps", "paired_images"):
+        for name in ("batch_size", "latency_repeats", "random_maps", "paired_images", "audit_map_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} is {getattr(self, name)}; it must be at least 1.")
 

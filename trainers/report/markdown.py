@@ -225,6 +225,150 @@ def _shrunk_copies(models: dict[str, Any]) -> list[str]:
     return ["", "### Shrunk copies", "", *_table(["model", "made as", "what was done", "explanations"], rows)]
 
 
+AUDIT_TEXT = (
+    "Each model against the reference, image by image. Fidelity (Stanton et al., 2021): how often the two predict "
+    "alike and KL(reference || model) of each image's predicted probabilities, whatever the truth. Flips (Yan et "
+    "al., 2021): a negative flip is an image the reference gets right and the model wrong, a positive flip the "
+    "reverse; positive minus negative is the model's accuracy change, exactly. Flips as count (rate; 95% Wilson "
+    "interval)."
+)
+
+
+def _interval(numbers: dict[str, Any]) -> str:
+    """'12 (0.0192; 0.0110 to 0.0330)': a count, its rate and the rate's 95% interval."""
+    low, high = numbers["interval"]
+    return f"{numbers['count']} ({_f4(numbers['rate'])}; {_f4(low)} to {_f4(high)})"
+
+
+def _spread(values: list[float]) -> str:
+    """'0.0321 ± 0.0040 (0.0288, 0.0364, 0.0311)': mean ± sample standard deviation, then each value."""
+    mean = sum(values) / len(values)
+    sd = (sum((value - mean) ** 2 for value in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.4f} ± {sd:.4f} ({', '.join(f'{value:.4f}' for value in values)})"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:+.4f}"
+
+
+def _audit(models: dict[str, Any], reference: str, report_seconds: dict[str, Any] | None) -> list[str]:
+    """The audit of every model against the reference: fidelity and flips, per-class recall changes and the test
+    over seeds, the forgotten images found, and the maps on the changed against the kept images."""
+    audits = {name: model["audit"] for name, model in models.items() if model.get("audit")}
+    if not audits:
+        return []
+    lines = ["", f"## What the shrink forgot (audit against `{reference}`)", "", AUDIT_TEXT, ""]
+    lines += _table(
+        ["model", "same prediction", "KL mean / median", "negative flips", "positive flips", "accuracy change"],
+        [
+            [
+                name,
+                f"{audit['fidelity']['agreement']:.4f}",
+                f"{audit['fidelity']['kl_mean']:.4f} / {audit['fidelity']['kl_median']:.4f}",
+                _interval(audit["flips"]["negative"]),
+                _interval(audit["flips"]["positive"]),
+                _signed(audit["flips"]["net_change"]),
+            ]
+            for name, audit in audits.items()
+        ],
+    )
+    lines += [
+        "",
+        "Per class: the recall of each model, and the change with a 95% paired bootstrap interval. Over seed groups, "
+        "Hooker et al.'s test (2019): Welch's t-test on each class's recall relative to the model's own accuracy, "
+        "Holm-corrected over the classes; a class is hurt at a corrected p below 0.01 with a lower relative recall.",
+        "",
+    ]
+    rows = []
+    for name, audit in audits.items():
+        tests = {row["class"]: row for row in audit["class_test"] or []}
+        for row in audit["classes"]:
+            test = tests.get(row["class"])
+            low, high = row["interval"]
+            rows.append(
+                [
+                    name,
+                    row["class"],
+                    f"{_f4(row['reference_recall'])} -> {_f4(row['model_recall'])}",
+                    f"{_signed(row['change'])} ({_signed(low)} to {_signed(high)})",
+                    "n/a" if test is None else _p_text(test["p_holm"]),
+                    "n/a" if test is None else ("**hurt**" if test["hurt"] else "no"),
+                ]
+            )
+    lines += _table(["model", "class", "recall", "change (95% interval)", "Welch p (Holm)", "hurt"], rows)
+    for name, audit in audits.items():
+        seeds = audit["seeds"]
+        if audit["class_test"] is None:
+            lines += ["", f"{name}: {audit['class_test_note']}"]
+        else:
+            hurt = [row["class"] for row in audit["class_test"] if row["hurt"]]
+            lines += [
+                "",
+                f"{name}: {seeds['model']} seeds against the reference's {seeds['reference']}; classes hurt: "
+                + (", ".join(hurt) if hurt else "none"),
+            ]
+        pairs = audit.get("seed_pairs")
+        if pairs:
+            lines += [
+                "",
+                f"{name}, seed by seed against the reference's seed in the same place ({len(pairs['agreement'])} "
+                f"pairs): negative flip rate {_spread(pairs['negative_rate'])}, positive {_spread(pairs['positive_rate'])}, "
+                f"same prediction {_spread(pairs['agreement'])}.",
+            ]
+        exemplars = audit["exemplars"]
+        lines += ["", f"{name}: {len(exemplars['positions'])} forgotten images ({exemplars['rule']})."]
+    lines += _audit_maps(audits)
+    seconds = report_seconds.get("audit") if report_seconds else None
+    if seconds is not None:
+        lines += ["", f"The audit took {seconds} s of the report's {report_seconds['total']} s."]
+    return lines
+
+
+def _audit_maps(audits: dict[str, Any]) -> list[str]:
+    """Did it also look elsewhere? The maps' agreement on the images whose prediction changed against those
+    predicted alike."""
+    rows = []
+    for name, audit in audits.items():
+        numbers = audit.get("map_agreement")
+        if not numbers:
+            continue
+        iou_key = next(key for key in numbers["changed"] if key.endswith("_iou_mean"))
+        iou_p_key = iou_key.removesuffix("_mean") + "_p"
+        changed, kept = numbers["changed"], numbers["kept"]
+        rows.append(
+            [
+                name,
+                numbers["method"],
+                f"{changed['images']} / {kept['images']}",
+                f"{_f4(changed['rank_correlation_mean'])} / {_f4(kept['rank_correlation_mean'])}",
+                _p_text(numbers["rank_correlation_p"]),
+                f"{_f4(changed[iou_key])} / {_f4(kept[iou_key])}",
+                _p_text(numbers[iou_p_key]),
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "Did it also look elsewhere? Agreement of the two models' maps at the reference's class on the images whose "
+        "prediction changed against a sample of the images predicted alike (two-sided Mann-Whitney U test). "
+        + BLANK_NOTE,
+        "",
+        *_table(
+            [
+                "model",
+                "method",
+                "images changed / kept",
+                "rank correlation changed / kept",
+                "p",
+                "top IoU changed / kept",
+                "p",
+            ],
+            rows,
+        ),
+    ]
+
+
 def _maps_read(models: dict[str, Any]) -> list[str]:
     """A sentence on the maps taken from a maps dataset (`--maps`) and those computed, when any was read."""
     counts = [
@@ -354,6 +498,7 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
         ],
     )
     lines += _maps_read(models)
+    lines += _audit(models, report["reference"], report.get("seconds"))
     if figures:
         lines += ["", "## Figures", ""]
         for title, file_name in report["figures"].items():

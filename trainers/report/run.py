@@ -16,7 +16,7 @@ markdown in `trainers.report.markdown`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from explain.explainer import Explainer, display_names, methods_for_models
-from explain.maps_dataset import examples, process_state, read_maps
+from explain.maps_dataset import process_state, read_maps
 from explain.metrics.faithfulness import FaithfulnessSettings
 from explain.metrics.randomization import randomized_copy
 from explain.metrics.scores import ModelParts, ScoredImages, explanation_parts, scores_from_parts
@@ -41,10 +41,12 @@ from pipelines.runtime import compute_dtype, device_name, pick_device
 from trainers.hub import check_model_card_folder, fold_into_model_card
 from trainers.metrics import scores_from_logits
 from trainers.report.arguments import ReportArguments
-from trainers.report.classification import LabelSpace, classification_summary, shared_label_space
+from trainers.report.classification import classification_summary, shared_label_space
 from trainers.report.cost import measure_cost
 from trainers.report.figures import classification_figures, plot_agreement, plot_faithfulness, plot_probability_bars
+from trainers.report.forgotten import AuditSettings, audit_models
 from trainers.report.markdown import render_markdown, write_report
+from trainers.report.split import ReportSplit, check_seed_group, seed_group
 from trainers.shrink.copies import read_shrink_record
 
 
@@ -65,35 +67,6 @@ def run_report(args: ReportArguments, data_args: DataArguments, command: str) ->
         return evaluate_models(args, data_args, command)
 
 
-@dataclass
-class ReportSplit:
-    """The split every process of a report works on, and the models it compares.
-
-    Attributes:
-        rows: The split's images whose label every model has (`LabelSpace.keep`).
-        kept: (N,) each kept image's row in the whole split, which a maps dataset knows it by.
-        labels: (N,) or (N, L) their labels, in the shared label order.
-        collator: Batches the rows as uint8 images.
-        space: The labels the models are compared on.
-        multi_label: Whether each image has a set of labels.
-        explainers: The models by display name, the first the reference.
-        state: accelerate's process state (one process unless launched).
-    """
-
-    rows: Any
-    kept: np.ndarray
-    labels: np.ndarray
-    collator: ImageCollator
-    space: LabelSpace
-    multi_label: bool
-    explainers: dict[str, Explainer]
-    state: PartialState
-
-    def images(self, positions: np.ndarray) -> torch.Tensor | list[torch.Tensor]:
-        """uint8 images at `positions` of the kept rows."""
-        return self.collator(examples_at(self.rows, positions))["pixel_values"]
-
-
 def evaluate_models(args: ReportArguments, data_args: DataArguments, command: str) -> dict:
     """The evaluation, while this run holds its report folder: on every process of an `accelerate launch` run (or
     the only one), each predicting and explaining its share of the split; the main process aggregates, measures
@@ -102,13 +75,19 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
     Returns:
         The report on the main process; an empty dict on the others.
     """
+    started = time.perf_counter()
     state = process_state(cpu=args.device == "cpu")
     # One process: the device asked for. Launched: the one accelerate gave this process.
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     dtype = compute_dtype(args.precision, device)
     data = load_image_dataset(data_args)
     loading = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
-    loaded = [Explainer(path, device, dtype, **loading, batch_size=args.batch_size) for path in args.models]
+    groups = [seed_group(path) for path in args.models]
+    # A seed group is shown by its first seed; its other seeds are predicted for the audit alone.
+    loaded = [
+        Explainer(members[0], device, dtype, **loading, batch_size=args.batch_size, title=title_of(path, members))
+        for path, members in zip(args.models, groups)
+    ]
     names = display_names(loaded)
     explainers = dict(zip(names, loaded))
     methods = methods_for_models(args.methods, {name: explainer.model for name, explainer in explainers.items()})
@@ -127,6 +106,13 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
         name: space.restrict(index, predict_split(run, explainer, args.batch_size))
         for index, (name, explainer) in enumerate(explainers.items())
     }
+    seeds_started = time.perf_counter()
+    seed_logits = {
+        name: seed_group_logits(run, index, path, members, logits[name], loading, (device, dtype), args.batch_size)
+        for index, (name, path, members) in enumerate(zip(names, args.models, groups))
+        if len(members) > 1 and args.audit
+    }
+    seeds_seconds = time.perf_counter() - seeds_started  # the audit's share: the other seeds' predictions
     chosen = args.explained_positions(len(run.rows))
     settings = args.faithfulness_settings(dtype)
     parts = explain_split(args, run, methods, logits, chosen, settings)
@@ -135,12 +121,21 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
 
     # The main process alone: cost (timed while the others are done), the aggregate step, figures and the report.
     out = Path(args.out)
-    models = measure_models(args, run, logits, device, dtype)
+    models = measure_models([members[0] for members in groups], run, logits, device, dtype, args.latency_repeats)
     figures = classification_figures(out, logits, labels, data.multi_label, space.names, accuracy_latency(models))
     figures.update(probability_figure(args, run, logits, chosen, out))
     for method in methods:
         per_chunk = [chunk[method] for chunk in parts]
         figures.update(method_figures(args, method, per_chunk, settings, models, out))
+    audit_seconds = None
+    if args.audit and len(names) > 1:
+        audit_started = time.perf_counter()
+        audit_settings = AuditSettings(args.audit_map_images, args.audit_figure_images, args.top_fraction, args.seed)
+        audits, audit_figures = audit_models(run, logits, seed_logits, audit_settings, out)
+        for name, audit in audits.items():
+            models[name]["audit"] = audit
+        figures.update(audit_figures)
+        audit_seconds = round(time.perf_counter() - audit_started + seeds_seconds, 1)
     report = {
         "command": command,
         "dataset": data_args.dataset_name or data_args.data_dir,
@@ -154,8 +149,11 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
         "dtype": str(dtype).removeprefix("torch."),
         "steps": args.steps,
         "top_percent": round(args.top_fraction * 100),
+        "seed_groups": {name: len(members) for name, members in zip(names, groups) if len(members) > 1},
         "models": models,
         "figures": figures,
+        # Wall-clock seconds on the main process: the whole evaluation, and the audit's share of it.
+        "seconds": {"total": round(time.perf_counter() - started, 1), "audit": audit_seconds},
     }
     index = write_report(out, report)
     if args.model_card:
@@ -164,16 +162,49 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
     return report
 
 
+def title_of(path: str, members: list[str]) -> str | None:
+    """What the report calls a seed group: its folder's name (a single model keeps the Explainer's own title)."""
+    return Path(path).name if members != [path] else None
+
+
+def seed_group_logits(
+    run: ReportSplit,
+    index: int,
+    path: str,
+    members: list[str],
+    first: np.ndarray,
+    loading: dict[str, bool],
+    placement: tuple[torch.device, torch.dtype],
+    batch_size: int,
+) -> np.ndarray:
+    """(S, N, L) every seed's logits on the split (the first seed's are `first`, already predicted), after checking
+    that the seeds are one recipe (`check_seed_group`)."""
+    explainers = [Explainer(member, *placement, **loading, batch_size=batch_size) for member in members[1:]]
+    shown = list(run.explainers.values())[index]
+    check_seed_group(
+        path,
+        members,
+        [shown.label_names, *(explainer.label_names for explainer in explainers)],
+    )
+    rest = [run.space.restrict(index, predict_split(run, explainer, batch_size)) for explainer in explainers]
+    return np.stack([first, *rest])
+
+
 def measure_models(
-    args: ReportArguments, run: ReportSplit, logits: dict[str, np.ndarray], device: torch.device, dtype: torch.dtype
+    paths: list[str],
+    run: ReportSplit,
+    logits: dict[str, np.ndarray],
+    device: torch.device,
+    dtype: torch.dtype,
+    latency_repeats: int,
 ) -> dict[str, dict[str, Any]]:
     """Each model's classification numbers on the split, its measured cost, and what made it (a shrunk copy's
-    shrink.json)."""
+    shrink.json); `paths` are the model folders (a seed group's first seed)."""
     native = tuple(run.images(np.arange(1))[0].shape[-2:])
     models = {}
-    for path, (name, explainer) in zip(args.models, run.explainers.items()):
+    for path, (name, explainer) in zip(paths, run.explainers.items()):
         size = processed_size(explainer.preprocess.image_processor, native)
-        cost = measure_cost(explainer.model, path, size, device, dtype, args.latency_repeats).as_dict()
+        cost = measure_cost(explainer.model, path, size, device, dtype, latency_repeats).as_dict()
         cost["size_on_disk_mib"] = round(cost["size_on_disk_bytes"] / 2**20, 2)
         summary = classification_summary(logits[name], run.labels, run.multi_label, run.space.names)
         models[name] = {"path": path, "classification": summary, "cost": cost, "shrink": read_shrink_record(path)}
@@ -243,14 +274,6 @@ def in_order(state: PartialState, done: list[tuple[int, Any]]) -> list[Any]:
     """Every process's (chunk number, result) pairs, gathered on every process, as the results in chunk order."""
     everyone = gather_object(done) if state.num_processes > 1 else done
     return [result for _, result in sorted(everyone, key=lambda pair: pair[0])]
-
-
-def examples_at(split: Any, positions: np.ndarray) -> list[dict[str, Any]]:
-    """The split's rows at `positions` as the collator takes them, read in one slice."""
-    positions = np.asarray(positions)
-    if len(positions) and np.array_equal(positions, np.arange(positions[0], positions[0] + len(positions))):
-        return examples(split, int(positions[0]), int(positions[0]) + len(positions))
-    return examples(split.select(positions), 0, len(positions))
 
 
 def predict_split(run: ReportSplit, explainer: Explainer, batch_size: int) -> np.ndarray:
