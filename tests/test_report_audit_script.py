@@ -86,7 +86,7 @@ def test_index_shows_the_audit_and_the_forgotten_images_figure(setup: Path, repo
     audit = report["models"]["student"]["audit"]
     negative = audit["flips"]["negative"]
     assert f"| {negative['count']} ({negative['rate']:.4f};" in text
-    assert f"student: {len(audit['exemplars']['positions'])} forgotten images" in text
+    assert f"- student: {len(audit['exemplars']['positions'])} forgotten images" in text
     figure = report["figures"].get("What student forgot (audit against teacher)")
     assert (figure is not None) == bool(audit["exemplars"]["positions"])
     if figure:
@@ -103,7 +103,7 @@ def test_seed_groups_give_the_class_test_and_the_exemplars_over_seeds(setup: Pat
     assert [row["class"] for row in audit["class_test"]] == LABELS
     assert audit["exemplars"]["rule"].startswith("modal prediction over seeds differs")
     text = (setup / "grouped" / "index.md").read_text()
-    assert re.search(r"students: 3 seeds against the reference's 2; classes hurt: ", text)
+    assert re.search(r"- students: \d+ forgotten images .*; 3 seeds against the reference.s 2, classes hurt: ", text)
 
 
 def test_no_audit_when_asked(setup: Path) -> None:

@@ -296,27 +296,29 @@ def _audit(models: dict[str, Any], reference: str, report_seconds: dict[str, Any
                 ]
             )
     lines += _table(["model", "class", "recall", "change (95% interval)", "Welch p (Holm)", "hurt"], rows)
+    notes: dict[str, list[str]] = {}  # one sentence for the models whose test was not run for the same reason
     for name, audit in audits.items():
-        seeds = audit["seeds"]
         if audit["class_test"] is None:
-            lines += ["", f"{name}: {audit['class_test_note']}"]
-        else:
+            notes.setdefault(audit["class_test_note"], []).append(name)
+    lines += [f"\n{', '.join(names)}: {note}" for note, names in notes.items()]
+    lines += ["", "Forgotten images and the test over seeds:", ""]
+    for name, audit in audits.items():
+        exemplars = audit["exemplars"]
+        line = f"- {name}: {len(exemplars['positions'])} forgotten images ({exemplars['rule']})"
+        if audit["class_test"] is not None:
             hurt = [row["class"] for row in audit["class_test"] if row["hurt"]]
-            lines += [
-                "",
-                f"{name}: {seeds['model']} seeds against the reference's {seeds['reference']}; classes hurt: "
-                + (", ".join(hurt) if hurt else "none"),
-            ]
+            seeds = audit["seeds"]
+            line += f"; {seeds['model']} seeds against the reference's {seeds['reference']}, classes hurt: " + (
+                ", ".join(hurt) if hurt else "none"
+            )
         pairs = audit.get("seed_pairs")
         if pairs:
-            lines += [
-                "",
-                f"{name}, seed by seed against the reference's seed in the same place ({len(pairs['agreement'])} "
-                f"pairs): negative flip rate {_spread(pairs['negative_rate'])}, positive {_spread(pairs['positive_rate'])}, "
-                f"same prediction {_spread(pairs['agreement'])}.",
-            ]
-        exemplars = audit["exemplars"]
-        lines += ["", f"{name}: {len(exemplars['positions'])} forgotten images ({exemplars['rule']})."]
+            line += (
+                f"; seed by seed against the reference's seed in the same place, negative flip rate "
+                f"{_spread(pairs['negative_rate'])}, positive {_spread(pairs['positive_rate'])}, same prediction "
+                f"{_spread(pairs['agreement'])}"
+            )
+        lines.append(line + ".")
     lines += _audit_maps(audits)
     seconds = report_seconds.get("audit") if report_seconds else None
     if seconds is not None:
