@@ -10,7 +10,6 @@ import pytest
 import torch
 from scipy.stats import ttest_ind
 
-from pipelines import ConfigError
 from trainers.metrics import classification_metrics
 from trainers.report.audit import (
     audit_predictions,
