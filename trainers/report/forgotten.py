@@ -28,7 +28,7 @@ from explain.registry import default_method, method_title
 from pipelines.io import atomic_save_figure
 from pipelines.labels import label_text, predicted_classes
 from trainers.metrics import scores_from_logits
-from trainers.report.audit import audit_predictions
+from trainers.report.audit import audit_predictions, label_histograms, modal_predictions
 from trainers.report.split import ReportSplit
 
 
@@ -142,7 +142,7 @@ def forgotten_figure(panels: ForgottenPanels, reference: str, model: str, method
     images = display_images(panels.images, size)
     title = method_title(method)
     reference_column = f"{reference}: {title} at its class"
-    model_column = f"{model}: {title} at {reference}'s class"
+    model_column = f"{model}: {title} at the class of {reference}"
     columns = {
         reference_column: resize_maps(panels.reference_maps, size),
         model_column: resize_maps(panels.model_maps, size),
@@ -234,8 +234,8 @@ def heading_for(audit: dict[str, Any], reference: str, model: str) -> str:
     """The forgotten-images figure's title: which images it shows and in what order."""
     if audit["class_test"] is not None:
         return (
-            f"What {model} forgot: images whose prediction over {model}'s seeds differs from {reference}'s, "
-            "largest histogram distance first"
+            f"What {model} forgot: images whose modal prediction over the seeds of {model} differs from that of "
+            f"{reference}, largest histogram distance first"
         )
     return f"What {model} forgot: images {reference} gets right and {model} wrong, most confident first"
 
@@ -283,10 +283,7 @@ def forgotten_panels(
     positions = np.asarray(shown)
     maps = model_pair_maps(run, indices, method, logits[reference], positions)
     scores = {name: scores_from_logits(logits[name][positions], run.multi_label) for name in (reference, model)}
-    flips = exemplars["rule"].startswith("negative flips")
-    notes = [
-        "negative flip" if flips else f"exemplar, distance {score:.2f}" for score in exemplars["scores"][: len(shown)]
-    ]
+    notes = exemplar_notes(run, (reference, model), positions, exemplars, seed_logits)
     captions = {
         name: [prediction_caption(name, row, run.space.names, run.multi_label) for row in scores[name]]
         for name in (reference, model)
@@ -307,6 +304,30 @@ def forgotten_panels(
         reference_captions=captions[reference],
         model_captions=captions[model],
     )
+
+
+def exemplar_notes(
+    run: ReportSplit,
+    names: tuple[str, str],
+    positions: np.ndarray,
+    exemplars: dict[str, Any],
+    seed_logits: dict[str, np.ndarray],
+) -> list[str]:
+    """What each shown image is: a negative flip; or an exemplar over seeds with its histogram distance and which
+    side's modal prediction is right ("forgotten": the reference's; "learnt": the model's)."""
+    scores = exemplars["scores"][: len(positions)]
+    if exemplars["rule"].startswith("negative flips"):
+        return ["negative flip"] * len(positions)
+    notes = [f"exemplar, distance {score:.2f}" for score in scores]
+    if run.multi_label or not all(name in seed_logits for name in names):
+        return notes
+    modes = [
+        modal_predictions(label_histograms(seed_logits[name][:, positions].argmax(axis=2), len(run.space.names), False))
+        for name in names
+    ]
+    truth = np.asarray(run.labels)[positions]
+    outcome = np.where(modes[0] == truth, "forgotten", np.where(modes[1] == truth, "learnt", "both wrong"))
+    return [f"{note}\n{what}" for note, what in zip(notes, outcome)]
 
 
 def seed_votes(predictions: np.ndarray, names: list[str]) -> str:
