@@ -490,13 +490,13 @@ def family_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def check_severity(severity: int) -> int:
-    """The severity, when it is a whole number from 0 (the clean image) to 5.
+def check_severity(severity: int, lowest: int = 0) -> int:
+    """The severity, when it is a whole number from `lowest` (0: the clean image) to 5.
 
     Raises:
         ConfigError: any other value.
     """
-    if isinstance(severity, bool) or not float(severity).is_integer() or not 0 <= int(severity) <= 5:
+    if isinstance(severity, bool) or not float(severity).is_integer() or not lowest <= int(severity) <= 5:
         raise ConfigError(f"Severity {severity} is outside 1-5 (MedMNIST-C's severities; 0 is the clean image).")
     return int(severity)
 
@@ -558,6 +558,12 @@ def corruption_names(spec: str, dataset: str | None, channels: int) -> list[str]
     for name in names:
         check_family(name, channels)
     return names
+
+
+def corruption_choices(dataset: str | None, channels: int) -> list[str]:
+    """Every corruption that applies to images of `channels` channels, the dataset's own (MedMNIST-C's list) first."""
+    first = corruption_names("DEFAULT", dataset, channels)
+    return first + [name for name in corruption_names("all", dataset, channels) if name not in first]
 
 
 def corruption_dataset(dataset_source: str, dataset_name: str | None) -> str | None:
