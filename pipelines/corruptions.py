@@ -29,6 +29,7 @@ corrupted pixels do not depend on the batch or the process an image is corrupted
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Callable, Sequence
@@ -246,12 +247,15 @@ def impulse_noise(images: torch.Tensor, amount: float, scale: float, generators:
 
 
 def shot_noise(images: torch.Tensor, photons: float, scale: float, generators: Generators) -> torch.Tensor:
-    """Poisson(x * photons) / photons on the 0-1 scale, clipped (MedMNIST-C's ShotNoise): fewer photons, more noise."""
+    """Poisson(x * photons) / photons on the 0-1 scale, clipped (MedMNIST-C's ShotNoise): fewer photons, more noise.
+    (Drawing by inverting the 256 grey levels' CDFs, one search per value, ran 2x slower than torch.poisson on a
+    CPU.)"""
     rates = images.float() / 255 * photons
     counts = torch.stack([torch.poisson(rate, generator=generator) for rate, generator in zip(rates, generators)])
     return _truncate(counts / photons * 255)
 
 
+@functools.lru_cache(maxsize=64)
 def pil_box_weights(in_size: int, out_size: int) -> torch.Tensor:
     """(out_size, in_size) weights of PIL's BOX resampling along one axis (Pillow's Resample.c): each output pixel
     averages the input pixels whose centres fall in its footprint (for upsampling, the nearest one). torchvision's
@@ -282,7 +286,7 @@ def pixelate(images: torch.Tensor, factor: float, scale: float, generators: Gene
     """Shrink to `factor` of the size and back, both with PIL's BOX filter (MedMNIST-C's Pixelate)."""
     height, width = images.shape[-2:]
     small = (max(int(height * factor), 1), max(int(width * factor), 1))  # int(): PIL's resize((int(w * f), ...))
-    values = _box_resize(_box_resize(images.double(), small), (height, width))
+    values = _box_resize(_box_resize(images.float(), small), (height, width))
     return values.to(torch.uint8)
 
 
@@ -299,13 +303,34 @@ def blur_radius(length: float, scale: float) -> int:
 
 
 def gaussian_blur(images: torch.Tensor, kernel: int, scale: float, generators: Generators) -> torch.Tensor:
-    """torchvision's Gaussian blur of a `kernel`-pixel kernel at 224 px, with the sigma torchvision gives that size
-    (MedMNIST-C passes the size alone), both scaled to this image's size."""
+    """The Gaussian blur torchvision's gaussian_blur gives a `kernel`-pixel kernel at 224 px (MedMNIST-C passes the
+    size alone: sigma = 0.15 kernel + 0.35; the border reflected; rounded), both scaled to this image's size. Two
+    banded matrix products instead of torchvision's 2-D convolution: the Gaussian is separable, and on a CPU the
+    products ran 5x faster than the convolution (kernel 17 at 224 px)."""
     radius = blur_radius((kernel - 1) / 2, scale)
     if radius == 0:  # under half a pixel at this size: no blur
         return images.clone()
     sigma = (0.15 * kernel + 0.35) * scale
-    return TF.gaussian_blur(images, [2 * radius + 1] * 2, [sigma, sigma])
+    taps = _gaussian_taps(2 * radius + 1, sigma)
+    return _separable(images.float(), taps, "reflect").round().clamp(0, 255).to(torch.uint8)
+
+
+def _banded(length: int, taps: torch.Tensor) -> torch.Tensor:
+    """(length + K - 1, length): column j holds the K taps at rows j ... j + K - 1, so that a padded row times it is
+    the row correlated with the taps."""
+    size = len(taps)
+    rows = torch.arange(size)[:, None] + torch.arange(length)[None]  # (K, length)
+    matrix = torch.zeros(length + size - 1, length, dtype=taps.dtype)
+    matrix[rows, torch.arange(length).expand(size, -1)] = taps[:, None].expand(-1, length)
+    return matrix
+
+
+def _separable(values: torch.Tensor, taps: torch.Tensor, mode: str) -> torch.Tensor:
+    """Float (B, C, H, W) correlated with `taps` along both axes, its border padded by `mode`."""
+    half = len(taps) // 2
+    padded = F.pad(values, (half, half, half, half), mode=mode)
+    across = padded @ _banded(values.shape[-1], taps).to(values)  # (B, C, H + 2 half, W)
+    return (across.transpose(-1, -2) @ _banded(values.shape[-2], taps).to(values)).transpose(-1, -2)
 
 
 def _gaussian_taps(size: int, sigma: float) -> torch.Tensor:
@@ -316,13 +341,22 @@ def _gaussian_taps(size: int, sigma: float) -> torch.Tensor:
     return taps / taps.sum()
 
 
-def _correlate(values: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
-    """Every channel of float (B, C, H, W) correlated with one odd (K, K) kernel (OpenCV's filter2D), the border
-    padded by `mode` ('reflect' is OpenCV's default, BORDER_REFLECT_101)."""
-    channels, half = values.shape[1], kernel.shape[-1] // 2
+def _correlate(values: torch.Tensor, kernels: torch.Tensor, mode: str) -> torch.Tensor:
+    """Every channel of float (B, C, H, W) correlated with an odd (K, K) kernel, or image b with kernels[b] of
+    (B, K, K) (OpenCV's filter2D; 'reflect' is its default border, BORDER_REFLECT_101), by FFT: a disk or a streak
+    has no separable form, and the FFT ran 3x faster than a depthwise convolution on a CPU (17 x 17), with smaller
+    float32 error."""
+    size = kernels.shape[-1]
+    half = size // 2
+    height, width = values.shape[-2:]
     padded = F.pad(values, (half, half, half, half), mode=mode)
-    weight = kernel.to(values).expand(channels, 1, -1, -1)
-    return F.conv2d(padded, weight, groups=channels)
+    plane = torch.zeros((*kernels.shape[:-2], *padded.shape[-2:]), dtype=values.dtype, device=values.device)
+    plane[..., :size, :size] = kernels.flip(-1, -2).to(values)
+    if plane.ndim == 3:  # one kernel per image, for all its channels
+        plane = plane[:, None]
+    spectrum = torch.fft.rfft2(padded) * torch.fft.rfft2(plane)
+    full = torch.fft.irfft2(spectrum, s=padded.shape[-2:])  # circular, but the padding keeps the wrap out of view
+    return full[..., size - 1 : size - 1 + height, size - 1 : size - 1 + width]
 
 
 def defocus_blur(images: torch.Tensor, disk: tuple[float, float], scale: float, generators: Generators) -> torch.Tensor:
@@ -336,7 +370,7 @@ def defocus_blur(images: torch.Tensor, disk: tuple[float, float], scale: float, 
     kernel = ((offsets[:, None] ** 2 + offsets[None] ** 2) <= radius**2).double()
     kernel /= kernel.sum()
     taps = _gaussian_taps(3 if disk[0] <= 8 else 5, alias)
-    kernel = _correlate(kernel[None, None], torch.outer(taps, taps), "reflect")[0, 0]
+    kernel = _separable(kernel[None, None], taps, "reflect")[0, 0]
     return _truncate(_correlate(images.float(), kernel, "reflect"))
 
 
@@ -356,31 +390,34 @@ def motion_offsets(radius: int, angles: Sequence[float]) -> torch.Tensor:
     return torch.stack([down, across], dim=-1).long()
 
 
+def motion_kernels(radius: int, sigma: float, angles: Sequence[float]) -> torch.Tensor:
+    """(B, K, K) correlation kernels, K = 4 radius + 1: imagecorruptions' reimplementation of ImageMagick's motion blur
+    (ImageNet-C's), 2 radius + 1 copies of the image shifted by i = 0, 1, ... pixels against each image's angle,
+    weighted by exp(-i^2 / 2 sigma^2)."""
+    steps = 2 * radius + 1
+    taps = torch.exp(-(torch.arange(steps, dtype=torch.float64) ** 2) / (2 * sigma**2))
+    taps /= taps.sum()
+    offsets = motion_offsets(radius, angles)  # (B, steps, 2)
+    kernels = torch.zeros(len(angles), 2 * steps - 1, 2 * steps - 1, dtype=torch.float64)
+    images = torch.arange(len(angles))[:, None].expand(-1, steps)
+    kernels.index_put_(
+        (images, offsets[..., 0] + steps - 1, offsets[..., 1] + steps - 1),
+        taps.expand(len(angles), -1),
+        accumulate=True,
+    )
+    return kernels
+
+
 def motion_blur(
     images: torch.Tensor, blur: tuple[float, float], scale: float, generators: Generators, angles: Sequence[float]
 ) -> torch.Tensor:
-    """A one-sided Gaussian streak of `blur` = (radius, sigma) pixels at 224 px along each image's own angle, scaled
-    to this size: imagecorruptions' reimplementation of ImageMagick's kernel (ImageNet-C's), 2 radius + 1 copies of the
-    image shifted by i = 0, 1, ... pixels against the angle, edges repeated, weighted by exp(-i^2 / 2 sigma^2). Each
-    copy is a gather per image (the streak is sparse; a dense kernel would cost its square)."""
+    """A one-sided Gaussian streak of `blur` = (radius, sigma) pixels at 224 px along each image's own angle
+    (`motion_kernels`), edges repeated as imagecorruptions' shift repeats them, scaled to this size."""
     radius = blur_radius(blur[0], scale)
     if radius == 0:
         return images.clone()
-    sigma = blur[1] * scale
-    taps = torch.exp(-(torch.arange(2 * radius + 1, dtype=torch.float64) ** 2) / (2 * sigma**2))
-    taps = (taps / taps.sum()).tolist()
-    offsets = motion_offsets(radius, angles).to(images.device)
-    batch, channels, height, width = images.shape
-    values = images.float()
-    rows = torch.arange(height, device=images.device)
-    columns = torch.arange(width, device=images.device)
-    total = torch.zeros_like(values)
-    for step, tap in enumerate(taps):
-        read_rows = (rows[None] + offsets[:, step, 0, None]).clamp(0, height - 1)  # (B, H)
-        read_columns = (columns[None] + offsets[:, step, 1, None]).clamp(0, width - 1)  # (B, W)
-        picked = values.gather(2, read_rows[:, None, :, None].expand(batch, channels, height, width))
-        total += tap * picked.gather(3, read_columns[:, None, None, :].expand(batch, channels, height, width))
-    return _truncate(total)
+    kernels = motion_kernels(radius, blur[1] * scale, angles)
+    return _truncate(_correlate(images.float(), kernels.to(images.device), "replicate"))
 
 
 def zoom_factors(zoom: ZoomRange) -> np.ndarray:
@@ -391,7 +428,7 @@ def zoom_factors(zoom: ZoomRange) -> np.ndarray:
 def zoom_blur(images: torch.Tensor, zoom: ZoomRange, scale: float, generators: Generators) -> torch.Tensor:
     """The mean of the image and its centre zoomed by each factor back to full size (MedMNIST-C's ZoomBlur:
     scipy's order-1 zoom, whose grid matches align_corners=True, of the central 1/factor crop)."""
-    values = images.float()
+    values = images.float().contiguous(memory_format=torch.channels_last)  # 3-4x faster bilinear on a CPU
     height, width = values.shape[-2:]
     total = values.clone()
     factors = zoom_factors(zoom)
@@ -426,7 +463,7 @@ def saturate(images: torch.Tensor, amount: float, scale: float, generators: Gene
     """`amount` added to the HSV saturation, clipped to 1, hue and value kept (MedMNIST-C's Saturate, via
     scikit-image's HSV). In HSV each channel is value * (1 - saturation * f(hue)), so value - channel scales with the
     saturation; a grey pixel has hue 0 (scikit-image's), which turns it towards red."""
-    values = images.double() / 255
+    values = images.float() / 255
     value, low = values.amax(dim=1, keepdim=True), values.amin(dim=1, keepdim=True)
     saturation = torch.where(value > 0, (value - low) / value.clamp_min(1e-12), torch.zeros_like(value))
     raised = (saturation + amount).clamp(0, 1)
