@@ -604,8 +604,9 @@ def plot_errors(
         axis.grid(alpha=0.3)
     for axis in axes[len(names) :]:
         axis.set_axis_off()
-    for axis in axes[-columns:]:
+    for axis in axes[max(len(names) - columns, 0) : len(names)]:  # the lowest panel of each column
         axis.set_xlabel("severity (0: clean)")
+        axis.xaxis.set_tick_params(labelbottom=True)
     for axis in axes[::columns]:
         axis.set_ylabel("balanced error")
     handles, labels = axes[0].get_legend_handles_labels()
