@@ -1,5 +1,7 @@
 """The explorer: go through a split's images with several models (a teacher and its students) side by side, each
-model's top-k probabilities and each method's map for the chosen image, with that image's agreement.
+model's top-k probabilities and each method's map for the chosen image, with that image's agreement; the image can be
+corrupted first (MedMNIST-C's corruptions, `pipelines.corruptions`, at severity 1-5), and every model is run again on
+the same corrupted image.
 
 What the page shows is computed here (load and check the models, order the gallery, probabilities, overlays,
 agreement); `scripts/app.py` parses the command line (or, on a Hugging Face Space, environment variables) and wires
@@ -23,6 +25,16 @@ from explain.metrics.agreement import blank_maps, rank_correlation, top_fraction
 from explain.plots import blend_overlay, display_images, resize_maps
 from explain.registry import TRANSFORMER_METHOD, canonical_name, class_agnostic, default_method, methods_for
 from pipelines.arguments import DataArguments
+from pipelines.corruptions import (
+    FAMILIES,
+    check_family,
+    check_severity,
+    corrupt,
+    corruption_choices,
+    corruption_dataset,
+    parameter_dataset,
+    severity_parameter,
+)
 from pipelines.errors import ConfigError, DataError
 from pipelines.runtime import (
     check_precision,
@@ -34,6 +46,8 @@ from pipelines.splits import check_split
 MAX_MODELS = 4  # model columns are laid out when the page is built; four fit side by side on a laptop screen
 DISPLAY_SIZE = (224, 224)  # every overlay at one size, whatever each model's input resolution
 PREDICTED = "predicted (first model)"
+NO_CORRUPTION = "none"
+CORRUPTION_SEED = 0  # an image's draws (noise, motion) come from this seed and its index in the split
 VIEWS = (
     "all images",
     "misclassified by any model",
@@ -101,6 +115,7 @@ class ImageView:
     overlays: list[np.ndarray]
     agreement: str
     blank: list[bool] = field(default_factory=list)  # maps with no evidence at all (Grad-CAM's all-zero map)
+    image: np.ndarray | None = None  # the image as every model saw it (corrupted or not), at display size
 
 
 @dataclass
@@ -113,6 +128,8 @@ class Explorer:
         labels: int64 (N,) true classes.
         methods: The methods offered in the page (each fits every model).
         top_k: How many classes the probability bars show.
+        corruptions: The corruptions offered (each applies to the images), the dataset's MedMNIST-C list first.
+        corruption_dataset: The MedMNIST-C dataset whose parameters they take (None: the fallback's).
     """
 
     explainers: list[Explainer]
@@ -121,6 +138,8 @@ class Explorer:
     methods: list[str]
     top_k: int = 3
     summaries: list[ImageSummary] = field(default_factory=list)
+    corruptions: list[str] = field(default_factory=list)
+    corruption_dataset: str | None = None
 
     def __post_init__(self) -> None:
         if not self.summaries:
@@ -316,17 +335,59 @@ def agreement_markdown(titles: Sequence[str], maps: Sequence[torch.Tensor], meth
     return "\n".join(rows)
 
 
-def view_image(explorer: Explorer, image: torch.Tensor, method: str, class_name: str, opacity: float) -> ImageView:
-    """Top-k probabilities, overlays and agreement of every model for one uint8 (C, H, W) image.
+def corrupted_image(
+    explorer: Explorer, image: torch.Tensor, corruption: str, severity: float, row: int
+) -> tuple[torch.Tensor, str]:
+    """The uint8 (C, H, W) image under `corruption` at `severity` (the image itself for 'none'), its draws seeded by
+    `row` (its index in the split), and a sentence saying what was done.
 
     Raises:
-        ConfigError: a method not offered, a class the models do not have, or an opacity outside [0, 1].
+        ConfigError: an unknown corruption, one that does not apply to the image or is not offered, or a severity
+            outside 1-5.
+    """
+    if corruption == NO_CORRUPTION:
+        return image, ""
+    channels = int(image.shape[0])
+    check_family(corruption, channels)
+    if corruption not in explorer.corruptions:
+        raise ConfigError(
+            f"Corruption '{corruption}' is not offered here; choose none or one of: {', '.join(explorer.corruptions)}."
+        )
+    severity = check_severity(severity, lowest=1)
+    dataset = explorer.corruption_dataset
+    corrupted = corrupt(image[None], corruption, severity, dataset, CORRUPTION_SEED, [row])[0]
+    parameter = severity_parameter(corruption, severity, dataset, channels)
+    source = parameter_dataset(corruption, dataset, channels)
+    note = (
+        f"Every model sees the image corrupted by {corruption} at severity {severity} "
+        f"({FAMILIES[corruption].text} {parameter}, MedMNIST-C's for {source})."
+    )
+    return corrupted, note
+
+
+def view_image(
+    explorer: Explorer,
+    image: torch.Tensor,
+    method: str,
+    class_name: str,
+    opacity: float,
+    corruption: str = NO_CORRUPTION,
+    severity: float = 3,
+    row: int = 0,
+) -> ImageView:
+    """Top-k probabilities, overlays and agreement of every model for one uint8 (C, H, W) image, corrupted first by
+    `corruption` at `severity` (see `corrupted_image`) unless it is 'none'.
+
+    Raises:
+        ConfigError: a method not offered, a class the models do not have, an opacity outside [0, 1], or a corruption
+            or severity `corrupted_image` refuses.
     """
     method = canonical_name(method)
     if method not in explorer.methods:
         raise ConfigError(f"Method '{method}' is not offered here; choose one of: {', '.join(explorer.methods)}.")
     if not 0.0 <= opacity <= 1.0:
         raise ConfigError(f"opacity is {opacity}; it must lie in [0, 1].")
+    image, note = corrupted_image(explorer, image, corruption, severity, row)
     target = torch.tensor([target_index(explorer, image, class_name)])
     maps = [explainer.explain(method, image[None], target).maps for explainer in explorer.explainers]
     heading = method + (" (class-agnostic: the same map for every class)" if class_agnostic(method) else "")
@@ -335,11 +396,15 @@ def view_image(explorer: Explorer, image: torch.Tensor, method: str, class_name:
     agreement = agreement_markdown(titles, maps, heading)
     if any(blank):  # an all-zero map looks like a cold one: say it holds no evidence for the class at all
         agreement += "\n\nNo evidence for this class (blank map): " + ", ".join(t for t, b in zip(titles, blank) if b)
+    if note:
+        agreement += "\n\n" + note
+    shown = display_images([image], DISPLAY_SIZE)[0]
     return ImageView(
         [top_probabilities(explainer, image, explorer.top_k) for explainer in explorer.explainers],
         [overlay(image, model_maps, opacity) for model_maps in maps],
         agreement,
         blank,
+        np.repeat(shown, 3 // shown.shape[2], axis=2),
     )
 
 
@@ -387,7 +452,16 @@ class Session:
         if explainers[0].label_names != self.explorer.label_names:
             check_label_sets([self.explorer.explainers[0], explainers[0]])
         methods = shared_methods(explainers, self.methods_spec)
-        self.explorer = Explorer(explainers, self.explorer.images, self.explorer.labels, methods, self.explorer.top_k)
+        old = self.explorer
+        self.explorer = Explorer(
+            explainers,
+            old.images,
+            old.labels,
+            methods,
+            old.top_k,
+            corruptions=old.corruptions,
+            corruption_dataset=old.corruption_dataset,
+        )
         return self.explorer
 
 
@@ -452,5 +526,15 @@ def start_session(args: AppArguments, data_args: DataArguments) -> Session:
         raise ConfigError("The dataset is multi-label; the explorer compares single-label models.")
     check_dataset_labels(explainers, split.label_names)
     inputs = split.take(range(min(args.max_images, len(split.rows))))
-    explorer = Explorer(explainers, inputs.images, inputs.labels.reshape(-1), methods, args.top_k)
+    dataset = corruption_dataset(data_args.dataset_source, data_args.dataset_name)
+    channels = int(inputs.images[0].shape[0])
+    explorer = Explorer(
+        explainers,
+        inputs.images,
+        inputs.labels.reshape(-1),
+        methods,
+        args.top_k,
+        corruptions=corruption_choices(dataset, channels),
+        corruption_dataset=dataset,
+    )
     return Session(explorer, device, dtype, args.methods)

@@ -26,6 +26,7 @@ import gradio as gr  # noqa: E402
 
 from explain.explorer import (  # noqa: E402
     MAX_MODELS,
+    NO_CORRUPTION,
     PREDICTED,
     VIEWS,
     AppArguments,
@@ -57,8 +58,9 @@ def _error(error: UserFacingError) -> str:
 def build_app(session: Session) -> gr.Blocks:
     """The page: models box, gallery (filtered and sorted) or upload, method/class/opacity, models side by side.
 
-    Endpoints a client can call: ``/gallery`` (view -> items), ``/explain`` (index, upload, method, class,
-    opacity -> per model probabilities and overlay, agreement, status) and ``/load_models`` (names, one a line).
+    Endpoints a client can call: ``/gallery`` (view -> items), ``/explain`` (index, upload, method, class, opacity,
+    corruption, severity -> per model probabilities and overlay, the image the models saw, agreement, status) and
+    ``/load_models`` (names, one a line).
     """
     explorer = session.explorer
     with gr.Blocks(title="See What You Shrink: explorer", analytics_enabled=False) as app:
@@ -83,6 +85,12 @@ def build_app(session: Session) -> gr.Blocks:
                     method = gr.Dropdown(explorer.methods, value=explorer.methods[0], label="Method")
                     target = gr.Dropdown([PREDICTED, *explorer.label_names], value=PREDICTED, label="Class")
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Map opacity")
+                with gr.Row():
+                    corruption = gr.Dropdown(
+                        [NO_CORRUPTION, *explorer.corruptions], value=NO_CORRUPTION, label="Corruption (MedMNIST-C)"
+                    )
+                    severity = gr.Slider(1, 5, value=3, step=1, label="Severity")
+                    seen = gr.Image(label="The image every model sees", elem_id="seen", height=160)
                 columns, labels, overlays = [], [], []
                 with gr.Row():
                     for slot in range(MAX_MODELS):
@@ -105,15 +113,24 @@ def build_app(session: Session) -> gr.Blocks:
         def pick(indices: list[int], event: gr.SelectData) -> tuple[int, None]:
             return indices[event.index], None
 
-        def explain(chosen: float | None, file: str | None, name: str, class_name: str, alpha: float) -> list:
+        def explain(
+            chosen: float | None,
+            file: str | None,
+            name: str,
+            class_name: str,
+            alpha: float,
+            corrupted_by: str = NO_CORRUPTION,
+            strength: float = 3,
+        ) -> list:
             count = len(session.explorer.explainers)
             try:
                 image = chosen_image(session.explorer, chosen, file)
-                result = view_image(session.explorer, image, name, class_name, alpha)
+                row = 0 if file or chosen is None else int(chosen)  # an image's draws are seeded by its index
+                result = view_image(session.explorer, image, name, class_name, alpha, corrupted_by, strength, row)
             except UserFacingError as error:
-                return [None] * (2 * MAX_MODELS) + ["", _error(error)]
+                return [None] * (2 * MAX_MODELS + 1) + ["", _error(error)]
             pad = [None] * (MAX_MODELS - count)
-            return [*result.probabilities, *pad, *result.overlays, *pad, result.agreement, ""]
+            return [*result.probabilities, *pad, *result.overlays, *pad, result.image, result.agreement, ""]
 
         def load_models(text: str) -> list:
             try:
@@ -141,10 +158,18 @@ def build_app(session: Session) -> gr.Blocks:
             ]
 
         view.change(show_gallery, view, [gallery, order, status], api_name="gallery")
-        explain_inputs = [index, upload, method, target, opacity]
-        explain_outputs = [*labels, *overlays, agreement, status]
+        explain_inputs = [index, upload, method, target, opacity, corruption, severity]
+        explain_outputs = [*labels, *overlays, seen, agreement, status]
         gr.on(
-            [index.submit, upload.upload, method.change, target.change, opacity.release],
+            [
+                index.submit,
+                upload.upload,
+                method.change,
+                target.change,
+                opacity.release,
+                corruption.change,
+                severity.release,
+            ],
             explain,
             explain_inputs,
             explain_outputs,

@@ -8,6 +8,8 @@
     python scripts/benchmark.py faithfulness [--model vit-base] [--images 512] [--steps 20] [--cpu]
         [--road_images 4] [--road_image_size 64]
     python scripts/benchmark.py maps [--model deit-tiny] [--image_size 224] [--images 512] [--cpu]
+    python scripts/benchmark.py corruptions [--image_size 224] [--images 64] [--severity 3] [--families all] [--cpu]
+        [--reference_python .venv-imagecorruptions/bin/python]
 
 Options are spelt as every other script spells them (--batch_size); --batch-size is read the same way.
 `python scripts/benchmark.py <command> --help` lists a command's options. Absolute times on shared machines are
@@ -19,11 +21,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+import torch
+
 from pipelines import run_cli
 from pipelines.config import parse_flags
 from pipelines.errors import ConfigError
 from pipelines.runtime import default_device, machine_description
 from trainers.benchmark.attention import AttentionBenchmark, attention_ratio_lines, benchmark_attention
+from trainers.benchmark.corruptions import CorruptionBenchmark, benchmark_corruptions, overall_rates
 from trainers.benchmark.distillation import DistillationBenchmark, benchmark_distillation
 from trainers.benchmark.faithfulness import FaithfulnessBenchmark, benchmark_faithfulness, benchmark_road
 from trainers.benchmark.gradcam import GradCAMBenchmark, GradCAMRow, benchmark_gradcam, ratio_lines
@@ -174,6 +179,27 @@ def run_maps(args: MapsBenchmark) -> None:
     print(f"Writing: at most {max(row.write_share for row in rows):.2%} of a run (goal: <= 10%).")
 
 
+def run_corruptions(args: CorruptionBenchmark) -> None:
+    rows = benchmark_corruptions(args)
+    threads = torch.get_num_threads()
+    print(
+        f"\nCorrupted images/s, {args.images} RGB images at {args.image_size} px, severity {args.severity} (this "
+        f"project: MedMNIST-C's parameters, {args.dataset}'s where it lists the family; imagecorruptions: ImageNet-C's), "
+        f"median of {args.repeats}, this project on {on(args.cpu)}, imagecorruptions on the CPU one image at a time; "
+        f"{threads} thread(s) each"
+    )
+    print("| family | parameter here | this project (img/s) | imagecorruptions (img/s) | speed-up |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        name = row.family if row.family == row.reference_family else f"{row.family} ({row.reference_family})"
+        print(f"| {name} | {row.parameter} | {row.ours:,.1f} | {row.reference:,.1f} | {row.ratio:.1f}x |")
+    ours, reference = overall_rates(rows)
+    print(
+        f"\nEvery image through each of the {len(rows)} families once: {ours:,.1f} images/s here, {reference:,.1f} with "
+        f"imagecorruptions: {ours / reference:.1f}x (goal >= 10x on the CPU)."
+    )
+
+
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "train": (TrainingBenchmark, run_train),
     "distill": (DistillationBenchmark, run_distill),
@@ -182,6 +208,7 @@ COMMANDS: dict[str, tuple[type, Callable]] = {
     "faithfulness": (FaithfulnessBenchmark, run_faithfulness),
     "maps": (MapsBenchmark, run_maps),
     "shrink": (ShrinkBenchmark, run_shrink),
+    "corruptions": (CorruptionBenchmark, run_corruptions),
 }
 
 

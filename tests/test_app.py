@@ -18,6 +18,7 @@ from matplotlib import colormaps  # noqa: E402
 from transformers import BertConfig  # noqa: E402
 
 from explain.explorer import (  # noqa: E402
+    NO_CORRUPTION,
     PREDICTED,
     VIEWS,
     AppArguments,
@@ -37,6 +38,7 @@ from explain.explorer import (  # noqa: E402
 from explain.metrics.agreement import blank_maps, rank_correlation, top_fraction_iou  # noqa: E402
 from explain.plots import display_images  # noqa: E402
 from pipelines import DataArguments  # noqa: E402
+from pipelines.corruptions import corrupt, corruption_choices  # noqa: E402
 from pipelines.errors import ConfigError, DataError  # noqa: E402
 from pipelines.models import build_classifier  # noqa: E402
 
@@ -186,6 +188,34 @@ def test_the_chosen_class_method_and_agreement_of_one_image(session: Session) ->
         view_image(explorer, image, "gradcam", "benign", 0.5)
 
 
+def test_a_corruption_reruns_every_model_on_the_same_corrupted_image(session: Session) -> None:
+    explorer = session.explorer
+    assert explorer.corruption_dataset == "breastmnist"
+    assert explorer.corruptions == corruption_choices("breastmnist", 1)  # BreastMNIST's own list first
+    assert "saturate" not in explorer.corruptions  # grey images
+    image, row = explorer.images[5], 5
+    corrupted = corrupt(image[None], "brightness_down", 4, "breastmnist", seed=0, rows=[row])[0]
+    view = view_image(explorer, image, "gradcam", PREDICTED, 1.0, "brightness_down", 4, row)
+    assert view.probabilities == [top_probabilities(e, corrupted, explorer.top_k) for e in explorer.explainers]
+    assert np.array_equal(view.image, np.repeat(display_images([corrupted], (224, 224))[0], 3, axis=2))
+    by_hand = view_image(explorer, corrupted, "gradcam", PREDICTED, 1.0)  # the corrupted image, given as it is
+    assert all(np.array_equal(ours, theirs) for ours, theirs in zip(view.overlays, by_hand.overlays))
+    assert "brightness_down at severity 4 (factor 0.4, MedMNIST-C's for breastmnist)" in view.agreement
+    clean = view_image(explorer, image, "gradcam", PREDICTED, 1.0, NO_CORRUPTION, 4, row)
+    assert np.array_equal(clean.image, np.repeat(display_images([image], (224, 224))[0], 3, axis=2))
+    assert "severity" not in clean.agreement
+    noisy = [view_image(explorer, image, "gradcam", PREDICTED, 1.0, "speckle_noise", 3, r).image for r in (5, 6)]
+    assert not np.array_equal(*noisy)  # an image's noise is seeded by its index in the split
+    for corruption, severity, message in [
+        ("fog", 3, "Unknown corruption 'fog'"),
+        ("saturate", 3, "Corruption 'saturate' changes colour and these images are grey"),
+        ("pixelate", 0, "Severity 0 is outside 1-5"),
+        ("pixelate", 6, "Severity 6 is outside 1-5"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            view_image(explorer, image, "gradcam", PREDICTED, 0.5, corruption, severity, row)
+
+
 def test_bad_models_are_refused_with_one_sentence(models: dict[str, str], session: Session) -> None:
     cpu = torch.device("cpu")
     with pytest.raises(DataError, match="'bert' model, which transformers cannot load as an image classifier"):
@@ -250,6 +280,7 @@ def test_the_served_page_answers_a_client_and_survives_bad_input(
     server: str, session: Session, models: dict[str, str], tmp_path: Path
 ) -> None:
     from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
 
     client = Client(server, verbose=False)
     items, note = client.predict("misclassified by any model", api_name="/gallery")
@@ -276,6 +307,16 @@ def test_the_served_page_answers_a_client_and_survives_bad_input(
     # Still serving, with the models it had.
     result = client.predict(0, None, "layercam", BREAST_LABELS[1], 0.3, api_name="/explain")
     assert result[-1] == "" and Path(result[4]).is_file()
+    # A corruption and severity: the models run again on the corrupted image, which the page shows.
+    result = client.predict(expected[0], None, "gradcam", PREDICTED, 0.5, "pixelate", 5, api_name="/explain")
+    assert result[-1] == "" and Path(result[8]).is_file() and "pixelate at severity 5" in result[-2]
+    # The page's own components refuse what their choices and bounds leave out (view_image's sentences, tested
+    # above, are for other callers), and the page goes on serving.
+    with pytest.raises(AppError, match="Value 0 is less than minimum value 1"):
+        client.predict(expected[0], None, "gradcam", PREDICTED, 0.5, "pixelate", 0, api_name="/explain")
+    with pytest.raises(AppError, match="Value: fog is not in the list of choices"):
+        client.predict(expected[0], None, "gradcam", PREDICTED, 0.5, "fog", 3, api_name="/explain")
+    assert client.predict(0, None, "gradcam", PREDICTED, 0.5, "shot_noise", 2, api_name="/explain")[-1] == ""
 
     original = [explainer.name for explainer in session.explorer.explainers]
     try:  # the student first: it becomes the reference the gallery and the agreement table compare with

@@ -1,5 +1,5 @@
 """scripts/report.py at scale: `--explain_images all` on one process and on two (`accelerate launch`, CPU) gives the
-same metrics.json; an image's random maps and ROAD noise are its own, whatever batch it is scored in; and with
+same metrics.json (the robustness numbers of the corrupted images included); an image's random maps and ROAD noise are its own, whatever batch it is scored in; and with
 `--maps` (made by `python -m explain --save_maps`) the report reads the maps instead of computing them."""
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ def test_two_processes_write_the_same_numbers_as_one_over_the_whole_split(setup:
         assert faithful["images"] == TEST_IMAGES and faithful["paired_images"] == 6
         assert two["models"][name]["randomization"]["gradcam"]["images"] == TEST_IMAGES
     assert two["models"]["student"]["agreement"]["gradcam"]["images"] == TEST_IMAGES
+    # The corrupted images too: every image of the split, under every corruption, predicted by both models.
+    assert two["corruptions"]["images"] == TEST_IMAGES and two["corruptions"]["names"]
+    assert set(two["models"]["student"]["robustness"]["errors"]) == set(two["corruptions"]["names"])
     # Every chunk is computed alike on either run, so the numbers are equal to the bit, not only close.
     assert two == one
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,11 +13,13 @@ import torch
 from PIL import Image
 from transformers import ViTImageProcessor
 
+import trainers.benchmark.corruptions as corruptions_benchmark
 import trainers.benchmark.faithfulness as faithfulness_benchmark
 from pipelines import run_cli
 from pipelines.config import parse_flags
 from pipelines.errors import ConfigError
 from pipelines.preprocess import DevicePreprocess
+from trainers.benchmark.corruptions import CorruptionBenchmark
 from trainers.benchmark.distillation import DistillationBenchmark, benchmark_distillation
 from trainers.benchmark.faithfulness import FaithfulnessBenchmark, benchmark_faithfulness
 from trainers.benchmark.models import NUM_LABELS, synthetic_images
@@ -176,9 +179,13 @@ def test_benchmark_train_prints_each_path_and_the_ratios_of_one_run() -> None:
         (["explain", "--model", "vit-huge"], "--model is 'vit-huge'; use one of vit-base, deit-tiny."),
         (
             ["trian"],
-            "Unknown benchmark 'trian'; choose one of train, distill, explain, attention, faithfulness, maps, shrink.",
+            "Unknown benchmark 'trian'; choose one of train, distill, explain, attention, faithfulness, maps, shrink, "
+            "corruptions.",
         ),
         (["maps", "--batch_sise", "2"], "Unknown option --batch_sise (did you mean --batch_size?); --help lists"),
+        (["corruptions", "--image_size", "16"], "--image_size is 16; it must be at least 32."),
+        (["corruptions", "--severity", "6"], "--severity is 6; it must lie in 1-5."),
+        (["corruptions", "--families", "fog,pixelate"], "--families has fog; choose among gaussian_noise, shot_noise"),
     ],
 )
 def test_bad_benchmark_options_end_in_one_line(options: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
@@ -196,7 +203,8 @@ def test_the_benchmark_names_its_commands_when_given_none(capsys: pytest.Capture
         run_cli(lambda: benchmark.main([]))
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
-        "error: Name a benchmark: train, distill, explain, attention, faithfulness, maps or shrink (--help describes them).\n"
+        "error: Name a benchmark: train, distill, explain, attention, faithfulness, maps, shrink or corruptions (--help "
+        "describes them).\n"
     )
     benchmark.main(["--help"])
     assert "python scripts/benchmark.py train" in capsys.readouterr().out
@@ -207,4 +215,75 @@ def test_the_benchmark_spells_its_options_as_every_script_does() -> None:
     (dashed,) = parse_flags((TrainingBenchmark,), ["--batch-size", "4", "--image-size", "32"])
     (underscored,) = parse_flags((TrainingBenchmark,), ["--batch_size", "4", "--image_size", "32"])
     assert dashed == underscored == TrainingBenchmark(batch_size=4, image_size=32)
-    assert set(benchmark.COMMANDS) == {"train", "distill", "explain", "attention", "faithfulness", "maps", "shrink"}
+    assert set(benchmark.COMMANDS) == {
+        "train",
+        "distill",
+        "explain",
+        "attention",
+        "faithfulness",
+        "maps",
+        "shrink",
+        "corruptions",
+    }
+
+
+def test_the_corruptions_benchmark_times_both_sides_on_the_same_families(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # imagecorruptions' side stood in for by a worker that reports fixed times: the rows, rates and ratios printed
+    # must be the ones those times and this side's make, family by family.
+    asked: list[tuple[str, int]] = []
+
+    class Worker:
+        def __init__(self, python: str, images: Path, threads: int) -> None:
+            assert np.load(images).shape == (3, 32, 32, 3)  # the same images, as uint8 (N, H, W, 3)
+
+        def seconds(self, family: str, severity: int) -> float:
+            asked.append((family, severity))
+            return 0.3  # 3 images in 0.3 s: 10 images/s
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(corruptions_benchmark, "ReferenceWorker", Worker)
+    settings = CorruptionBenchmark(
+        images=3, image_size=32, families="pixelate,brightness_up", repeats=2, warmup=1, cpu=True, reference_python="x"
+    )
+    rows = corruptions_benchmark.benchmark_corruptions(settings)
+    assert asked == [("pixelate", 3), ("brightness", 3)] * 3  # interleaved: warm-up round, then 2 timed rounds
+    assert [row.family for row in rows] == ["pixelate", "brightness_up"] and all(row.reference == 10 for row in rows)
+    assert all(row.ours > 0 and row.ratio == row.ours / 10 for row in rows)
+    benchmark = load_script("benchmark")
+    monkeypatch.setattr(benchmark, "benchmark_corruptions", lambda settings: rows)
+    benchmark.main(["corruptions", "--images", "3", "--image_size", "32", "--cpu", "--reference_python", "x"])
+    printed = capsys.readouterr().out
+    ours, reference = corruptions_benchmark.overall_rates(rows)
+    assert f"| pixelate | 0.4 | {rows[0].ours:,.1f} | 10.0 | {rows[0].ratio:.1f}x |" in printed
+    assert "| brightness_up (brightness) | 1.3 |" in printed  # DermaMNIST's severity 3
+    assert f"{ours:,.1f} images/s here, {reference:,.1f} with imagecorruptions: {ours / reference:.1f}x" in printed
+
+
+def test_a_python_without_imagecorruptions_is_one_sentence() -> None:
+    settings = CorruptionBenchmark(
+        images=1, image_size=32, families="pixelate", cpu=True, reference_python=sys.executable
+    )
+    with pytest.raises(
+        ConfigError, match=r"imagecorruptions could not be run by .*: ModuleNotFoundError: No module named"
+    ):
+        corruptions_benchmark.benchmark_corruptions(settings)
+
+
+@pytest.mark.skipif(
+    not (corruptions_benchmark.REFERENCE_VENV / "bin" / "python").exists(),
+    reason="no .venv-imagecorruptions (make imagecorruptions-env)",
+)
+def test_imagecorruptions_runs_in_its_own_environment() -> None:
+    settings = CorruptionBenchmark(
+        images=2, image_size=32, families="pixelate,gaussian_blur", repeats=1, warmup=0, cpu=True
+    )
+    rows = corruptions_benchmark.benchmark_corruptions(settings)
+    assert [row.reference_family for row in rows] == [
+        "pixelate",
+        "gaussian_blur",
+    ]  # its removed skimage argument mapped
+    assert all(row.ours > 0 and row.reference > 0 for row in rows)

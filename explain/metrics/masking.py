@@ -13,6 +13,7 @@ from torch import nn
 
 from explain.base import forward_logits
 from pipelines.errors import ConfigError
+from pipelines.seeding import image_generator
 
 
 def check_maps_fit(maps: torch.Tensor, pixel_values: torch.Tensor) -> None:
@@ -48,14 +49,6 @@ def class_probability(
         logits = forward_logits(model, pixel_values).float()
     probabilities = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
     return probabilities.gather(1, targets[:, None])[:, 0]
-
-
-def image_generator(seed: int, *key: int) -> torch.Generator:
-    """A CPU generator of its own for one image (and whatever else `key` names: a ROAD fraction, an order), seeded
-    from (seed, *key) by numpy's `SeedSequence`, so that what is drawn for an image does not depend on the batch
-    or the process it is scored in, and nearby seeds and rows give unrelated streams."""
-    state = np.random.SeedSequence(seed, spawn_key=tuple(int(value) for value in key)).generate_state(1, np.uint64)
-    return torch.Generator().manual_seed(int(state[0]))
 
 
 def image_rows(count: int, rows: Sequence[int] | torch.Tensor | np.ndarray | None) -> list[int]:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from explain.metrics.masking import check_maps_fit, class_probability, image_generator, image_rows, pixel_ranks
+from explain.metrics.masking import check_maps_fit, class_probability, image_rows, pixel_ranks
 from explain.metrics.road_solver import linear_imputation
 from pipelines.errors import ConfigError
+from pipelines.seeding import image_generator
 
 ROAD_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 

@@ -8,9 +8,11 @@ import numpy as np
 import torch
 
 from explain.metrics.faithfulness import FaithfulnessSettings
+from pipelines.corruptions import corruption_names
 from pipelines.errors import ConfigError
 from pipelines.runtime import check_precision
 from pipelines.splits import check_split
+from trainers.report.robustness import REFERENCES
 
 INSERTION_STARTS = ("blurred", "removed")
 
@@ -75,6 +77,32 @@ class ReportArguments:
         metadata={"help": "Changed images (and as many unchanged ones) whose maps the audit compares, at most."},
     )
     audit_figure_images: int = field(default=8, metadata={"help": "Forgotten images shown per model."})
+    corruptions: str = field(
+        default="DEFAULT",
+        metadata={
+            "help": "Robustness under corruption (pipelines.corruptions): 'DEFAULT', MedMNIST-C's corruptions for the "
+            "dataset (for other data, those of the MedMNIST-C dataset of its kind: PneumoniaMNIST's for grey images, "
+            "DermaMNIST's for colour); 'all'; comma-separated names; or 'none'."
+        },
+    )
+    corruption_images: str = field(
+        default="128",
+        metadata={
+            "help": "Images corrupted at every severity of every corruption: a number (a seeded sample; 128 keeps the "
+            "quickstart report within a fifth of its time) or 'all' (MedMNIST-C's protocol: the whole split)."
+        },
+    )
+    corruption_map_images: int = field(
+        default=16,
+        metadata={"help": "Of those, how many (the first) each model's map stability is measured on (0: none)."},
+    )
+    corruption_reference: str = field(
+        default="first",
+        metadata={
+            "help": "What BE and rBE are relative to: 'first', the first model (in the role MedMNIST-C gives AlexNet), "
+            "or 'alexnet', MedMNIST-C's published AlexNet errors (measured at 224 px)."
+        },
+    )
     sample_images: int = field(default=4, metadata={"help": "Images shown with each model's probabilities."})
     top_fraction: float = field(default=0.1, metadata={"help": "Share of top pixels compared by the overlap (IoU)."})
     batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
@@ -117,9 +145,18 @@ class ReportArguments:
         self.road_fraction_values()  # refused here, before any model is loaded
         if self.insertion_start not in INSERTION_STARTS:
             raise ConfigError(f"insertion_start is '{self.insertion_start}'; use one of {', '.join(INSERTION_STARTS)}.")
-        self.explain_images = str(self.explain_images).strip()
-        if self.explain_images != "all" and not (self.explain_images.isdigit() and int(self.explain_images) >= 1):
-            raise ConfigError(f"explain_images is '{self.explain_images}'; give a number of images (1 or more) or all.")
+        for name in ("explain_images", "corruption_images"):
+            value = str(getattr(self, name)).strip()
+            if value != "all" and not (value.isdigit() and int(value) >= 1):
+                raise ConfigError(f"{name} is '{value}'; give a number of images (1 or more) or all.")
+            setattr(self, name, value)
+        corruption_names(self.corruptions, None, channels=3)  # an unknown name refused before any model is loaded
+        if self.corruption_reference not in REFERENCES:
+            raise ConfigError(
+                f"corruption_reference is '{self.corruption_reference}'; use first (the first model) or alexnet."
+            )
+        if self.corruption_map_images < 0:
+            raise ConfigError(f"corruption_map_images is {self.corruption_map_images}; it must be 0 or more.")
         for name in ("batch_size", "latency_repeats", "random_maps", "paired_images", "audit_map_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} is {getattr(self, name)}; it must be at least 1.")
@@ -141,9 +178,18 @@ class ReportArguments:
     def explained_positions(self, count: int) -> np.ndarray:
         """Which of a split's `count` images the explanation numbers use, in order: every one for 'all', else a
         sample of `explain_images` drawn by numpy's generator seeded with `seed`, sorted."""
-        if self.explain_images == "all":
+        return self.sample(self.explain_images, count)
+
+    def corrupted_positions(self, count: int) -> np.ndarray:
+        """Which of a split's `count` images the robustness numbers corrupt: as `explained_positions`, for
+        `corruption_images` (the same images when the two numbers are equal)."""
+        return self.sample(self.corruption_images, count)
+
+    def sample(self, spec: str, count: int) -> np.ndarray:
+        """Every position for 'all', else `spec` of them drawn by numpy's generator seeded with `seed`, sorted."""
+        if spec == "all":
             return np.arange(count)
-        wanted = min(int(self.explain_images), count)
+        wanted = min(int(spec), count)
         return np.sort(np.random.default_rng(self.seed).choice(count, wanted, replace=False))
 
     def road_fraction_values(self) -> tuple[float, ...]:

@@ -371,6 +371,116 @@ def _audit_maps(audits: dict[str, Any]) -> list[str]:
     ]
 
 
+ROBUSTNESS_TEXT = (
+    "Balanced error E = 1 - balanced accuracy (the mean recall over the classes; per label for multi-label data). As "
+    "MedMNIST-C defines them (Di Salvo et al., 2024): BE = the model's E summed over severities 1-5 / the reference's; "
+    "rBE = the error a corruption adds to the model's clean E, summed over severities / what it adds to the "
+    "reference's; the means are over the corruptions where each is defined. "
+    "Below 1: more robust than the reference. Agreement: how often the model predicts what the reference predicts on "
+    "the same corrupted image. Map stability: rank correlation between the model's map of the clean image and of the "
+    "corrupted one, at the class it predicts on the clean image (pairs with a blank map left out)."
+)
+
+
+def _robustness(report: dict[str, Any]) -> list[str]:
+    """Robustness under corruption: the corruptions, each model's BE and rBE against the reference, agreement and map
+    stability, overall and per corruption."""
+    record = report.get("corruptions")
+    numbers = {name: model["robustness"] for name, model in report["models"].items() if model.get("robustness")}
+    if not record or not numbers:
+        return []
+    height, width = record["image_size"]
+    source = record["dataset"] or "no MedMNIST-C dataset: parameters of the dataset of its kind"
+    lines = [
+        "",
+        f"## Robustness under corruption ({record['reference_text']})",
+        "",
+        f"Every model on the same {record['images']} images of the split, each corrupted by {len(record['names'])} of "
+        f"MedMNIST-C's corruptions at severities 1-5 ({source}; parameters below) at its native {height}x{width} px, "
+        "before each model's own preprocessing; every image's draws seeded by its row "
+        f"(seed {record['seed']}: one draw of the noise, not a spread over draws). " + ROBUSTNESS_TEXT,
+        "",
+        "rBE departs from MedMNIST-C in one way: it is n/a where the corruption adds less than one image's worth of "
+        f"balanced error ({record['rbe_resolution']:.4f} here) to the reference, whose added error it divides by; "
+        "MedMNIST-C's AlexNet is hurt by every corruption, a teacher may not be, and the ratio would then be sampling "
+        "noise of any size and sign.",
+        "",
+    ]
+    lines += _table(
+        [
+            "model",
+            "clean E",
+            "mean corrupted E",
+            "BE",
+            "rBE (corruptions)",
+            "agreement with the reference",
+            "map stability",
+        ],
+        [
+            [
+                name,
+                _f4(values["clean_error"]),
+                _f4(values["mean_corrupted_error"]),
+                _f4(values["be_mean"]),
+                f"{_f4(values['rbe_mean'])} ({values['rbe_defined']})",
+                _f4(values["agreement_mean"]),
+                f"{_f4(values['map_stability_mean'])} ({values['map_method']})",
+            ]
+            for name, values in numbers.items()
+        ],
+    )
+    lines += ["", "Per corruption (E at severities 1 to 5; agreement and map stability as means over them):", ""]
+    lines += _table(
+        ["corruption", "model", "E at each severity", "BE", "rBE", "agreement", "map stability"],
+        [
+            [
+                corruption,
+                name,
+                " / ".join(f"{error:.3f}" for error in values["errors"][corruption]),
+                _f4(values["be"][corruption]),
+                _f4(values["rbe"][corruption]),
+                _f4(values["agreement_by_corruption"][corruption]),
+                _f4(values["map_stability_by_corruption"][corruption]),
+            ]
+            for corruption in record["names"]
+            for name, values in numbers.items()
+        ],
+    )
+    lines += [
+        "",
+        f"Map stability on the first {record['map_images']} of those images. The corruptions' parameters "
+        "(MedMNIST-C's, `pipelines.corruptions`: lengths in pixels scaled by the image's shorter side / 224):",
+        "",
+    ]
+    lines += _table(
+        ["corruption", "parameter", "at each severity", "from"],
+        [
+            [
+                name,
+                entry["meaning"],
+                " / ".join(_parameter_text(value) for value in entry["parameters"]),
+                entry["source"],
+            ]
+            for name, entry in record["parameters"].items()
+        ],
+    )
+    if record["no_effect"]:
+        lines += [
+            "",
+            f"At {height}x{width} px, {', '.join(record['no_effect'])} changed no image at any severity (a blur under "
+            "half a pixel once scaled from 224 px): its errors equal the clean ones and its rBE is n/a.",
+        ]
+    seconds = report.get("seconds") or {}
+    if seconds.get("robustness") is not None:
+        lines += ["", f"The robustness evaluation took {seconds['robustness']} s of the report's {seconds['total']} s."]
+    return lines
+
+
+def _parameter_text(value: Any) -> str:
+    """A severity's parameter in a table cell: a pair or a range as "5; 5" (the cell's " / " separates severities)."""
+    return "; ".join(str(part) for part in value) if isinstance(value, list | tuple) else str(value)
+
+
 def _maps_read(models: dict[str, Any]) -> list[str]:
     """A sentence on the maps taken from a maps dataset (`--maps`) and those computed, when any was read."""
     counts = [
@@ -501,6 +611,7 @@ def render_markdown(report: dict[str, Any], figures: bool = True) -> str:
     )
     lines += _maps_read(models)
     lines += _audit(models, report["reference"], report.get("seconds"))
+    lines += _robustness(report)
     if figures:
         lines += ["", "## Figures", ""]
         for title, file_name in report["figures"].items():

@@ -1,11 +1,13 @@
 """The evaluation report, run: every model over one dataset split (classification, cost, calibration), then each
 explanation method's faithfulness, randomisation check and agreement with the first model on a seeded sample or on
-every image (`--explain_images all`), written as report/index.md and report/metrics.json (and into a model card).
+every image (`--explain_images all`), the audit of what each model forgot and its robustness under corruption
+(`--corruptions`), written as report/index.md and report/metrics.json (and into a model card).
 
 Under `accelerate launch --num_processes N` the work is shared: the split's classification logits and the explained
-images' per-image measures (`explain.metrics.scores.explanation_parts`) are computed in fixed chunks of `batch_size`
-images, process r taking chunks r, r + N, ..., and gathered in chunk order; the main process alone measures cost,
-aggregates (`scores_from_parts`: means, mean curves, signed-rank tests, verdicts), plots and writes. Chunks are cut
+images' per-image measures (`explain.metrics.scores.explanation_parts`), and the corrupted images' predictions and
+map stability (`trainers.report.robustness`), are computed in fixed chunks of `batch_size` images, process r taking
+chunks r, r + N, ..., and gathered in chunk order; the main process alone measures cost, aggregates
+(`scores_from_parts`: means, mean curves, signed-rank tests, verdicts), plots and writes. Chunks are cut
 from the images, not the processes, and every random draw is seeded per image, so the numbers are the same on any
 number of processes. With `--maps DIR` (`python -m explain --save_maps`) the models' maps are read, not computed.
 
@@ -22,8 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import PartialState
-from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from explain.explainer import Explainer, display_names, methods_for_models
@@ -33,6 +33,7 @@ from explain.metrics.randomization import randomized_copy
 from explain.metrics.scores import ModelParts, ScoredImages, explanation_parts, scores_from_parts
 from explain.metrics.statistics import paired_mask
 from pipelines import DataArguments, ImageCollator, load_image_dataset
+from pipelines.corruptions import corruption_dataset, corruption_names
 from pipelines.io import check_output_folder
 from pipelines.labels import label_text, model_label_names, predicted_classes
 from pipelines.locks import run_folder_lock
@@ -46,7 +47,8 @@ from trainers.report.cost import measure_cost
 from trainers.report.figures import classification_figures, plot_agreement, plot_faithfulness, plot_probability_bars
 from trainers.report.forgotten import AuditSettings, audit_models
 from trainers.report.markdown import render_markdown, write_report
-from trainers.report.split import ReportSplit, check_seed_group, seed_group
+from trainers.report.robustness import RobustnessSettings, check_reference, corrupt_split, robustness_report
+from trainers.report.split import ReportSplit, check_seed_group, fixed_chunks, in_order, seed_group
 from trainers.shrink.copies import read_shrink_record
 
 
@@ -99,6 +101,7 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
     keep, labels = space.keep(collator.labels([{"label": label} for label in split["label"]]).numpy(), data.multi_label)
     kept = np.flatnonzero(keep)  # the split's own row numbers, which a maps dataset knows the images by
     run = ReportSplit(split.select(kept), kept, labels, collator, space, data.multi_label, explainers, state)
+    robustness = robustness_settings(args, data_args, run)  # a corruption that does not apply refused before any work
 
     # Distributed: classification logits of the whole split, then the explanation measures of every explained
     # image, each process on its share of fixed chunks, gathered in order.
@@ -116,6 +119,11 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
     chosen = args.explained_positions(len(run.rows))
     settings = args.faithfulness_settings(dtype)
     parts = explain_split(args, run, methods, logits, chosen, settings)
+    robustness_started = time.perf_counter()
+    corrupted = (
+        corrupt_split(run, robustness, args.corrupted_positions(len(run.rows)), logits) if robustness.names else None
+    )
+    robustness_seconds = time.perf_counter() - robustness_started
     if not state.is_main_process:
         return {}
 
@@ -136,6 +144,14 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
             models[name]["audit"] = audit
         figures.update(audit_figures)
         audit_seconds = round(time.perf_counter() - audit_started + seeds_seconds, 1)
+    corruptions = None
+    if corrupted is not None:
+        robustness_started = time.perf_counter()
+        numbers, corruptions, robustness_figures = robustness_report(run, robustness, corrupted, logits, out)
+        for name, values in numbers.items():
+            models[name]["robustness"] = values
+        figures.update(robustness_figures)
+        robustness_seconds += time.perf_counter() - robustness_started
     report = {
         "command": command,
         "dataset": data_args.dataset_name or data_args.data_dir,
@@ -150,16 +166,35 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
         "steps": args.steps,
         "top_percent": round(args.top_fraction * 100),
         "seed_groups": {name: len(members) for name, members in zip(names, groups) if len(members) > 1},
+        "corruptions": corruptions,
         "models": models,
         "figures": figures,
-        # Wall-clock seconds on the main process: the whole evaluation, and the audit's share of it.
-        "seconds": {"total": round(time.perf_counter() - started, 1), "audit": audit_seconds},
+        # Wall-clock seconds on the main process: the whole evaluation, and the audit's and robustness's shares of it.
+        "seconds": {
+            "total": round(time.perf_counter() - started, 1),
+            "audit": audit_seconds,
+            "robustness": round(robustness_seconds, 1) if corrupted is not None else None,
+        },
     }
     index = write_report(out, report)
     if args.model_card:
         fold_into_model_card(args.model_card, render_markdown(report, figures=False))
     print(f"Report: {index}")
     return report
+
+
+def robustness_settings(args: ReportArguments, data_args: DataArguments, run: ReportSplit) -> RobustnessSettings:
+    """The corruptions asked for, checked against the data (a colour corruption on grey images, AlexNet's errors for
+    a dataset without them) before anything is corrupted."""
+    dataset = corruption_dataset(data_args.dataset_source, data_args.dataset_name)
+    images = run.images(np.arange(min(1, len(run.rows))))
+    channels = int(images.shape[1] if isinstance(images, torch.Tensor) else images[0].shape[0])
+    names = corruption_names(args.corruptions, dataset, channels)
+    if names:
+        check_reference(args.corruption_reference, dataset, names)
+    return RobustnessSettings(
+        names, dataset, args.seed, args.batch_size, args.corruption_map_images, args.corruption_reference
+    )
 
 
 def title_of(path: str, members: list[str]) -> str | None:
@@ -262,18 +297,6 @@ def method_figures(
         plot_agreement(scores.distributions, reference, method, out / f"agreement_{method}.png", args.top_fraction)
         figures[f"Agreement with {reference}: {method}"] = f"agreement_{method}.png"
     return figures
-
-
-def fixed_chunks(count: int, size: int) -> list[np.ndarray]:
-    """Positions 0 to `count` - 1 cut into consecutive chunks of `size` (the last one shorter). The cut depends on
-    nothing else, so every chunk is computed alike whichever process takes it and however many there are."""
-    return [np.arange(start, min(start + size, count)) for start in range(0, count, size)]
-
-
-def in_order(state: PartialState, done: list[tuple[int, Any]]) -> list[Any]:
-    """Every process's (chunk number, result) pairs, gathered on every process, as the results in chunk order."""
-    everyone = gather_object(done) if state.num_processes > 1 else done
-    return [result for _, result in sorted(everyone, key=lambda pair: pair[0])]
 
 
 def predict_split(run: ReportSplit, explainer: Explainer, batch_size: int) -> np.ndarray:

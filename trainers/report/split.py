@@ -1,5 +1,6 @@
-"""The split a report works on and the models it compares (`ReportSplit`), shared by the report's run and its
-audit."""
+"""The split a report works on and the models it compares (`ReportSplit`), shared by the report's run, its audit and
+its robustness evaluation; and how the processes of a launched run share the split (`fixed_chunks`, `my_chunks`,
+`in_order`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 import yaml
 from accelerate import PartialState
+from accelerate.utils import gather_object
 from huggingface_hub import metadata_load
 
 from explain.explainer import Explainer
@@ -109,3 +111,20 @@ def check_seed_group(group: str, members: list[str], label_names: list[list[str]
         raise ConfigError(
             f"Seed group {group} mixes datasets ({listed}); a seed group holds one recipe trained with different seeds."
         )
+
+
+def fixed_chunks(count: int, size: int) -> list[np.ndarray]:
+    """Positions 0 to `count` - 1 cut into consecutive chunks of `size` (the last one shorter). The cut depends on
+    nothing else, so every chunk is computed alike whichever process takes it and however many there are."""
+    return [np.arange(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def in_order(state: PartialState, done: list[tuple[int, Any]]) -> list[Any]:
+    """Every process's (chunk number, result) pairs, gathered on every process, as the results in chunk order."""
+    everyone = gather_object(done) if state.num_processes > 1 else done
+    return [result for _, result in sorted(everyone, key=lambda pair: pair[0])]
+
+
+def my_chunks(state: PartialState, count: int, size: int) -> list[tuple[int, np.ndarray]]:
+    """This process's share of `fixed_chunks(count, size)`, numbered: process r takes chunks r, r + W, ..."""
+    return list(enumerate(fixed_chunks(count, size)))[state.process_index :: state.num_processes]
