@@ -18,6 +18,7 @@ from trainers.report.audit import (
     kl_per_image,
     proportion,
     seed_exemplars,
+    welch_p,
 )
 from trainers.report.forgotten import audit_images, map_agreement_by_change
 
@@ -90,10 +91,11 @@ def test_seed_exemplars_are_the_planted_images_when_every_seed_forgets_them(plan
     labels, references, models = planted["labels"], planted["references"], planted["models"]
     audit = audit_predictions(references[0], models[0], labels, NAMES, False, references, models)
     found = audit["exemplars"]["positions"]
-    # Every seed predicts HURT on a planted image for the reference and never for the model; a few other images
-    # may differ in mode only if the noise made them, and the planted ones have the largest distance (2).
-    assert set(planted["forgotten"].tolist()) <= set(found)
-    assert audit["exemplars"]["scores"][: len(planted["forgotten"])] == [2.0] * len(planted["forgotten"])
+    # Every reference seed predicts HURT on a planted image and no model seed does; elsewhere the model's seeds are
+    # the reference's, so the exemplars are exactly the planted images, each at the largest distance (2).
+    assert sorted(found) == sorted(planted["forgotten"].tolist())
+    assert audit["exemplars"]["scores"] == [2.0] * len(planted["forgotten"])
+    assert audit["exemplars"]["outcomes"] == ["forgotten"] * len(planted["forgotten"])
 
 
 def test_flips_and_accuracies_reconcile_exactly() -> None:
@@ -165,15 +167,40 @@ def test_the_class_test_is_welch_on_recall_relative_to_accuracy(planted: dict) -
         assert row["p_value"] == pytest.approx(expected)
 
 
+def as_logits(predictions: np.ndarray, classes: int = 2, margin: float = 2.0) -> np.ndarray:
+    """(S, N) predicted classes -> (S, N, C) logits that predict them."""
+    return np.eye(classes)[np.asarray(predictions)] * margin
+
+
 def test_exemplars_are_ranked_by_the_taxicab_distance_of_the_histograms() -> None:
     # Three seeds each side, 2 classes. Image 0: 0,0,0 against 1,1,1 (distance 2); image 1: 0,0,1 against
     # 1,1,0 (modes differ, distance 2/3); image 2: 0,0,1 against 0,1,0 (same mode: none); image 3: 1,1,0
     # against 0,0,0 (distance 4/3).
     reference = np.array([[0, 0, 0, 1], [0, 0, 0, 1], [0, 1, 1, 0]])
     model = np.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]])
-    found = seed_exemplars(reference, model, 2, multi_label=False)
+    labels = np.array([0, 1, 0, 0])
+    found = seed_exemplars(as_logits(reference), as_logits(model), labels, 2, multi_label=False)
     assert found["positions"] == [0, 3, 1]
     assert found["scores"] == pytest.approx([2.0, 4 / 3, 2 / 3])
+    # Image 0: the reference's mode (0) is right; image 3: the model's (0); image 1 (truth 1): the model's mode 1.
+    assert found["outcomes"] == ["forgotten", "learnt", "learnt"]
+
+
+def test_a_tied_mode_goes_to_the_more_probable_class_whatever_the_label_order() -> None:
+    # Two reference seeds split 1-1 on image 0; the seed calling class 1 is the more confident one, so the mode is
+    # class 1, as the model's three seeds say: no exemplar, with the labels in either order.
+    reference = np.array([[[2.0, 0.0]], [[0.0, 5.0]]])  # (S=2, N=1, C=2)
+    model = as_logits(np.array([[1], [1], [0]]))
+    labels = np.array([1])
+    assert seed_exemplars(reference, model, labels, 2, False)["positions"] == []
+    swapped = seed_exemplars(reference[..., ::-1], model[..., ::-1], 1 - labels, 2, False)
+    assert swapped["positions"] == []
+
+
+def test_a_class_without_spread_over_seeds_is_not_flagged_on_a_difference() -> None:
+    # Every seed alike on both sides: a difference whose noise cannot be estimated is not a test (NaN, not p = 0).
+    assert math.isnan(welch_p(np.array([1.0, 1.0]), np.array([0.99, 0.99])))
+    assert welch_p(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == 1.0
 
 
 def test_one_model_a_side_names_what_was_computed_instead_of_the_test(planted: dict) -> None:
@@ -213,4 +240,15 @@ def test_audit_images_take_every_changed_image_and_as_many_kept() -> None:
     assert chosen.changed.tolist() == [3, 50, 70]
     assert len(chosen.kept) == 16 and not changed[chosen.kept].any()  # at least 16 kept, none changed
     assert audit_images(changed, cap=64, seed=0).kept.tolist() == chosen.kept.tolist()  # seeded
-    assert len(audit_images(changed, cap=2, seed=0).changed) == 2
+    # Over the cap, a seeded sample of the changed images, not the first ones in split order.
+    many = np.zeros(1000, bool)
+    many[::2] = True
+    sampled = audit_images(many, cap=64, seed=0)
+    assert len(sampled.changed) == 64 and many[sampled.changed].all() and sampled.changed.max() > 500
+    assert len(sampled.kept) == 64 and not many[sampled.kept].any()
+    # Nothing changed: nothing to compare. Everything changed: no kept image to compare with.
+    assert (
+        len(audit_images(np.zeros(50, bool), 64, 0).changed),
+        len(audit_images(np.zeros(50, bool), 64, 0).kept),
+    ) == (0, 0)
+    assert len(audit_images(np.ones(50, bool), 64, 0).kept) == 0

@@ -3,10 +3,12 @@ seed groups (folders of seed-N models), the forgotten-images figure, and the one
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import pytest
+from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from pipelines import ConfigError
 from pipelines.models import build_classifier
@@ -29,12 +31,27 @@ def save_model(folder: Path, config: dict, labels: list[str] = LABELS, dataset: 
     return folder
 
 
+def save_swapped(teacher: Path, folder: Path) -> Path:
+    """The teacher with its classifier's two rows swapped: it calls every image the class the teacher does not, so
+    every image the teacher gets right is a negative flip (a planted shrink that forgets)."""
+    model = AutoModelForImageClassification.from_pretrained(teacher)
+    weights = {
+        key: value.flip(0) if key.startswith("classifier") and value.shape[0] == len(LABELS) else value
+        for key, value in model.state_dict().items()
+    }
+    model.load_state_dict(weights)
+    model.save_pretrained(folder)
+    AutoImageProcessor.from_pretrained(teacher).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("audit")
     make_medmnist_npz(root / "data" / "breastmnist.npz", counts=(8, 6, 40))
     save_model(root / "teacher", TINY_RESNET)
     save_model(root / "student", TINY_VIT)
+    save_swapped(root / "teacher", root / "swapped")
     for seed in range(2):
         save_model(root / "teachers" / f"seed-{seed}", TINY_RESNET)
     for seed in range(3):
@@ -55,6 +72,7 @@ def arguments(root: Path, *models: str, **extra: object) -> list[str]:
         "latency_repeats": 1,
         "device": "cpu",
         "sample_images": 1,
+        "corruptions": "none",  # the report's robustness section has its own tests
         **extra,
     }
     argv = ["--models", *[str(root / model) for model in models]]
@@ -93,6 +111,22 @@ def test_index_shows_the_audit_and_the_forgotten_images_figure(setup: Path, repo
         assert (setup / "report" / figure).stat().st_size > 10_000
 
 
+def test_a_planted_shrink_flips_every_image_the_teacher_gets_right_and_the_figure_shows_them(setup: Path) -> None:
+    swapped = main(arguments(setup, "teacher", "swapped", out=str(setup / "swapped_report")))
+    audit = swapped["models"]["swapped"]["audit"]
+    teacher_right = round(swapped["models"]["teacher"]["classification"]["accuracy"] * swapped["images"])
+    assert teacher_right > 0
+    assert audit["flips"]["negative"]["count"] == teacher_right
+    assert audit["flips"]["positive"]["count"] == swapped["images"] - teacher_right
+    assert audit["fidelity"]["agreement"] == 0.0
+    assert len(audit["exemplars"]["positions"]) == teacher_right
+    # Every image changed: the map test has no kept image to compare with.
+    assert audit["map_agreement"]["changed_images"] == swapped["images"]
+    assert audit["map_agreement"]["kept"]["images"] == 0 and math.isnan(audit["map_agreement"]["rank_correlation_p"])
+    figure = swapped["figures"]["What swapped forgot (audit against teacher)"]
+    assert (setup / "swapped_report" / figure).stat().st_size > 10_000
+
+
 def test_seed_groups_give_the_class_test_and_the_exemplars_over_seeds(setup: Path) -> None:
     grouped = main(arguments(setup, "teachers", "students", out=str(setup / "grouped")))
     assert grouped["seed_groups"] == {"teachers": 2, "students": 3}
@@ -103,7 +137,14 @@ def test_seed_groups_give_the_class_test_and_the_exemplars_over_seeds(setup: Pat
     assert [row["class"] for row in audit["class_test"]] == LABELS
     assert audit["exemplars"]["rule"].startswith("modal prediction over seeds differs")
     text = (setup / "grouped" / "index.md").read_text()
-    assert re.search(r"- students: \d+ forgotten images .*; 3 seeds against the reference.s 2, classes hurt: ", text)
+    outcomes = audit["exemplars"]["outcomes"]
+    assert len(outcomes) == len(audit["exemplars"]["positions"])
+    assert set(outcomes) <= {"forgotten", "learnt", "both wrong"}
+    line = (
+        rf"- students: {len(outcomes)} images changed over seeds \(.*\): {outcomes.count('forgotten')} forgotten .*; "
+        r"3 seeds against the reference's 2, classes hurt: "
+    )
+    assert re.search(line, text)
 
 
 def test_no_audit_when_asked(setup: Path) -> None:

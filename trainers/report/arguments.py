@@ -157,6 +157,8 @@ class ReportArguments:
             )
         if self.corruption_map_images < 0:
             raise ConfigError(f"corruption_map_images is {self.corruption_map_images}; it must be 0 or more.")
+        if self.audit_figure_images < 0:
+            raise ConfigError(f"audit_figure_images is {self.audit_figure_images}; give 0 (no figure) or more.")
         for name in ("batch_size", "latency_repeats", "random_maps", "paired_images", "audit_map_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} is {getattr(self, name)}; it must be at least 1.")

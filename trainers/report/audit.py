@@ -146,11 +146,14 @@ def recall_changes(
             "interval": [float("nan"), float("nan")],
         }
         if len(members):
-            difference = _class_hits(model_predictions, members, cls, multi_label).astype(float) - _class_hits(
+            difference = _class_hits(model_predictions, members, cls, multi_label).astype(int) - _class_hits(
                 reference_predictions, members, cls, multi_label
-            ).astype(float)
-            draws = rng.integers(0, len(members), size=(resamples, len(members)))
-            means = difference[draws].mean(axis=1)
+            ).astype(int)
+            # Resampling the class's images with replacement draws how many of each difference (-1, 0, 1) the
+            # resample holds: a multinomial draw, without a resamples-by-images index array.
+            shares = np.array([(difference == value).mean() for value in (-1, 0, 1)])
+            counts = rng.multinomial(len(members), shares, size=resamples)
+            means = (counts[:, 2] - counts[:, 0]) / len(members)
             low, high = np.quantile(means, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
             row["interval"] = [float(low), float(high)]
         rows.append(row)
@@ -187,10 +190,11 @@ def relative_recalls(predictions: np.ndarray, labels: np.ndarray, classes: int, 
 
 
 def welch_p(reference: np.ndarray, model: np.ndarray) -> float:
-    """Two-sided Welch t-test p-value of two samples; where both have no spread (identical seeds), 1 for equal means
-    and 0 for different ones (the t statistic is infinite), rather than scipy's NaN."""
+    """Two-sided Welch t-test p-value of two samples; where neither has any spread over its seeds the test is
+    undefined: 1 for equal means (nothing to tell apart), NaN for different ones (no class is flagged on a
+    difference whose noise cannot be estimated)."""
     if np.var(reference) == 0 and np.var(model) == 0:
-        return 1.0 if np.mean(reference) == np.mean(model) else 0.0
+        return 1.0 if np.mean(reference) == np.mean(model) else float("nan")
     return float(ttest_ind(model, reference, equal_var=False).pvalue)
 
 
@@ -245,31 +249,63 @@ def label_histograms(predictions: np.ndarray, classes: int, multi_label: bool) -
     return counts / predictions.shape[0]
 
 
-def modal_predictions(histograms: np.ndarray) -> np.ndarray:
-    """The most frequent prediction per image (per label for multi-label); a tie goes to the lowest class index."""
-    return histograms.argmax(axis=-1)
+def mean_probabilities(seed_logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Each image's predicted probabilities averaged over seeds, shaped as `label_histograms`: (S, N, L) -> (N, L),
+    or (N, L, 2) for multi-label (absent, present)."""
+    scores = np.stack([scores_from_logits(logits, multi_label) for logits in seed_logits]).mean(axis=0)
+    return np.stack([1.0 - scores, scores], axis=-1) if multi_label else scores
+
+
+def modal_predictions(histograms: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """The most frequent prediction per image (per label for multi-label); a tie (an even number of seeds) goes to
+    the tied class with the higher mean probability over seeds, so that the mode does not depend on the label
+    order."""
+    tied = histograms == histograms.max(axis=-1, keepdims=True)
+    return np.where(tied, probabilities, -np.inf).argmax(axis=-1)
+
+
+def seed_modes(seed_logits: np.ndarray, classes: int, multi_label: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A seed group's label histograms (`label_histograms`) and modal predictions (`modal_predictions`)."""
+    predictions = np.stack([predicted_classes(logits, multi_label) for logits in seed_logits])
+    histograms = label_histograms(predictions, classes, multi_label)
+    return histograms, modal_predictions(histograms, mean_probabilities(seed_logits, multi_label))
 
 
 def seed_exemplars(
-    reference_predictions: np.ndarray, model_predictions: np.ndarray, classes: int, multi_label: bool
+    reference_seeds: np.ndarray, model_seeds: np.ndarray, labels: np.ndarray, classes: int, multi_label: bool
 ) -> dict[str, Any]:
     """Compression-identified exemplars over seeds: images whose modal prediction differs between the groups
     (for multi-label, on any label), ranked by the taxicab distance between the groups' label histograms (summed
-    over labels for multi-label), largest first (ties in image order)."""
-    reference = label_histograms(reference_predictions, classes, multi_label)
-    model = label_histograms(model_predictions, classes, multi_label)
+    over labels for multi-label), largest first (ties in image order). For one label per image, how many of them
+    the shrink forgot (the reference's mode right), learnt (the model's mode right) or changed between two wrong
+    classes.
+
+    Args:
+        reference_seeds, model_seeds: (S, N, L) logits of each group's seeds.
+        labels: (N,) or (N, L) the truth.
+    """
+    reference, reference_mode = seed_modes(reference_seeds, classes, multi_label)
+    model, model_mode = seed_modes(model_seeds, classes, multi_label)
     # Rounded so that float noise in the shares (thirds) does not break ties the counts make equal.
     distance = np.abs(reference - model).reshape(len(reference), -1).sum(axis=1).round(12)
-    differs = modal_predictions(reference) != modal_predictions(model)
+    differs = reference_mode != model_mode
     if multi_label:
         differs = differs.any(axis=1)
     positions = np.flatnonzero(differs)
     order = positions[np.argsort(-distance[positions], kind="stable")]
-    return {
+    found = {
         "rule": "modal prediction over seeds differs; ranked by the taxicab distance of the label histograms",
         "positions": [int(position) for position in order],
         "scores": [float(distance[position]) for position in order],
+        "outcomes": None,
     }
+    if not multi_label:
+        truth = np.asarray(labels)[order]
+        outcome = np.where(
+            reference_mode[order] == truth, "forgotten", np.where(model_mode[order] == truth, "learnt", "both wrong")
+        )
+        found["outcomes"] = [str(value) for value in outcome]
+    return found
 
 
 def flip_exemplars(
@@ -366,7 +402,7 @@ def audit_predictions(
         reference_predictions = np.stack([predicted_classes(logits, multi_label) for logits in reference_seeds])
         model_predictions = np.stack([predicted_classes(logits, multi_label) for logits in model_seeds])
         audit["class_test"] = class_damage(reference_predictions, model_predictions, labels, names, multi_label)
-        audit["exemplars"] = seed_exemplars(reference_predictions, model_predictions, len(names), multi_label)
+        audit["exemplars"] = seed_exemplars(reference_seeds, model_seeds, labels, len(names), multi_label)
     else:
         counts = audit["seeds"]
         audit["class_test_note"] = (

@@ -28,7 +28,7 @@ from explain.registry import default_method, method_title
 from pipelines.io import atomic_save_figure
 from pipelines.labels import label_text, predicted_classes
 from trainers.metrics import scores_from_logits
-from trainers.report.audit import audit_predictions, label_histograms, modal_predictions
+from trainers.report.audit import audit_predictions
 from trainers.report.split import ReportSplit
 
 
@@ -63,13 +63,16 @@ class AuditImages:
 
 
 def audit_images(changed: np.ndarray, cap: int, seed: int, minimum: int = 16) -> AuditImages:
-    """Up to `cap` changed images (the first in split order) and a seeded sample of as many kept images (at least
-    `minimum`, so a model that changes one image still has a baseline to compare it with)."""
-    changed_positions = np.flatnonzero(changed)[:cap]
-    kept_positions = np.flatnonzero(~changed)
-    wanted = min(len(kept_positions), max(len(changed_positions), minimum), cap)
-    sample = np.random.default_rng(seed).choice(kept_positions, wanted, replace=False) if wanted else kept_positions[:0]
-    return AuditImages(changed_positions, np.sort(sample))
+    """Every changed image, or a seeded sample of `cap` of them (a sample, not the first ones: a split sorted by
+    class would otherwise confound class with change), and a seeded sample of as many kept images (at least
+    `minimum`, so a model that changes one image still has a baseline to compare it with); none of either when no
+    image changed."""
+    rng = np.random.default_rng(seed)
+    changed_positions, kept_positions = np.flatnonzero(changed), np.flatnonzero(~changed)
+    if len(changed_positions) > cap:
+        changed_positions = np.sort(rng.choice(changed_positions, cap, replace=False))
+    wanted = min(len(kept_positions), max(len(changed_positions), minimum), cap) if len(changed_positions) else 0
+    return AuditImages(changed_positions, np.sort(rng.choice(kept_positions, wanted, replace=False)))
 
 
 def map_agreement_by_change(
@@ -207,13 +210,12 @@ def audit_models(
             changed = changed.any(axis=1)
         chosen = audit_images(changed, settings.map_images, settings.seed)
         positions = np.concatenate([chosen.changed, chosen.kept])
-        maps = {}
         if len(positions):
             maps = model_pair_maps(run, (0, index), method, logits[reference], positions)
             agreement = map_agreement_by_change(
                 maps[0][0], maps[index][0], np.arange(len(positions)) < len(chosen.changed), settings.top_fraction
             )
-            audit["map_agreement"] = {"method": method, **agreement}
+            audit["map_agreement"] = {"method": method, "changed_images": int(changed.sum()), **agreement}
         shown = audit["exemplars"]["positions"][: settings.figure_images]
         if shown:
             file_name = f"forgotten_{safe_file_name(name)}.png"
@@ -234,7 +236,7 @@ def heading_for(audit: dict[str, Any], reference: str, model: str) -> str:
     """The forgotten-images figure's title: which images it shows and in what order."""
     if audit["class_test"] is not None:
         return (
-            f"What {model} forgot: images whose modal prediction over the seeds of {model} differs from that of "
+            f"What {model} changed: images whose modal prediction over the seeds of {model} differs from that of "
             f"{reference}, largest histogram distance first"
         )
     return f"What {model} forgot: images {reference} gets right and {model} wrong, most confident first"
@@ -283,7 +285,7 @@ def forgotten_panels(
     positions = np.asarray(shown)
     maps = model_pair_maps(run, indices, method, logits[reference], positions)
     scores = {name: scores_from_logits(logits[name][positions], run.multi_label) for name in (reference, model)}
-    notes = exemplar_notes(run, (reference, model), positions, exemplars, seed_logits)
+    notes = exemplar_notes(exemplars, len(positions))
     captions = {
         name: [prediction_caption(name, row, run.space.names, run.multi_label) for row in scores[name]]
         for name in (reference, model)
@@ -306,28 +308,16 @@ def forgotten_panels(
     )
 
 
-def exemplar_notes(
-    run: ReportSplit,
-    names: tuple[str, str],
-    positions: np.ndarray,
-    exemplars: dict[str, Any],
-    seed_logits: dict[str, np.ndarray],
-) -> list[str]:
-    """What each shown image is: a negative flip; or an exemplar over seeds with its histogram distance and which
-    side's modal prediction is right ("forgotten": the reference's; "learnt": the model's)."""
-    scores = exemplars["scores"][: len(positions)]
+def exemplar_notes(exemplars: dict[str, Any], count: int) -> list[str]:
+    """What each of the first `count` exemplars is: a negative flip; or an exemplar over seeds with its histogram
+    distance and, for one label per image, which side's modal prediction is right ("forgotten": the reference's;
+    "learnt": the model's; "both wrong")."""
     if exemplars["rule"].startswith("negative flips"):
-        return ["negative flip"] * len(positions)
-    notes = [f"exemplar, distance {score:.2f}" for score in scores]
-    if run.multi_label or not all(name in seed_logits for name in names):
+        return ["negative flip"] * count
+    notes = [f"exemplar, distance {score:.2f}" for score in exemplars["scores"][:count]]
+    if exemplars.get("outcomes") is None:
         return notes
-    modes = [
-        modal_predictions(label_histograms(seed_logits[name][:, positions].argmax(axis=2), len(run.space.names), False))
-        for name in names
-    ]
-    truth = np.asarray(run.labels)[positions]
-    outcome = np.where(modes[0] == truth, "forgotten", np.where(modes[1] == truth, "learnt", "both wrong"))
-    return [f"{note}\n{what}" for note, what in zip(notes, outcome)]
+    return [f"{note}\n{what}" for note, what in zip(notes, exemplars["outcomes"][:count])]
 
 
 def seed_votes(predictions: np.ndarray, names: list[str]) -> str:

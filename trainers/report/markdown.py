@@ -305,6 +305,13 @@ def _audit(models: dict[str, Any], reference: str, report_seconds: dict[str, Any
     for name, audit in audits.items():
         exemplars = audit["exemplars"]
         line = f"- {name}: {len(exemplars['positions'])} forgotten images ({exemplars['rule']})"
+        if exemplars.get("outcomes") is not None:
+            outcomes = exemplars["outcomes"]
+            line = (
+                f"- {name}: {len(outcomes)} images changed over seeds ({exemplars['rule']}): "
+                f"{outcomes.count('forgotten')} forgotten (the reference's mode right), {outcomes.count('learnt')} "
+                f"learnt (the model's mode right), {outcomes.count('both wrong')} both wrong"
+            )
         if audit["class_test"] is not None:
             hurt = [row["class"] for row in audit["class_test"] if row["hurt"]]
             seeds = audit["seeds"]
@@ -341,7 +348,7 @@ def _audit_maps(audits: dict[str, Any]) -> list[str]:
             [
                 name,
                 numbers["method"],
-                f"{changed['images']} / {kept['images']}",
+                f"{changed['images']} of {numbers.get('changed_images', changed['images'])} / {kept['images']}",
                 f"{_f4(changed['rank_correlation_mean'])} / {_f4(kept['rank_correlation_mean'])}",
                 _p_text(numbers["rank_correlation_p"]),
                 f"{_f4(changed[iou_key])} / {_f4(kept[iou_key])}",
@@ -353,14 +360,15 @@ def _audit_maps(audits: dict[str, Any]) -> list[str]:
     return [
         "",
         "Did it also look elsewhere? Agreement of the two models' maps at the reference's class on the images whose "
-        "prediction changed against a sample of the images predicted alike (two-sided Mann-Whitney U test). "
-        + BLANK_NOTE,
+        "prediction changed (negative and positive flips, and one wrong class for another; a seeded sample when there "
+        "are more than `--audit_map_images`) against a seeded sample of the images predicted alike (two-sided "
+        "Mann-Whitney U test). A seed group is compared by its first seed. " + BLANK_NOTE,
         "",
         *_table(
             [
                 "model",
                 "method",
-                "images changed / kept",
+                "images changed (of all changed) / kept",
                 "rank correlation changed / kept",
                 "p",
                 "top IoU changed / kept",

@@ -48,7 +48,7 @@ from trainers.report.figures import classification_figures, plot_agreement, plot
 from trainers.report.forgotten import AuditSettings, audit_models
 from trainers.report.markdown import render_markdown, write_report
 from trainers.report.robustness import RobustnessSettings, check_reference, corrupt_split, robustness_report
-from trainers.report.split import ReportSplit, check_seed_group, fixed_chunks, in_order, seed_group
+from trainers.report.split import ReportSplit, check_seed_group, check_seed_labels, fixed_chunks, in_order, seed_group
 from trainers.shrink.copies import read_shrink_record
 
 
@@ -113,7 +113,7 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
     seed_logits = {
         name: seed_group_logits(run, index, path, members, logits[name], loading, (device, dtype), args.batch_size)
         for index, (name, path, members) in enumerate(zip(names, args.models, groups))
-        if len(members) > 1 and args.audit
+        if len(members) > 1 and args.audit and len(names) > 1
     }
     seeds_seconds = time.perf_counter() - seeds_started  # the audit's share: the other seeds' predictions
     chosen = args.explained_positions(len(run.rows))
@@ -212,16 +212,15 @@ def seed_group_logits(
     placement: tuple[torch.device, torch.dtype],
     batch_size: int,
 ) -> np.ndarray:
-    """(S, N, L) every seed's logits on the split (the first seed's are `first`, already predicted), after checking
-    that the seeds are one recipe (`check_seed_group`)."""
-    explainers = [Explainer(member, *placement, **loading, batch_size=batch_size) for member in members[1:]]
-    shown = list(run.explainers.values())[index]
-    check_seed_group(
-        path,
-        members,
-        [shown.label_names, *(explainer.label_names for explainer in explainers)],
-    )
-    rest = [run.space.restrict(index, predict_split(run, explainer, batch_size)) for explainer in explainers]
+    """(S, N, L) every seed's logits on the split (the first seed's are `first`, already predicted), the seeds
+    loaded one at a time, after checking that they are one recipe (`check_seed_group`, `check_seed_labels`)."""
+    check_seed_group(path, members)
+    shown = (members[0], list(run.explainers.values())[index].label_names)
+    rest = []
+    for member in members[1:]:
+        explainer = Explainer(member, *placement, **loading, batch_size=batch_size)
+        check_seed_labels(path, shown, (member, explainer.label_names))
+        rest.append(run.space.restrict(index, predict_split(run, explainer, batch_size)))
     return np.stack([first, *rest])
 
 
@@ -348,10 +347,15 @@ def explain_split(
                 given = None
                 if args.maps:  # computed once, by python -m explain --save_maps
                     given = {
-                        name: read_maps(
-                            args.maps, args.split, path, method, run.kept[positions], tuple(inputs[name].shape[-2:])
+                        name: read_maps(  # a seed group's maps are its first seed's, the model it shows
+                            args.maps,
+                            args.split,
+                            explainer.name,
+                            method,
+                            run.kept[positions],
+                            tuple(inputs[name].shape[-2:]),
                         )
-                        for name, path in zip(names, args.models)
+                        for name, explainer in explainers.items()
                     }
                 scored = ScoredImages(
                     pixel_values=inputs,

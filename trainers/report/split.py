@@ -90,26 +90,36 @@ def trained_on(path: str) -> str | None:
         return None
 
 
-def check_seed_group(group: str, members: list[str], label_names: list[list[str]]) -> None:
-    """Refuse a seed group whose members were trained on different datasets (where their cards say) or predict
-    different labels: seeds of one recipe differ in their seed alone.
+def check_seed_group(group: str, members: list[str]) -> None:
+    """Refuse a seed group whose members' model cards name different datasets: seeds of one recipe differ in their
+    seed alone.
 
     Raises:
-        ConfigError: naming the two members that differ and how.
+        ConfigError: naming the members and their datasets.
     """
-    first = Path(members[0]).name
-    for member, labels in zip(members[1:], label_names[1:]):
-        if labels != label_names[0]:
-            raise ConfigError(
-                f"Seed group {group}: {Path(member).name} has labels {labels} but {first} has {label_names[0]}; "
-                "a seed group holds one recipe trained with different seeds."
-            )
     datasets = {Path(member).name: trained_on(member) for member in members}
     named = {member: dataset for member, dataset in datasets.items() if dataset}
     if len(set(named.values())) > 1:
         listed = ", ".join(f"{member} on {dataset}" for member, dataset in named.items())
         raise ConfigError(
             f"Seed group {group} mixes datasets ({listed}); a seed group holds one recipe trained with different seeds."
+        )
+
+
+def check_seed_labels(group: str, first: tuple[str, list[str]], member: tuple[str, list[str]]) -> None:
+    """Refuse a seed group member that predicts other labels than the group's first seed.
+
+    Args:
+        group: The group's folder.
+        first, member: (folder, label names) of the first seed and of the member.
+
+    Raises:
+        ConfigError: naming both members and their labels.
+    """
+    if member[1] != first[1]:
+        raise ConfigError(
+            f"Seed group {group}: {Path(member[0]).name} has labels {member[1]} but {Path(first[0]).name} has "
+            f"{first[1]}; a seed group holds one recipe trained with different seeds."
         )
 
 
