@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from pipelines import ConfigError
@@ -48,6 +49,7 @@ def save_swapped(teacher: Path, folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("audit")
+    torch.manual_seed(0)  # the same tiny random models on every run
     make_medmnist_npz(root / "data" / "breastmnist.npz", counts=(8, 6, 40))
     save_model(root / "teacher", TINY_RESNET)
     save_model(root / "student", TINY_VIT)
@@ -93,9 +95,13 @@ def test_each_model_is_audited_against_the_reference_and_the_flips_add_up_to_its
     assert audit["flips"]["net_change"] == pytest.approx(accuracy["student"] - accuracy["teacher"], abs=1e-12)
     assert audit["flips"]["predictions"] == report["images"]
     assert audit["class_test"] is None and "needs at least 2 seeds" in audit["class_test_note"]
-    assert audit["map_agreement"]["method"] == "gradcam"
-    changed = audit["map_agreement"]["changed"]["images"]
-    assert changed == min(64, round((1 - audit["fidelity"]["agreement"]) * report["images"]))
+    changed = round((1 - audit["fidelity"]["agreement"]) * report["images"])
+    if changed:  # random tiny models: whether any prediction changed is up to their weights
+        assert audit["map_agreement"]["method"] == "gradcam"
+        assert audit["map_agreement"]["changed_images"] == changed
+        assert audit["map_agreement"]["changed"]["images"] == min(64, changed)
+    else:  # nothing changed, nothing to compare (the planted shrink below always changes)
+        assert "map_agreement" not in audit
 
 
 def test_index_shows_the_audit_and_the_forgotten_images_figure(setup: Path, report: dict) -> None:
