@@ -44,6 +44,7 @@ from explain.explorer import (  # noqa: E402
     start_session,
     view_image,
 )
+from explain.space import SpaceArguments, export_space, push_space  # noqa: E402
 from pipelines import DataArguments, run_cli  # noqa: E402
 from pipelines.config import parse_flags  # noqa: E402
 from pipelines.errors import UserFacingError  # noqa: E402
@@ -51,7 +52,15 @@ from pipelines.errors import UserFacingError  # noqa: E402
 
 def main(argv: list[str] | None = None) -> None:
     argv = command_line(sys.argv[1:] if argv is None else argv, os.environ)
-    args, data_args = parse_flags((AppArguments, DataArguments), argv, prog="scripts/app.py")
+    args, data_args, space_args = parse_flags(
+        (AppArguments, DataArguments, SpaceArguments), argv, prog="scripts/app.py"
+    )
+    if space_args.export_space:
+        folder = export_space(space_args.export_space, args, data_args, Path(__file__))
+        print(f"Wrote a Hugging Face Space to {folder}.")
+        if space_args.push_to_hub:
+            print(f"Pushed it to {push_space(folder, space_args.push_to_hub, space_args.hub_private_repo)}.")
+        return
     session = start_session(args, data_args)
     build_app(session).launch(**launch_options(args.host, args.port))
 
