@@ -241,7 +241,7 @@ def readme(command: list[str], hub_models: Sequence[str], hub_datasets: Sequence
         "app_file": "app.py",
         "pinned": False,
         "license": "apache-2.0",
-        "short_description": "Compare image classifiers' predictions and maps. Research use only.",
+        "short_description": "Image classifiers' predictions and maps. Research use only.",  # at most 60 characters
     }
     if hub_models:
         header["models"] = list(hub_models)

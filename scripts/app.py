@@ -6,9 +6,13 @@
 Serves on http://127.0.0.1:7860 (--host, --port). Dataset spec: the same fields as `python -m explain`
 (--dataset_source, --dataset_name, --data_dir, --medmnist_size, ...).
 
-On a Hugging Face Space (`app_file: scripts/app.py`), run without arguments: the command line is read from the
-Space variable EXPLORER_ARGS (e.g. ``--models user/teacher user/student --dataset_name pneumoniamnist``), and the
-host from GRADIO_SERVER_NAME, which Spaces set to 0.0.0.0.
+Served publicly (--host 0.0.0.0, or on a Space) it is share-safe unless told otherwise (--share_safe): visitors can
+load only the models given here. `--export_space DIR` writes a ready Hugging Face Space folder instead of serving
+(`explain.space`), and `--push_to_hub REPO` pushes it, private unless --hub_private_repo false.
+
+Run without arguments, as a Space runs its app file: the command line is read from the variable EXPLORER_ARGS
+(e.g. ``--models user/teacher user/student --dataset_name pneumoniamnist``), and the host from GRADIO_SERVER_NAME,
+which Spaces set to 0.0.0.0.
 
 What the page shows is computed by `explain.explorer`; this script wires those functions into the page.
 """
