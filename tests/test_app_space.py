@@ -57,6 +57,7 @@ def test_the_exported_space_folder_runs_the_explorer_on_its_models(teacher: Path
     assert header["app_file"] == "app.py" and (out / header["app_file"]).is_file()
     assert header["models"] == ["someone/student"]  # the Hub id is a link; a local folder is not
     assert "datasets" not in header  # MedMNIST is no Hub dataset
+    assert len(header["short_description"]) <= 60  # the Hub refuses a longer one
     assert "Research use only, not for diagnosis" in readme
 
     # The page, this project's two packages it imports, and the local model's weights and configs: nothing else.
@@ -103,6 +104,17 @@ def test_the_exported_app_imports_the_copied_packages(teacher: Path, tmp_path: P
     )
     assert run.returncode == 0, run.stderr
     assert Path(run.stdout.strip()) == out / "explain" / "__init__.py"
+
+
+def test_a_hub_dataset_is_linked_from_the_header(teacher: Path, tmp_path: Path) -> None:
+    out = tmp_path / "space"
+    load_script("app").main(
+        ["--models", str(teacher), "--dataset_source", "hub", "--dataset_name", "someone/xrays"]
+        + ["--export_space", str(out)]
+    )
+    header = _header((out / "README.md").read_text())
+    assert header["datasets"] == ["someone/xrays"] and "models" not in header  # the only model is a local folder
+    assert "--dataset_source hub --dataset_name someone/xrays" in (out / "app.py").read_text()
 
 
 def test_an_export_refuses_what_a_space_cannot_reach_before_writing(teacher: Path, tmp_path: Path) -> None:
