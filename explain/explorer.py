@@ -587,6 +587,9 @@ class Session:
         self.explorer = explorer
         self.device, self.dtype, self.methods_spec = device, dtype, methods_spec
         self.share_safe = share_safe
+        # Shared: the explorers of the models given at start, by their names in order, each summarised once (a
+        # public page's visitors would otherwise make it recompute every image's maps on each "Load models").
+        self.offered_explorers: dict[tuple[str, ...], Explorer] = {}
 
     @property
     def offered(self) -> dict[str, Explainer]:
@@ -615,8 +618,18 @@ class Session:
         """
         if self.share_safe:
             explainers = self.offered_explainers(names)
-        else:
-            explainers = load_explainers(names, self.device, self.dtype)
+            key = tuple(explainer.name for explainer in explainers)
+            if key not in self.offered_explorers:
+                self.offered_explorers[key] = self.explorer_of(explainers)
+            return self.offered_explorers[key]
+        return self.explorer_of(load_explainers(names, self.device, self.dtype))
+
+    def explorer_of(self, explainers: list[Explainer]) -> Explorer:
+        """An explorer of `explainers` over the images of the one given at start, checked to fit them.
+
+        Raises:
+            ConfigError, DataError: classes that are not the dataset's, or labels that differ.
+        """
         check_dataset_labels(explainers, self.explorer.label_names)
         if explainers[0].label_names != self.explorer.label_names:
             check_label_sets([self.explorer.explainers[0], explainers[0]])

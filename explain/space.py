@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import platform
+import re
 import shlex
 import shutil
 from collections.abc import Sequence
@@ -26,7 +27,6 @@ from typing import Any
 import yaml
 from huggingface_hub import HfApi
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from packaging.requirements import Requirement
 
 import explain
 import pipelines
@@ -222,7 +222,8 @@ def requirements() -> str:
         raise ConfigError(
             f"{PROJECT} is not installed; pip install -e . so that its requirements can be pinned."
         ) from None
-    names = [Requirement(text).name for text in declared if "extra ==" not in text] + list(EXTRA_PINS)
+    names = [re.match(r"[A-Za-z0-9._-]+", text).group(0) for text in declared if "extra ==" not in text]
+    names += list(EXTRA_PINS)
     pins = [f"{name}=={importlib.metadata.version(name)}" for name in dict.fromkeys(names)]
     return f"# Pinned to the versions the export ran with ({PROJECT}'s requirements).\n" + "\n".join(pins) + "\n"
 

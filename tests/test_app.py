@@ -366,6 +366,7 @@ def test_a_share_safe_session_loads_only_its_own_models(models: dict[str, str], 
         )
     swapped = shared.load(["vit", models["resnet"]])  # by title or by the name given at start
     assert swapped.explainers == session.explorer.explainers[::-1]  # the same objects: nothing loaded again
+    assert shared.load(["vit", "resnet"]) is swapped  # summarised once for every visitor who asks
     assert shared.explorer is session.explorer  # what other visitors see is unchanged
 
 
