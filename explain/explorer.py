@@ -10,7 +10,9 @@ these functions into a Gradio page.
 
 from __future__ import annotations
 
+import io
 import math
+import os
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,13 +20,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import colormaps
+from PIL import Image as PILImage
+from PIL import ImageOps
 
 from explain.explainer import Explainer, check_methods_fit
-from explain.inputs import load_image_files, load_split
+from explain.inputs import load_split
 from explain.metrics.agreement import blank_maps, rank_correlation, top_fraction_iou
-from explain.plots import blend_overlay, display_images, resize_maps
+from explain.plots import CMAP, blend_overlay, display_images, resize_maps
 from explain.registry import TRANSFORMER_METHOD, canonical_name, class_agnostic, default_method, methods_for
 from pipelines.arguments import DataArguments, ModelLoadingArguments
+from pipelines.collate import is_8_bit, pil_reason, to_chw_uint8
 from pipelines.corruptions import (
     FAMILIES,
     check_family,
@@ -116,6 +122,8 @@ class ImageView:
     agreement: str
     blank: list[bool] = field(default_factory=list)  # maps with no evidence at all (Grad-CAM's all-zero map)
     image: np.ndarray | None = None  # the image as every model saw it (corrupted or not), at display size
+    prediction_titles: list[str] = field(default_factory=list)  # "teacher: pneumonia 0.93", one per model
+    map_titles: list[str] = field(default_factory=list)  # "teacher: gradcam map of pneumonia", one per model
 
 
 @dataclass
@@ -150,7 +158,9 @@ class Explorer:
         return self.explainers[0].label_names
 
 
-def load_explainers(names: Sequence[str], device: torch.device, dtype: torch.dtype) -> list[Explainer]:
+def load_explainers(
+    names: Sequence[str], device: torch.device, dtype: torch.dtype, loading: Mapping[str, bool] | None = None
+) -> list[Explainer]:
     """The named models (folders or Hub ids), checked to be image classifiers with one label set.
 
     Raises:
@@ -162,7 +172,7 @@ def load_explainers(names: Sequence[str], device: torch.device, dtype: torch.dty
         raise ConfigError("No model given; name one or more model folders or Hub ids.")
     if len(names) > MAX_MODELS:
         raise ConfigError(f"{len(names)} models given; the explorer shows at most {MAX_MODELS} side by side.")
-    explainers = [Explainer(name, device, dtype) for name in names]
+    explainers = [Explainer(name, device, dtype, **(loading or {})) for name in names]
     check_label_sets(explainers)
     for explainer in explainers:
         if explainer.multi_label:
@@ -269,22 +279,29 @@ def gallery_order(summaries: Sequence[ImageSummary], view: str) -> list[int]:
 
 
 def gallery_items(explorer: Explorer, order: Sequence[int]) -> list[tuple[np.ndarray, str]]:
-    """(image, caption) pairs for the gallery: the image at display size, its index, true and predicted labels, and
-    the flip between the first model and each other one, named ("forgotten by student")."""
-    names = explorer.label_names
-    titles = [explainer.title for explainer in explorer.explainers]
+    """(image, caption) pairs for the gallery: the image at display size, its index, true label and each model's
+    prediction by the model's name ("teacher: pneumonia"), and the flip between the first model and each other one,
+    named ("forgotten by student")."""
     items = []
     for index in order:
-        summary = explorer.summaries[index]
-        predicted = " / ".join(names[p] for p in summary.predicted)
-        caption = f"#{index} true: {names[summary.true]} | pred: {predicted}"
-        if summary.forgotten_by:
-            caption += " | forgotten by " + ", ".join(titles[model] for model in summary.forgotten_by)
-        if summary.learnt_by:
-            caption += " | learnt by " + ", ".join(titles[model] for model in summary.learnt_by)
         shown = display_images([explorer.images[index]], DISPLAY_SIZE)[0]  # (H, W, C)
-        items.append((np.repeat(shown, 3 // shown.shape[2], axis=2), caption))  # grey as RGB: PIL takes no (H, W, 1)
+        items.append((np.repeat(shown, 3 // shown.shape[2], axis=2), image_caption(explorer, index)))  # grey as RGB
     return items
+
+
+def image_caption(explorer: Explorer, index: int) -> str:
+    """The split's image at `index` in words: "#3 true: pneumonia | teacher: pneumonia, student: normal | forgotten
+    by student"."""
+    names = explorer.label_names
+    titles = [explainer.title for explainer in explorer.explainers]
+    summary = explorer.summaries[index]
+    predicted = ", ".join(f"{title}: {names[p]}" for title, p in zip(titles, summary.predicted))
+    caption = f"#{index} true: {names[summary.true]} | {predicted}"
+    if summary.forgotten_by:
+        caption += " | forgotten by " + ", ".join(titles[model] for model in summary.forgotten_by)
+    if summary.learnt_by:
+        caption += " | learnt by " + ", ".join(titles[model] for model in summary.learnt_by)
+    return caption
 
 
 def top_probabilities(explainer: Explainer, image: torch.Tensor, k: int) -> dict[str, float]:
@@ -399,32 +416,148 @@ def view_image(
     if note:
         agreement += "\n\n" + note
     shown = display_images([image], DISPLAY_SIZE)[0]
+    probabilities = [top_probabilities(explainer, image, explorer.top_k) for explainer in explorer.explainers]
+    class_shown = explorer.label_names[int(target[0])]
     return ImageView(
-        [top_probabilities(explainer, image, explorer.top_k) for explainer in explorer.explainers],
+        probabilities,
         [overlay(image, model_maps, opacity) for model_maps in maps],
         agreement,
         blank,
         np.repeat(shown, 3 // shown.shape[2], axis=2),
+        [prediction_title(title, top) for title, top in zip(titles, probabilities)],
+        [f"{title}: {method} map of {class_shown}" + (" (blank)" if b else "") for title, b in zip(titles, blank)],
     )
 
 
-def read_upload(path: str, num_channels: int) -> torch.Tensor:
-    """An uploaded file as a uint8 (C, H, W) image, grey or RGB as the first model takes.
+def prediction_title(title: str, probabilities: Mapping[str, float]) -> str:
+    """A model's name with its prediction and that class's probability: "teacher: pneumonia 0.93"."""
+    predicted, probability = next(iter(probabilities.items()))
+    return f"{title}: {predicted} {probability:.2f}"
+
+
+# What a person new to saliency maps needs to read them, and what the page is not for.
+MAP_EXPLAINED = (
+    "Each map colours the parts of the image that counted most for the model's score of the chosen class, as the "
+    "chosen method measures it: red most, blue least (the key under the maps; each map is scaled to its own 0-1). "
+    "A map shows where a model looked, not whether it is right. **Research use only, not for diagnosis.**"
+)
+
+
+def colour_key_html(steps: int = 11) -> str:
+    """A horizontal colour bar of the overlays' colour map (`explain.plots.CMAP`) from 0 to 1, as HTML: a CSS
+    gradient through `steps` colours of the map, labelled at both ends."""
+    colours = colormaps[CMAP](np.linspace(0.0, 1.0, steps))[:, :3]  # (steps, 3) in [0, 1]
+    stops = ", ".join("#{:02x}{:02x}{:02x}".format(*np.round(rgb * 255).astype(int)) for rgb in colours)
+    return (
+        '<div id="colour-key-bar" style="height:14px;border-radius:3px;'
+        f'background:linear-gradient(to right, {stops})"></div>'
+        '<div style="display:flex;justify-content:space-between;font-size:0.85em">'
+        "<span>0: least evidence for the class</span><span>map value (each map scaled to 0-1)</span>"
+        "<span>1: most</span></div>"
+    )
+
+
+MAX_UPLOAD_BYTES = 100 * 1024**2  # gradio refuses a larger upload before storing it (`max_file_size`)
+MAX_UPLOAD_PIXELS = 50_000_000  # a 50-megapixel upload is not a scan to classify at 224 px; decoding it costs seconds
+# What a note calls a PIL mode that `pipelines.collate.is_8_bit` calls wider than 8 bits.
+PIXEL_KINDS = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "16-bit", "I": "32-bit", "F": "float"}
+DICOM_MARK = b"DICM"  # at byte 128 of a DICOM file (DICOM PS3.10, 7.1): the likeliest clinical upload after PNG
+
+
+def read_upload(path: str, num_channels: int) -> tuple[torch.Tensor, str]:
+    """An uploaded file as a uint8 (C, H, W) image, grey or RGB as the first model takes, and a note on what was done
+    to it ('' when nothing).
+
+    Greyscale images with 16-bit (or 32-bit, or float) pixels, as clinical software exports them, are scaled from
+    their own range to 0..255: the models were trained on 8-bit images. Messages name the file by its name only,
+    never by the server's upload path.
 
     Raises:
-        DataError: a file that is missing or cannot be decoded as an image.
+        DataError: what is wrong with the file (empty, DICOM, not an image, damaged, too large) and what to do.
     """
+    name = Path(path).name
     try:
-        return load_image_files([path], num_channels).images[0]
-    except DataError:  # its sentence names the server's upload cache and says to fix a folder
-        raise DataError(f"The uploaded file {Path(path).name} cannot be decoded as an image.") from None
+        data = Path(path).read_bytes()
+    except OSError:
+        raise DataError(f"The uploaded file {name} could not be read on the server; upload it again.") from None
+    image = open_upload(data, name)
+    mode = "L" if num_channels == 1 else "RGB"
+    if is_8_bit(image.mode):
+        return to_chw_uint8(image, mode), ""
+    pixels = np.asarray(ImageOps.exif_transpose(image))
+    scaled, low, high = scale_to_8_bit(pixels)
+    note = (
+        f"{name} has {PIXEL_KINDS.get(image.mode, 'wide')} pixels (values {low:g} to {high:g}); the explorer scaled "
+        "that range to 0-255, as the models were trained on 8-bit images."
+    )
+    return to_chw_uint8(PILImage.fromarray(scaled, "L"), mode), note
 
 
-def chosen_image(explorer: Explorer, index: float | None, upload: str | None) -> torch.Tensor:
-    """The uploaded image when there is one, else the split's image at `index`.
+def open_upload(data: bytes, name: str) -> PILImage.Image:
+    """The uploaded bytes decoded by PIL, or the reason they cannot be, in one sentence.
+
+    The bytes are opened from memory, so that PIL's own messages hold no server path.
+
+    Raises:
+        DataError: an empty file, a DICOM file, bytes PIL recognises as no image, an image over
+            `MAX_UPLOAD_PIXELS`, or one that does not decode fully (cut short or damaged).
+    """
+    if not data:
+        raise DataError(f"The uploaded file {name} is empty (0 bytes); upload the image again.")
+    if data[128:132] == DICOM_MARK:
+        raise DataError(
+            f"The uploaded file {name} is a DICOM file, which the explorer does not read; export the image as PNG "
+            "(8 or 16-bit greyscale) and upload that."
+        )
+    try:
+        image = PILImage.open(io.BytesIO(data))
+    except PILImage.DecompressionBombError:
+        raise DataError(too_large_message(name, None)) from None
+    except Exception:  # PIL raises UnidentifiedImageError, or its plugins' own types on a malformed header
+        raise DataError(
+            f"The uploaded file {name} is not an image the explorer can read; upload a PNG, JPEG, TIFF or BMP file."
+        ) from None
+    if image.width * image.height > MAX_UPLOAD_PIXELS:
+        raise DataError(too_large_message(name, image.size))
+    try:
+        image.load()
+    # PIL's format plugins raise many types on malformed bytes (OSError, struct.error, IndexError...).
+    except Exception as error:
+        raise DataError(
+            f"The uploaded image {name} is damaged or cut short ({pil_reason(error)}); export it again and upload "
+            "the new file."
+        ) from None
+    return image
+
+
+def too_large_message(name: str, size: tuple[int, int] | None) -> str:
+    dimensions = f" ({size[0]} x {size[1]} pixels)" if size else ""
+    return (
+        f"The uploaded image {name}{dimensions} is larger than the explorer takes ({MAX_UPLOAD_PIXELS / 1e6:g} "
+        "megapixels); downscale it first (the models see it at their own input size, e.g. 224 x 224)."
+    )
+
+
+def scale_to_8_bit(pixels: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(H, W) pixels of any depth scaled from their own lowest..highest value to uint8 0..255, with that range.
+
+    Their own range, not the type's: a 16-bit export often fills only 10 or 12 bits (0..4095), which 0..65535
+    scaled to 0..255 would show nearly black; a viewer's default window is the image's range too. An image of one
+    value becomes all zeros.
+    """
+    values = pixels.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    spread = high - low if high > low else 1.0
+    scaled = np.round((values - low) / spread * 255.0).clip(0, 255).astype(np.uint8)
+    return scaled, low, high
+
+
+def chosen_image(explorer: Explorer, index: float | None, upload: str | None) -> tuple[torch.Tensor, str]:
+    """The uploaded image when there is one, else the split's image at `index`; with `read_upload`'s note.
 
     Raises:
         ConfigError: no image chosen, or an index outside the split.
+        DataError: an upload `read_upload` refuses.
     """
     if upload:
         return read_upload(upload, explorer.explainers[0].model.config.num_channels)
@@ -432,37 +565,109 @@ def chosen_image(explorer: Explorer, index: float | None, upload: str | None) ->
         raise ConfigError("No image chosen: pick one in the gallery or upload one.")
     if not float(index).is_integer() or not 0 <= int(index) < len(explorer.labels):
         raise ConfigError(f"Image index {index} is not in the split; use 0 to {len(explorer.labels) - 1}.")
-    return explorer.images[int(index)]
+    return explorer.images[int(index)], ""
 
 
 class Session:
-    """The explorer the page currently shows, and how to load other models over the same images.
+    """What every visitor of the page starts with (the models given at start over the split's images), and how a
+    visitor loads other models over the same images.
 
-    One per server: a local tool (or a Space) shows one set of models to whoever opens it.
+    A visitor's own models live in the page's per-visitor state (`gr.State`), never here: one visitor's "Load
+    models" must not change what another sees. With `share_safe`, a visitor can load only the models given at
+    start (by the name they were given by, or their title), never another path or Hub id: on a public server a
+    visitor could otherwise make it read any folder it can reach, or download any model.
     """
 
-    def __init__(self, explorer: Explorer, device: torch.device, dtype: torch.dtype, methods_spec: str) -> None:
+    def __init__(
+        self,
+        explorer: Explorer,
+        device: torch.device,
+        dtype: torch.dtype,
+        methods_spec: str,
+        share_safe: bool = False,
+        loading: Mapping[str, bool] | None = None,
+    ) -> None:
         self.explorer = explorer
         self.device, self.dtype, self.methods_spec = device, dtype, methods_spec
+        self.share_safe = share_safe
+        self.loading = dict(loading or {})  # --allow_pickle, --trust_remote_code: for the models a visitor loads too
+        # Shared: the explorers of the models given at start, by their names in order, each summarised once (a
+        # public page's visitors would otherwise make it recompute every image's maps on each "Load models").
+        self.offered_explorers: dict[tuple[str, ...], Explorer] = {}
+
+    @property
+    def offered(self) -> dict[str, Explainer]:
+        """The models given at start by every name a visitor may use for them: the name given, and the title."""
+        explainers = self.explorer.explainers
+        by_title = {explainer.title: explainer for explainer in explainers}
+        if len(by_title) < len(explainers):  # two folders of one name: only their names tell them apart
+            by_title = {}
+        return {**by_title, **{explainer.name: explainer for explainer in explainers}}
+
+    def names_shown(self) -> list[str]:
+        """What the page's models box holds at first: titles when shared (no server paths), else names as given."""
+        explainers = self.explorer.explainers
+        titles = [explainer.title for explainer in explainers]
+        if self.share_safe and len(set(titles)) == len(titles):
+            return titles
+        return [explainer.name for explainer in explainers]
 
     def load(self, names: Sequence[str]) -> Explorer:
-        """Replace the models; on bad input the current ones stay (the error says why)."""
-        explainers = load_explainers(names, self.device, self.dtype)
+        """An explorer of the named models over the same images, for one visitor; what others see is unchanged.
+
+        Raises:
+            ConfigError: with `share_safe`, a name that is not one of the models given at start; or a count or
+                labels `load_explainers` refuses.
+            DataError: a model that cannot be loaded, or whose classes are not the dataset's.
+        """
+        if self.share_safe:
+            explainers = self.offered_explainers(names)
+            key = tuple(explainer.name for explainer in explainers)
+            if key not in self.offered_explorers:
+                self.offered_explorers[key] = self.explorer_of(explainers)
+            return self.offered_explorers[key]
+        return self.explorer_of(load_explainers(names, self.device, self.dtype, self.loading))
+
+    def explorer_of(self, explainers: list[Explainer]) -> Explorer:
+        """An explorer of `explainers` over the images of the one given at start, checked to fit them.
+
+        Raises:
+            ConfigError, DataError: classes that are not the dataset's, or labels that differ.
+        """
         check_dataset_labels(explainers, self.explorer.label_names)
         if explainers[0].label_names != self.explorer.label_names:
             check_label_sets([self.explorer.explainers[0], explainers[0]])
         methods = shared_methods(explainers, self.methods_spec)
-        old = self.explorer
-        self.explorer = Explorer(
+        start = self.explorer
+        return Explorer(
             explainers,
-            old.images,
-            old.labels,
+            start.images,
+            start.labels,
             methods,
-            old.top_k,
-            corruptions=old.corruptions,
-            corruption_dataset=old.corruption_dataset,
+            start.top_k,
+            corruptions=start.corruptions,
+            corruption_dataset=start.corruption_dataset,
         )
-        return self.explorer
+
+    def offered_explainers(self, names: Sequence[str]) -> list[Explainer]:
+        """The models given at start that `names` name, reused as they are (loaded once, for every visitor).
+
+        Raises:
+            ConfigError: no name, too many, or a name that is not one of them.
+        """
+        names = [name for name in names if name.strip()]
+        offered = self.offered
+        unknown = [name for name in names if name not in offered]
+        if unknown:
+            raise ConfigError(
+                f"This shared explorer loads only the models it was started with ({', '.join(self.names_shown())}), "
+                f"not {unknown[0]}."
+            )
+        if not names:
+            raise ConfigError(f"No model given; name one or more of: {', '.join(self.names_shown())}.")
+        if len(names) > MAX_MODELS:
+            raise ConfigError(f"{len(names)} models given; the explorer shows at most {MAX_MODELS} side by side.")
+        return [offered[name] for name in names]
 
 
 @dataclass
@@ -471,7 +676,9 @@ class AppArguments(ModelLoadingArguments):
 
     models: list[str] = field(metadata={"help": "Model folders or Hub ids, the reference (teacher) first."})
     split: str = field(default="test", metadata={"help": "Dataset split to explore: train, validation or test."})
-    max_images: int = field(default=64, metadata={"help": "Explore the split's first this many images."})
+    explain_images: int = field(
+        default=64, metadata={"help": "Explore the split's first this many images.", "aliases": ["--max_images"]}
+    )
     methods: str = field(
         default="suggested",
         metadata={
@@ -482,14 +689,25 @@ class AppArguments(ModelLoadingArguments):
     top_k: int = field(default=3, metadata={"help": "Classes shown in each model's probability bars."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to serve on (0.0.0.0 on a Space)."})
     port: int | None = field(default=None, metadata={"help": "Port; default: gradio's (7860, or the next free)."})
-    precision: str = field(default="fp32", metadata={"help": "Compute dtype: auto, fp32, bf16 or fp16."})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "Compute dtype: auto (bf16 on a GPU that has it, else fp32), fp32, bf16, fp16."},
+    )
     device: str | None = field(default=None, metadata={"help": "Device (cuda, cpu); default: cuda when available."})
+    share_safe: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Visitors can load only the models given here, no other folder or Hub id. Default: on when the "
+            "page is served publicly (a host other than localhost, 127.0.0.1 or ::1, e.g. 0.0.0.0, or on a Hugging "
+            "Face Space), off on this machine alone."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_split(self.split)
         check_precision(self.precision)
-        if self.max_images < 1 or self.top_k < 1:
-            raise ConfigError("max_images and top_k must be at least 1.")
+        if self.explain_images < 1 or self.top_k < 1:
+            raise ConfigError("explain_images and top_k must be at least 1.")
 
 
 SPACE_ARGS = "EXPLORER_ARGS"
@@ -511,21 +729,34 @@ def command_line(argv: Sequence[str], environ: Mapping[str, str]) -> list[str]:
     return [*shlex.split(environ[SPACE_ARGS]), "--host", environ.get("GRADIO_SERVER_NAME", "0.0.0.0")]
 
 
-def start_session(args: AppArguments, data_args: DataArguments) -> Session:
-    """Load and check the models, read the split's first `max_images` images and summarise them.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_share_safe(share_safe: bool | None, host: str, environ: Mapping[str, str]) -> bool:
+    """Whether visitors are kept to the models given at start: as `share_safe` says, or, unsaid, when the page is
+    served publicly: on a host other than this machine's own (0.0.0.0 listens on every network), or on a Hugging
+    Face Space (which sets SPACE_ID)."""
+    if share_safe is not None:
+        return share_safe
+    return host not in LOCAL_HOSTS or bool(environ.get("SPACE_ID"))
+
+
+def start_session(args: AppArguments, data_args: DataArguments, environ: Mapping[str, str] | None = None) -> Session:
+    """Load and check the models, read the split's first `explain_images` images and summarise them; share-safe as
+    `is_share_safe` decides from `args` and `environ` (default: this process's environment).
 
     Raises:
         ConfigError, DataError: bad models, labels that differ, or a dataset that does not fit the models.
     """
     device = pick_device(args.device)
     dtype = compute_dtype(args.precision, device)
-    explainers = load_explainers(args.models, device, dtype)
+    explainers = load_explainers(args.models, device, dtype, args.loading_options)
     methods = shared_methods(explainers, args.methods)
     split = load_split(data_args, args.split, explainers[0].model)
     if split.multi_label:
         raise ConfigError("The dataset is multi-label; the explorer compares single-label models.")
     check_dataset_labels(explainers, split.label_names)
-    inputs = split.take(range(min(args.max_images, len(split.rows))))
+    inputs = split.take(range(min(args.explain_images, len(split.rows))))
     dataset = corruption_dataset(data_args.dataset_source, data_args.dataset_name)
     channels = int(inputs.images[0].shape[0])
     explorer = Explorer(
@@ -537,4 +768,5 @@ def start_session(args: AppArguments, data_args: DataArguments) -> Session:
         corruptions=corruption_choices(dataset, channels),
         corruption_dataset=dataset,
     )
-    return Session(explorer, device, dtype, args.methods)
+    share_safe = is_share_safe(args.share_safe, args.host, os.environ if environ is None else environ)
+    return Session(explorer, device, dtype, args.methods, share_safe, args.loading_options)

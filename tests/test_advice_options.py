@@ -27,7 +27,7 @@ from pipelines.config import parse_flags
 from helpers.project import ROOT, load_script
 
 PACKAGES = ("pipelines", "trainers", "explain")
-OPTION = re.compile(r"--([a-z][a-z0-9_]*)")
+OPTION = re.compile(r"--([a-z][a-z0-9_-]*[a-z0-9])")
 # Calls whose text a user reads as advice: warnings and log records (errors are read from `raise` statements;
 # printed results may name another command's options when they say what was measured).
 SPEAKING_CALLS = {"warn", "warning", "info", "error", "exception", "Warning", "Info"}
@@ -43,8 +43,9 @@ OWNERS = {
 # The benchmark builds its models from presets and saves them itself, and makes its own images: the loaders' and
 # image readers' advice (--allow_pickle, --data_dir) cannot reach its user, so only its own modules are walked.
 OWN_MODULES_ONLY = {"benchmark"}
-# Options every command reads from argparse itself, or words that merely look like options.
-ALWAYS_THERE = {"help", "key"}
+# Options every command reads from argparse itself, and another tool's options a sentence names with that tool
+# (`hf upload REPO DIR --repo-type space`, the Space export's advice offline).
+ALWAYS_THERE = {"help", "key", "repo_type"}
 
 
 def module_file(name: str) -> Path | None:
@@ -165,7 +166,7 @@ def dead_ends(command: str) -> list[str]:
         for line, text, class_fields in spoken_texts(path):
             if not class_fields <= options:  # another command's argument class
                 continue
-            for option in OPTION.findall(text):
+            for option in (name.replace("-", "_") for name in OPTION.findall(text)):
                 if option not in options:
                     found.append(f"{path.relative_to(ROOT)}:{line} names --{option}")
     return found

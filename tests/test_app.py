@@ -3,6 +3,7 @@ driven by gradio_client, and the page in a headless Chromium."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
 import urllib.request
@@ -11,13 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 pytest.importorskip("gradio", reason="the explorer needs the app extra: pip install -e '.[app]'")
 
 from matplotlib import colormaps  # noqa: E402
 from transformers import BertConfig  # noqa: E402
 
+import explain.explorer as explorer_module  # noqa: E402
 from explain.explorer import (  # noqa: E402
+    MAP_EXPLAINED,
     NO_CORRUPTION,
     PREDICTED,
     VIEWS,
@@ -25,9 +29,11 @@ from explain.explorer import (  # noqa: E402
     ImageSummary,
     Session,
     chosen_image,
+    colour_key_html,
     command_line,
     gallery_items,
     gallery_order,
+    is_share_safe,
     load_explainers,
     overlay,
     read_upload,
@@ -80,7 +86,7 @@ def _data(models: dict[str, str]) -> DataArguments:
 
 @pytest.fixture(scope="module")
 def session(models: dict[str, str]) -> Session:
-    args = AppArguments(models=[models["resnet"], models["vit"]], max_images=12, device="cpu")
+    args = AppArguments(models=[models["resnet"], models["vit"]], explain_images=12, device="cpu")
     return start_session(args, _data(models))
 
 
@@ -230,11 +236,7 @@ def test_bad_models_are_refused_with_one_sentence(models: dict[str, str], sessio
     assert session.explorer is current  # the page keeps the models it had
 
 
-def test_an_image_that_cannot_be_decoded_or_a_bad_index(session: Session, tmp_path: Path) -> None:
-    broken = tmp_path / "scan.png"
-    broken.write_text("not an image")
-    with pytest.raises(DataError, match="The uploaded file scan.png cannot be decoded as an image."):
-        read_upload(str(broken), 3)
+def test_a_bad_index_or_no_image(session: Session) -> None:
     with pytest.raises(ConfigError, match="not in the split; use 0 to 11"):
         chosen_image(session.explorer, 12, None)
     with pytest.raises(ConfigError, match="No image chosen"):
@@ -259,6 +261,115 @@ def test_a_space_reads_its_command_line_from_a_variable() -> None:
         command_line([], {})
 
 
+def _png(pixels: np.ndarray) -> bytes:
+    encoded = io.BytesIO()
+    Image.fromarray(pixels).save(encoded, format="PNG")
+    return encoded.getvalue()
+
+
+def test_an_upload_is_refused_with_its_reason_and_no_server_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan = _png(np.full((40, 30), 128, np.uint8))
+    dicom = bytes(128) + b"DICM" + bytes(64)
+    cases = {
+        "empty.png": (b"", "The uploaded file empty.png is empty (0 bytes); upload the image again."),
+        "notes.png": (
+            b"not an image",
+            "The uploaded file notes.png is not an image the explorer can read; upload a PNG, JPEG, TIFF or BMP file.",
+        ),
+        "chest.dcm": (dicom, "The uploaded file chest.dcm is a DICOM file, which the explorer does not read; export "),
+        "cut.png": (scan[: len(scan) // 2], "The uploaded image cut.png is damaged or cut short (OSError: "),
+    }
+    for name, (data, message) in cases.items():
+        upload = tmp_path / name
+        upload.write_bytes(data)
+        with pytest.raises(DataError) as refused:
+            read_upload(str(upload), 3)
+        assert str(refused.value).startswith(message)
+        assert str(tmp_path) not in str(refused.value) and "BytesIO" not in str(refused.value)
+    large = tmp_path / "large.png"
+    large.write_bytes(scan)
+    monkeypatch.setattr(explorer_module, "MAX_UPLOAD_PIXELS", 1000)
+    with pytest.raises(DataError, match=r"large.png \(30 x 40 pixels\) is larger than the explorer takes \(0.001 mega"):
+        read_upload(str(large), 3)
+
+
+def test_a_16_bit_greyscale_upload_is_scaled_from_its_own_range_to_8_bits(tmp_path: Path) -> None:
+    # A 12-bit export in a 16-bit PNG, as clinical software writes it: values 1000..4060.
+    pixels = (np.arange(4 * 8, dtype=np.uint16).reshape(4, 8) * 99 + 1000).astype(np.uint16)
+    upload = tmp_path / "xray16.png"
+    upload.write_bytes(_png(pixels))
+    assert Image.open(upload).mode == "I;16"
+    expected = np.round((pixels - 1000.0) / (pixels.max() - 1000.0) * 255).astype(np.uint8)
+    grey, note = read_upload(str(upload), 1)
+    assert grey.dtype == torch.uint8 and grey.shape == (1, 4, 8)
+    assert np.array_equal(grey[0].numpy(), expected)
+    assert note == (
+        "xray16.png has 16-bit pixels (values 1000 to 4069); the explorer scaled that range to 0-255, as the models "
+        "were trained on 8-bit images."
+    )
+    rgb, _ = read_upload(str(upload), 3)
+    assert rgb.shape == (3, 4, 8) and all(np.array_equal(channel.numpy(), expected) for channel in rgb)
+    eight = tmp_path / "xray8.png"
+    eight.write_bytes(_png(expected))
+    assert read_upload(str(eight), 1)[1] == ""  # 8-bit images as they are, with nothing to say
+
+
+def test_each_model_is_named_on_its_prediction_its_map_and_in_the_gallery(session: Session) -> None:
+    explorer = session.explorer
+    image = explorer.images[3]
+    view = view_image(explorer, image, "gradcam", BREAST_LABELS[1], 0.5)
+    for explainer, title, top in zip(explorer.explainers, view.prediction_titles, view.probabilities):
+        predicted = BREAST_LABELS[int(explainer.predict_batch(image[None]).argmax())]
+        assert title == f"{explainer.title}: {predicted} {top[predicted]:.2f}"
+    assert [title.removesuffix(" (blank)") for title in view.map_titles] == [
+        f"{explainer.title}: gradcam map of {BREAST_LABELS[1]}" for explainer in explorer.explainers
+    ]
+    summary = explorer.summaries[3]
+    caption = gallery_items(explorer, [3])[0][1]
+    named = f"resnet: {BREAST_LABELS[summary.predicted[0]]}, vit: {BREAST_LABELS[summary.predicted[1]]}"
+    assert caption.startswith(f"#3 true: {BREAST_LABELS[summary.true]} | {named}")
+    assert "pred:" not in caption
+
+
+def test_the_colour_key_runs_through_the_overlays_colour_map() -> None:
+    key = colour_key_html(steps=3)
+    stops = [
+        "#{:02x}{:02x}{:02x}".format(*np.round(np.array(colormaps["jet"](v)[:3]) * 255).astype(int))
+        for v in (0.0, 0.5, 1.0)
+    ]
+    assert f"linear-gradient(to right, {', '.join(stops)})" in key
+    assert "0: least" in key and "1: most" in key
+    assert "Research use only, not for diagnosis" in MAP_EXPLAINED
+
+
+def test_the_explorer_computes_in_the_shared_default_precision() -> None:
+    assert AppArguments(models=["a"]).precision == "auto"
+
+
+def test_share_safe_is_on_when_served_publicly_unless_said() -> None:
+    assert not is_share_safe(None, "127.0.0.1", {}) and not is_share_safe(None, "localhost", {})
+    assert is_share_safe(None, "0.0.0.0", {}) and is_share_safe(None, "10.0.0.2", {})
+    assert is_share_safe(None, "127.0.0.1", {"SPACE_ID": "user/explorer"})  # on a Space
+    assert is_share_safe(True, "127.0.0.1", {}) and not is_share_safe(False, "0.0.0.0", {})
+
+
+def test_a_share_safe_session_loads_only_its_own_models(models: dict[str, str], session: Session) -> None:
+    shared = Session(session.explorer, session.device, session.dtype, "suggested", share_safe=True)
+    assert shared.names_shown() == ["resnet", "vit"]  # titles: no server path in the page
+    for other in (models["three_labels"], "someone/any-model", "/etc"):
+        with pytest.raises(ConfigError) as refused:
+            shared.load([other])
+        assert str(refused.value) == (
+            f"This shared explorer loads only the models it was started with (resnet, vit), not {other}."
+        )
+    swapped = shared.load(["vit", models["resnet"]])  # by title or by the name given at start
+    assert swapped.explainers == session.explorer.explainers[::-1]  # the same objects: nothing loaded again
+    assert shared.load(["vit", "resnet"]) is swapped  # summarised once for every visitor who asks
+    assert shared.explorer is session.explorer  # what other visitors see is unchanged
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -268,11 +379,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(session: Session):
     """The page served on 127.0.0.1 in a thread of this process; yields its URL."""
-    page = load_script("app")
-    app = page.build_app(session)
-    port = _free_port()
-    app.launch(prevent_thread_lock=True, quiet=True, **page.launch_options("127.0.0.1", port))
-    yield f"http://127.0.0.1:{port}/"
+    app, url = _serve(session)
+    yield url
     app.close()
 
 
@@ -290,23 +398,27 @@ def test_the_served_page_answers_a_client_and_survives_bad_input(
 
     result = client.predict(expected[0], None, "gradcam", PREDICTED, 0.5, api_name="/explain")
     image = session.explorer.images[expected[0]]
-    for label, explainer in zip(result[:2], session.explorer.explainers):
-        top = top_probabilities(explainer, image, 3)
-        assert {c["label"]: c["confidence"] for c in label["confidences"]} == pytest.approx(top, abs=1e-4)
+    for slot, explainer in enumerate(session.explorer.explainers):
+        assert _top(result, slot) == pytest.approx(top_probabilities(explainer, image, 3), abs=1e-4)
+        assert result[slot]["label"].startswith(f"{explainer.title}: ")  # named on its prediction and its map
+        assert result[4 + slot]["label"].startswith(f"{explainer.title}: gradcam map of ")
     assert not result[2] and result[6] is None  # two models: two of the four columns filled
-    assert Path(result[4]).is_file() and Path(result[5]).is_file() and result[-1] == ""
+    assert Path(_value(result[4])).is_file() and Path(_value(result[5])).is_file() and result[-1] == ""
 
     broken = tmp_path / "scan.png"
     broken.write_text("not an image")
     result = client.predict(None, handle_file(str(broken)), "gradcam", PREDICTED, 0.5, api_name="/explain")
-    assert result[-1] == "**Error:** The uploaded file scan.png cannot be decoded as an image."
+    assert result[-1] == (
+        "**Error:** The uploaded file scan.png is not an image the explorer can read; upload a PNG, JPEG, TIFF or "
+        "BMP file."
+    )
     result = client.predict(f"{models['resnet']}\n{models['three_labels']}", api_name="/load_models")
     assert "three has labels ['a', 'b', 'c'] but resnet has" in result[-1]
     result = client.predict(models["text_model"], api_name="/load_models")
     assert "cannot load as an image classifier" in result[-1]
     # Still serving, with the models it had.
     result = client.predict(0, None, "layercam", BREAST_LABELS[1], 0.3, api_name="/explain")
-    assert result[-1] == "" and Path(result[4]).is_file()
+    assert result[-1] == "" and Path(_value(result[4])).is_file()
     # A corruption and severity: the models run again on the corrupted image, which the page shows.
     result = client.predict(expected[0], None, "gradcam", PREDICTED, 0.5, "pixelate", 5, api_name="/explain")
     assert result[-1] == "" and Path(result[8]).is_file() and "pixelate at severity 5" in result[-2]
@@ -318,17 +430,72 @@ def test_the_served_page_answers_a_client_and_survives_bad_input(
         client.predict(expected[0], None, "gradcam", PREDICTED, 0.5, "fog", 3, api_name="/explain")
     assert client.predict(0, None, "gradcam", PREDICTED, 0.5, "shot_noise", 2, api_name="/explain")[-1] == ""
 
-    original = [explainer.name for explainer in session.explorer.explainers]
-    try:  # the student first: it becomes the reference the gallery and the agreement table compare with
-        result = client.predict(f"{models['vit']}\n{models['resnet']}", api_name="/load_models")
-        assert result[-1] == "Loaded vit, resnet." and [e.title for e in session.explorer.explainers] == [
-            "vit",
-            "resnet",
-        ]
+    # The student first: it becomes the reference the gallery and the agreement table compare with, for this
+    # client only (test_each_visitor_sees_the_models_they_loaded).
+    result = client.predict(f"{models['vit']}\n{models['resnet']}", api_name="/load_models")
+    assert result[-1] == "Loaded vit, resnet."
+    result = client.predict(0, None, "gradcam", PREDICTED, 0.5, api_name="/explain")
+    assert "rank correlation with vit" in result[-2]
+
+
+def _value(output: object) -> object:
+    """An output's value: the page returns each model's label and map as an update that names the model."""
+    return output["value"] if isinstance(output, dict) and output.get("__type__") == "update" else output
+
+
+def _top(result: list, slot: int) -> dict[str, float] | None:
+    label = _value(result[slot])
+    return None if not label else {c["label"]: c["confidence"] for c in label["confidences"]}
+
+
+def _serve(session: Session):
+    page = load_script("app")
+    app = page.build_app(session)
+    port = _free_port()
+    app.launch(prevent_thread_lock=True, quiet=True, **page.launch_options("127.0.0.1", port))
+    return app, f"http://127.0.0.1:{port}/"
+
+
+def test_each_visitor_sees_the_models_they_loaded(server: str, session: Session, models: dict[str, str]) -> None:
+    from gradio_client import Client
+
+    resnet, vit = session.explorer.explainers
+    image = session.explorer.images[0]
+    first, second, newcomer = (Client(server, verbose=False) for _ in range(3))
+    assert first.predict(f"{models['vit']}\n{models['resnet']}", api_name="/load_models")[-1] == "Loaded vit, resnet."
+    assert second.predict(models["resnet"], api_name="/load_models")[-1] == "Loaded resnet."
+    mine, theirs, fresh = (
+        client.predict(0, None, "gradcam", PREDICTED, 0.5, api_name="/explain") for client in (first, second, newcomer)
+    )
+    assert _top(mine, 0) == pytest.approx(top_probabilities(vit, image, 3), abs=1e-4)
+    assert _top(mine, 1) == pytest.approx(top_probabilities(resnet, image, 3), abs=1e-4)
+    assert "rank correlation with vit" in mine[-2]
+    assert _top(theirs, 0) == pytest.approx(top_probabilities(resnet, image, 3), abs=1e-4) and _top(theirs, 1) is None
+    assert theirs[-2].startswith("One model: no agreement to show.")
+    assert _top(fresh, 0) == pytest.approx(top_probabilities(resnet, image, 3), abs=1e-4)  # the models given at start
+    assert "rank correlation with resnet" in fresh[-2]
+    items, _ = second.predict("all images", api_name="/gallery")
+    assert "resnet: " in items[0]["caption"] and "vit: " not in items[0]["caption"]
+    assert session.explorer.explainers == [resnet, vit]  # what a new visitor gets is unchanged
+
+
+def test_a_share_safe_page_refuses_any_other_model_in_one_sentence(session: Session, models: dict[str, str]) -> None:
+    from gradio_client import Client
+
+    shared = Session(session.explorer, session.device, session.dtype, "suggested", share_safe=True)
+    app, url = _serve(shared)
+    try:
+        client = Client(url, verbose=False)
+        for other in (models["three_labels"], "someone/any-model"):
+            result = client.predict(other, api_name="/load_models")
+            assert result[-1] == (
+                f"**Error:** This shared explorer loads only the models it was started with (resnet, vit), not {other}."
+            )
+        assert client.predict("vit", api_name="/load_models")[-1] == "Loaded vit."
         result = client.predict(0, None, "gradcam", PREDICTED, 0.5, api_name="/explain")
-        assert "rank correlation with vit" in result[-2]
+        assert result[-2].startswith("One model: no agreement to show.") and result[-1] == ""
     finally:
-        session.load(original)
+        app.close()
 
 
 def _chromium_driver():
@@ -365,6 +532,35 @@ def test_a_browser_picks_an_image_and_sees_the_overlay(server: str, tmp_path: Pa
         fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         outside = [url for url in fetched if not url.startswith(server.rstrip("/")) and not url.startswith("data:")]
         assert fetched and outside == []  # nothing (font, script, analytics) from outside
+    finally:
+        browser.quit()
+
+
+def test_the_page_opens_on_an_explained_image_with_a_colour_key_and_whole_captions(
+    server: str, session: Session
+) -> None:
+    pytest.importorskip("selenium", reason="the browser test needs selenium (the app extra)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = _chromium_driver()
+    try:
+        browser.get(server)  # and nothing clicked
+        wait = WebDriverWait(browser, 30)
+        wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, "#overlay-0 img")))
+        wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, "#overlay-1 img")))
+        first = gallery_order(session.explorer.summaries, VIEWS[0])[0]
+        wait.until(lambda page: f"#{first} true:" in page.find_element(By.ID, "chosen").text)
+        text = browser.find_element(By.TAG_NAME, "body").text
+        assert "Research use only, not for diagnosis." in text
+        assert "resnet: gradcam map of" in text and "vit: gradcam map of" in text
+        assert browser.find_element(By.ID, "colour-key-bar").size["width"] > 100
+        captions = browser.find_elements(By.CSS_SELECTOR, "#gallery .caption-label, #gallery .caption")
+        assert captions and all(
+            browser.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", caption)
+            for caption in captions
+        )  # none cut off with an ellipsis
     finally:
         browser.quit()
 
