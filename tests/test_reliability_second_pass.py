@@ -22,10 +22,11 @@ from transformers import TrainingArguments
 from transformers.image_utils import load_image
 
 import explain.cli as explain_cli
+from explain.explorer import AppArguments, start_session
 from explain.inputs import load_image_files
 from pipelines import DataArguments, decode_check, load_image_dataset
 from pipelines.collate import to_chw_uint8
-from pipelines.config import parse_config
+from pipelines.config import parse_config, parse_flags
 from pipelines.errors import ConfigError, DataError, UserFacingError
 from pipelines.folders import load_image_folder
 from pipelines.locks import LOCK_NAME, FolderInUseError, read_holder, run_folder_lock
@@ -366,6 +367,21 @@ def test_the_pickle_advice_works_in_shrink(tmp_path: Path) -> None:
         shrink([folder, "--shrink_method", "int8", "--output_dir", str(tmp_path / "refused")])
     record = shrink([folder, "--shrink_method", "int8", "--allow_pickle", "--output_dir", str(tmp_path / "int8")])
     assert record["method"] == "int8" and (tmp_path / "int8" / "shrink.json").is_file()
+
+
+def test_the_pickle_advice_works_in_the_explorer(tmp_path: Path) -> None:
+    """app.py once advised --allow_pickle and then refused it as an unknown option; a visitor's load reads it too."""
+    folder = str(pickled_model(tmp_path / "pickled"))
+    make_medmnist_npz(tmp_path / "data" / "breastmnist.npz", counts=(8, 4, 6))
+    data = ["--dataset_name", "breastmnist", "--data_dir", str(tmp_path / "data"), "--verify_md5", "false"]
+    command = ["--models", folder, "--device", "cpu", "--explain_images", "4", *data]
+    args, data_args = parse_flags((AppArguments, DataArguments), command)
+    with pytest.raises(DataError, match="--allow_pickle on the command line"):
+        start_session(args, data_args, environ={})
+    args, data_args = parse_flags((AppArguments, DataArguments), [*command, "--allow_pickle"])
+    session = start_session(args, data_args, environ={})
+    assert [explainer.name for explainer in session.explorer.explainers] == [folder]
+    assert [explainer.name for explainer in session.load([folder, folder]).explainers] == [folder, folder]
 
 
 # ---------------------------------------------------------------- 6. inputs that mean something else
