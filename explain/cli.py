@@ -14,6 +14,9 @@ wrapper explain/explainer.py's `Explainer`.
 
 from __future__ import annotations
 
+import pipelines.quiet  # noqa: F401  first: drops upstream deprecation noise before transformers loads
+
+# isort: split
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
