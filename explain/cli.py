@@ -34,6 +34,7 @@ from pipelines.config import build, read_flags
 from pipelines.errors import ConfigError
 from pipelines.io import check_output_folder
 from pipelines.locks import run_folder_lock
+from pipelines.progress import progress_bar
 from pipelines.runtime import check_precision, compute_dtype, pick_device, precision_name
 from pipelines.splits import check_split
 
@@ -178,7 +179,11 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
     else:
         split = load_split(data_args, args.split, explainer.model)
         inputs = split.take(spread_over_classes(split.labels().numpy(), args.n))
-    explanations = {method: explainer.explain(method, inputs.images, args.target_class) for method in methods}
+    explanations = {}
+    with progress_bar(len(inputs.names) * len(methods), f"maps ({explainer.title})") as bar:
+        for method in methods:
+            explanations[method] = explainer.explain(method, inputs.images, args.target_class)
+            bar.update(len(inputs.names))
     predicted_sets = explainer.predicted_sets(inputs.images)
     header = {
         "model": args.model,

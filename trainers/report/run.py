@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from explain.explainer import Explainer, display_names, methods_for_models
 from explain.maps_dataset import process_state, read_maps
@@ -38,6 +37,7 @@ from pipelines.io import check_output_folder
 from pipelines.labels import label_text, model_label_names, predicted_classes
 from pipelines.locks import run_folder_lock
 from pipelines.preprocess import processed_size
+from pipelines.progress import chunks_with_progress, progress_bar
 from pipelines.runtime import compute_dtype, device_name, pick_device
 from trainers.hub import check_model_card_folder, fold_into_model_card
 from trainers.metrics import scores_from_logits
@@ -238,7 +238,9 @@ def measure_models(
     models = {}
     for path, (name, explainer) in zip(paths, run.explainers.items()):
         size = processed_size(explainer.preprocess.image_processor, native)
-        cost = measure_cost(explainer.model, path, size, device, dtype, latency_repeats).as_dict()
+        cost = measure_cost(
+            explainer.model, path, size, device, dtype, latency_repeats, progress=f"latency ({explainer.title})"
+        ).as_dict()
         cost["size_on_disk_mib"] = round(cost["size_on_disk_bytes"] / 2**20, 2)
         summary = classification_summary(logits[name], run.labels, run.multi_label, run.space.names)
         models[name] = {"path": path, "classification": summary, "cost": cost, "shrink": read_shrink_record(path)}
@@ -302,6 +304,7 @@ def predict_split(run: ReportSplit, explainer: Explainer, batch_size: int) -> np
     """Logits (N, L) of the whole split: each process predicts chunks r, r + W, ... of `batch_size` images."""
     chunks = fixed_chunks(len(run.rows), batch_size)
     mine = list(enumerate(chunks))[run.state.process_index :: run.state.num_processes]
+    mine = chunks_with_progress(mine, f"predictions ({explainer.title})", run.state.is_main_process)
     done = [(number, explainer.predict_batch(run.images(chunk)).numpy()) for number, chunk in mine]
     return np.concatenate(in_order(run.state, done))
 
@@ -328,13 +331,8 @@ def explain_split(
     # Made once per model (a chunk at a time would re-initialise a ViT-B for every 64 images).
     copies = {name: randomized_copy(model, args.seed) for name, model in models.items()}
     done = []
-    # On the main process only; tqdm turns itself off where stderr is no terminal.
-    bar = tqdm(
-        total=sum(len(chunk) for _, chunk in chunks),
-        unit="img",
-        desc="explanations",
-        disable=None if state.is_main_process else True,
-    )
+    # The faithfulness curves are measured here too, chunk by chunk: this is the report's longest step.
+    bar = progress_bar(sum(len(chunk) for _, chunk in chunks), "explanations and faithfulness", state.is_main_process)
     with bar:
         for number, chunk in chunks:
             positions = chosen[chunk]
