@@ -32,7 +32,7 @@ from explain.maps_dataset import MapsJob, process_state, push_maps, save_maps
 from pipelines.arguments import DataArguments
 from pipelines.config import build, read_flags
 from pipelines.errors import ConfigError
-from pipelines.io import check_output_folder
+from pipelines.io import check_output_folder, finish_partial, mark_partial
 from pipelines.locks import run_folder_lock
 from pipelines.progress import progress_bar
 from pipelines.runtime import check_precision, compute_dtype, pick_device, precision_name
@@ -194,6 +194,7 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         "images": image_entries(explainer, inputs, explanations[methods[0]], args.target_class, predicted_sets),
         "files": [],
     }
+    mark_partial(args.out)  # until index.json is written: a killed run's PNGs are marked
     figures = Figures(Path(args.out), args.target_class, args.edges, index=header)
     figures.methods(explainer, inputs, explanations, predicted_sets)
     size = figures.size(explanations)
@@ -201,7 +202,9 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         figures.models(explainer, other, inputs, size)
     if args.misclassified:
         figures.misclassified(explainer, split, args.n, args.batch_size, size)
-    return figures.write_index()
+    index = figures.write_index()
+    finish_partial(args.out)
+    return index
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from explain.metrics.scores import ModelParts, ScoredImages, explanation_parts, 
 from explain.metrics.statistics import paired_mask
 from pipelines import DataArguments, ImageCollator, load_image_dataset
 from pipelines.corruptions import corruption_dataset, corruption_names
-from pipelines.io import check_output_folder
+from pipelines.io import check_output_folder, finish_partial, mark_partial
 from pipelines.labels import label_text, model_label_names, predicted_classes
 from pipelines.locks import run_folder_lock
 from pipelines.preprocess import processed_size
@@ -129,6 +129,7 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
 
     # The main process alone: cost (timed while the others are done), the aggregate step, figures and the report.
     out = Path(args.out)
+    mark_partial(out)  # until index.md is written: a killed report's figures are marked
     models = measure_models([members[0] for members in groups], run, logits, device, dtype, args.latency_repeats)
     figures = classification_figures(out, logits, labels, data.multi_label, space.names, accuracy_latency(models))
     figures.update(probability_figure(args, run, logits, chosen, out))
@@ -177,6 +178,7 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
         },
     }
     index = write_report(out, report)
+    finish_partial(out)
     if args.model_card:
         fold_into_model_card(args.model_card, render_markdown(report, figures=False))
     print(f"Report: {index}")
