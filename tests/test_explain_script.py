@@ -30,6 +30,7 @@ from helpers.project import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny: one thread is faster
 
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("explain_script")
