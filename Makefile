@@ -33,7 +33,7 @@ demo: $(VENV)/.installed
 	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml
 	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml --explanation_weight 0 --train_baseline false \
 		--output_dir $(QUICKSTART)/student-plain-distillation
-	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --out report --latency_repeats 100 --insertion_start removed \
+	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --output_dir report --latency_repeats 100 --insertion_start removed \
 		--models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/student-plain-distillation \
 		$(QUICKSTART)/student-no-teacher --model_card $(QUICKSTART)/student
 
@@ -52,19 +52,19 @@ VIT_METHODS := gradcam,layercam,attention_rollout,gradient_rollout,legrad
 demo-vit: $(VENV)/.installed
 	$(LAUNCH) scripts/finetune.py configs/vit_quickstart.yaml
 	$(LAUNCH) scripts/distill.py configs/vit_quickstart_distill.yaml --train_baseline false
-	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --out report-vit --latency_repeats 100 \
+	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --output_dir report-vit --latency_repeats 100 \
 		--insertion_start removed --methods $(VIT_METHODS) --corruptions none --explain_images 128 --models \
 		$(VIT_QUICKSTART)/teacher $(VIT_QUICKSTART)/student --model_card $(VIT_QUICKSTART)/student
 
 # After `make demo`: int8 (weights; weights and activations) and 50%-pruned copies of the quickstart teacher, then the
 # evaluation report of original, distilled student, int8 and pruned side by side into report-shrink/.
 shrink-demo: $(VENV)/.installed
-	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --method int8 --out $(QUICKSTART)/teacher-int8
-	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --method int8 --int8_activations static \
-		--dataset_name pneumoniamnist --out $(QUICKSTART)/teacher-int8-w8a8
-	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --method prune --ratio 0.5 --out $(QUICKSTART)/teacher-pruned \
+	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --shrink_method int8 --output_dir $(QUICKSTART)/teacher-int8
+	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --shrink_method int8 --int8_activations static \
+		--dataset_name pneumoniamnist --output_dir $(QUICKSTART)/teacher-int8-w8a8
+	$(PYTHON) scripts/shrink.py $(QUICKSTART)/teacher --shrink_method prune --ratio 0.5 --output_dir $(QUICKSTART)/teacher-pruned \
 		--recover_epochs 2 --dataset_name pneumoniamnist
-	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --out report-shrink --latency_repeats 20 \
+	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --output_dir report-shrink --latency_repeats 20 \
 		--insertion_start removed --models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/teacher-int8 \
 		$(QUICKSTART)/teacher-int8-w8a8 $(QUICKSTART)/teacher-pruned
 
@@ -72,7 +72,7 @@ shrink-demo: $(VENV)/.installed
 # under MedMNIST-C's corruptions for PneumoniaMNIST on the whole test split (MedMNIST-C's protocol; the demo's reports
 # use a 128-image sample), into report-robustness/.
 robustness-demo: $(VENV)/.installed
-	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --out report-robustness --latency_repeats 20 \
+	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --output_dir report-robustness --latency_repeats 20 \
 		--insertion_start removed --corruption_images all --models $(QUICKSTART)/teacher $(QUICKSTART)/student \
 		$(QUICKSTART)/student-plain-distillation $(QUICKSTART)/student-no-teacher $(QUICKSTART)/teacher-int8 \
 		$(QUICKSTART)/teacher-int8-w8a8 $(QUICKSTART)/teacher-pruned

@@ -2,9 +2,9 @@
 its arguments and the wiring of the figures it draws, or of `--save_maps`, which hands every image of the split(s)
 to `explain.maps_dataset`.
 
-    python -m explain --model runs/quickstart/teacher --dataset_name breastmnist \
-        --compare_with runs/quickstart/student --misclassified --out runs/quickstart/explain
-    accelerate launch -m explain --model runs/quickstart/teacher --dataset_name breastmnist \
+    python -m explain --model_name_or_path runs/quickstart/teacher --dataset_name breastmnist \
+        --compare_with runs/quickstart/student --misclassified --output_dir runs/quickstart/explain
+    accelerate launch -m explain --model_name_or_path runs/quickstart/teacher --dataset_name breastmnist \
         --split test --methods gradcam,layercam --save_maps runs/quickstart/maps
 
 Figures: overlay.png, methods.png, models.png (with --compare_with), misclassified.png (with --misclassified) and
@@ -27,9 +27,9 @@ import torch
 
 from explain.explainer import Explainer, check_methods_fit, check_same_labels, chosen_methods, display_names
 from explain.figures import Figures, image_entries
-from explain.inputs import first_files, load_image_files, load_split, load_splits, spread_over_classes
+from explain.inputs import load_image_files, load_split, load_splits, spread_over_classes
 from explain.maps_dataset import MapsJob, process_state, push_maps, save_maps
-from pipelines.arguments import DataArguments
+from pipelines.arguments import DataArguments, ModelLoadingArguments
 from pipelines.config import build, read_flags
 from pipelines.errors import ConfigError
 from pipelines.io import check_output_folder, finish_partial, mark_partial
@@ -42,10 +42,15 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ExplainArguments:
+class ExplainArguments(ModelLoadingArguments):
     """What to explain and where to write the pictures (the dataset spec comes from `DataArguments`)."""
 
-    model: str = field(metadata={"help": "Hub id or folder saved by save_pretrained (e.g. a finetune output_dir)."})
+    model_name_or_path: str = field(
+        metadata={
+            "help": "Hub id or folder saved by save_pretrained (e.g. a finetune output_dir).",
+            "aliases": ["--model"],
+        }
+    )
     images: list[str] | None = field(
         default=None, metadata={"help": "Image files to explain instead of a dataset split."}
     )
@@ -60,7 +65,7 @@ class ExplainArguments:
     compare_with: str | None = field(
         default=None, metadata={"help": "A second model (e.g. the distilled student) for the images-by-models grid."}
     )
-    n: int = field(default=8, metadata={"help": "Images per figure."})
+    explain_images: int = field(default=8, metadata={"help": "Images per figure.", "aliases": ["--n"]})
     target_class: int | None = field(
         default=None,
         metadata={"help": "Explain this class index for every image instead of each image's predicted class."},
@@ -68,7 +73,9 @@ class ExplainArguments:
     misclassified: bool = field(
         default=False, metadata={"help": "Also draw the split's misclassified images (needs a dataset)."}
     )
-    out: str = field(default="runs/explain", metadata={"help": "Folder for the PNGs and index.json."})
+    output_dir: str = field(
+        default="runs/explain", metadata={"help": "Folder for the PNGs and index.json.", "aliases": ["--out"]}
+    )
     target_layer: str | None = field(
         default=None, metadata={"help": "Module name of the Grad-CAM layer; default: found by structure."}
     )
@@ -79,13 +86,6 @@ class ExplainArguments:
     )
     device: str | None = field(default=None, metadata={"help": "Device (cuda, cpu); default: cuda when available."})
     edges: bool = field(default=False, metadata={"help": "Outline the images' edges over the maps."})
-    allow_pickle: bool = field(
-        default=False,
-        metadata={
-            "help": "Accept pickled weights (pytorch_model.bin, loaded with weights_only=True) without safetensors."
-        },
-    )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub checkpoint."})
     head_fusion: str = field(default="mean", metadata={"help": "Attention rollout: fuse heads by mean, max or min."})
     discard_ratio: float = field(
         default=0.0, metadata={"help": "Attention rollout: share of the lowest attention weights dropped per layer."}
@@ -93,7 +93,7 @@ class ExplainArguments:
     save_maps: str | None = field(
         default=None,
         metadata={
-            "help": "Instead of figures, write every map of the split(s) (each method, --model and --compare_with) "
+            "help": "Instead of figures, write every map of the split(s) (each method, --model_name_or_path and --compare_with) "
             "into this folder as a datasets.Dataset; a killed run resumes with the same arguments."
         },
     )
@@ -101,7 +101,13 @@ class ExplainArguments:
     push_to_hub: str | None = field(
         default=None, metadata={"help": "--save_maps: publish the finished dataset as this Hub dataset repo."}
     )
-    hub_private: bool = field(default=True, metadata={"help": "--push_to_hub: make the dataset repo private."})
+    hub_private_repo: bool = field(
+        default=True,
+        metadata={
+            "help": "--push_to_hub: make the dataset repo private (false publishes it).",
+            "aliases": ["--hub_private"],
+        },
+    )
 
     def __post_init__(self) -> None:
         for split in self.splits or [""]:
@@ -115,8 +121,8 @@ class ExplainArguments:
         if self.shard_size < 1:
             raise ConfigError(f"shard_size is {self.shard_size}; it must be at least 1.")
         check_precision(self.precision)
-        if self.n < 1:
-            raise ConfigError(f"n is {self.n}; it must be at least 1.")
+        if self.explain_images < 1:
+            raise ConfigError(f"explain_images is {self.explain_images}; it must be at least 1.")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size is {self.batch_size}; it must be at least 1.")
         if self.misclassified and self.images:
@@ -144,41 +150,59 @@ def load_explainers(args: ExplainArguments, device: torch.device) -> list[Explai
     """`--model`, and `--compare_with` when given, checked to share one label space. The second model finds its own
     target layer by structure: a layer name given for the first rarely exists in both."""
     options = {"batch_size": args.batch_size, "head_fusion": args.head_fusion, "discard_ratio": args.discard_ratio}
-    loading = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
+    loading = args.loading_options
     dtype = compute_dtype(args.precision, device)
-    explainers = [Explainer(args.model, device, dtype, **loading, **options, target_layer=args.target_layer)]
+    explainers = [
+        Explainer(args.model_name_or_path, device, dtype, **loading, **options, target_layer=args.target_layer)
+    ]
     if args.compare_with:
         explainers.append(Explainer(args.compare_with, device, dtype, **loading, **options, target_layer=None))
         check_same_labels(explainers[0], explainers[1])
     return explainers
 
 
+def first_files(paths: Sequence[str], n: int) -> list[str]:
+    """The first `n` image files, saying on stderr how many are left out.
+
+    A figure draws at most ``--explain_images`` images, for files as for a dataset split: 40 files made an overlay strip
+    8,280 pixels wide.
+    """
+    if len(paths) > n:
+        logger.warning(
+            "Explaining the first %d of %d image files; --explain_images %d explains them all.",
+            n,
+            len(paths),
+            len(paths),
+        )
+    return list(paths[:n])
+
+
 def inputs_text(args: ExplainArguments) -> str:
     """What was explained, in index.json's words."""
     if not args.images:
         return f"{args.split} split"
-    if len(args.images) <= args.n:
+    if len(args.images) <= args.explain_images:
         return "files"
-    return f"the first {args.n} of {len(args.images)} files (--n {args.n})"
+    return f"the first {args.explain_images} of {len(args.images)} files (--explain_images {args.explain_images})"
 
 
 def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict[str, Any]:
-    """Explain `args.n` images with every chosen method, draw the figures into `args.out`, and write index.json.
+    """Explain `args.explain_images` images with every chosen method, draw the figures into `args.output_dir`, and write index.json.
 
     Returns:
         The index written to ``index.json``: the inputs, and for each file what it shows.
     """
     device = pick_device(args.device)
-    check_output_folder(args.out)
+    check_output_folder(args.output_dir)
     # Both models are loaded and checked before anything is drawn: a bad second model costs no figures.
     explainer, *others = load_explainers(args, device)
     methods = chosen_methods(args.methods, explainer.model)
     split = None
     if args.images:
-        inputs = load_image_files(first_files(args.images, args.n), explainer.model.config.num_channels)
+        inputs = load_image_files(first_files(args.images, args.explain_images), explainer.model.config.num_channels)
     else:
         split = load_split(data_args, args.split, explainer.model)
-        inputs = split.take(spread_over_classes(split.labels().numpy(), args.n))
+        inputs = split.take(spread_over_classes(split.labels().numpy(), args.explain_images))
     explanations = {}
     with progress_bar(len(inputs.names) * len(methods), f"maps ({explainer.title})") as bar:
         for method in methods:
@@ -186,7 +210,7 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
             bar.update(len(inputs.names))
     predicted_sets = explainer.predicted_sets(inputs.images)
     header = {
-        "model": args.model,
+        "model": args.model_name_or_path,
         "compare_with": args.compare_with,
         "inputs": inputs_text(args),
         "methods": methods,
@@ -194,21 +218,21 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         "images": image_entries(explainer, inputs, explanations[methods[0]], args.target_class, predicted_sets),
         "files": [],
     }
-    mark_partial(args.out)  # until index.json is written: a killed run's PNGs are marked
-    figures = Figures(Path(args.out), args.target_class, args.edges, index=header)
+    mark_partial(args.output_dir)  # until index.json is written: a killed run's PNGs are marked
+    figures = Figures(Path(args.output_dir), args.target_class, args.edges, index=header)
     figures.methods(explainer, inputs, explanations, predicted_sets)
     size = figures.size(explanations)
     for other in others:
         figures.models(explainer, other, inputs, size)
     if args.misclassified:
-        figures.misclassified(explainer, split, args.n, args.batch_size, size)
+        figures.misclassified(explainer, split, args.explain_images, args.batch_size, size)
     index = figures.write_index()
-    finish_partial(args.out)
+    finish_partial(args.output_dir)
     return index
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """`python -m explain`: draw the figures into ``--out`` and print what each file shows.
+    """`python -m explain`: draw the figures into ``--output_dir`` and print what each file shows.
 
     Returns:
         The index written to ``index.json``.
@@ -216,11 +240,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     explain_args, data_args = parse_arguments(argv)
     if explain_args.save_maps:
         return save_maps_of_splits(explain_args, data_args)
-    with run_folder_lock(explain_args.out):  # one writer per output folder
+    with run_folder_lock(explain_args.output_dir):  # one writer per output folder
         index = run_explain(explain_args, data_args)
     for entry in index["files"]:
         print(f"{entry['file']}: {entry['shows']}")
-    print(f"index: {explain_args.out}/index.json")
+    print(f"index: {explain_args.output_dir}/index.json")
     return index
 
 
@@ -270,5 +294,5 @@ def save_maps_of_splits(args: ExplainArguments, data_args: DataArguments) -> dic
         share = f", writing {summary['write_share']:.1%} of the time" if timing.rows else ""
         print(f"maps: {timing.rows} rows for {timing.images} images in {args.save_maps} ({rate}{share})")
         if args.push_to_hub:
-            print(f"pushed: {push_maps(args.save_maps, args.push_to_hub, args.hub_private)}")
+            print(f"pushed: {push_maps(args.save_maps, args.push_to_hub, args.hub_private_repo)}")
     return summary

@@ -198,5 +198,5 @@ def check_same_labels(first: Explainer, second: Explainer) -> None:
     if first.label_names != second.label_names:
         raise ConfigError(
             f"{second.title} has labels {second.label_names} but {first.title} has {first.label_names}; "
-            "--compare_with needs a model with the same labels in the same order."
+            "a model is compared with another of the same labels in the same order."
         )

@@ -24,7 +24,7 @@ from explain.inputs import load_image_files, load_split
 from explain.metrics.agreement import blank_maps, rank_correlation, top_fraction_iou
 from explain.plots import blend_overlay, display_images, resize_maps
 from explain.registry import TRANSFORMER_METHOD, canonical_name, class_agnostic, default_method, methods_for
-from pipelines.arguments import DataArguments
+from pipelines.arguments import DataArguments, ModelLoadingArguments
 from pipelines.corruptions import (
     FAMILIES,
     check_family,
@@ -466,7 +466,7 @@ class Session:
 
 
 @dataclass
-class AppArguments:
+class AppArguments(ModelLoadingArguments):
     """Which models to compare and where to serve the page (the dataset spec comes from `DataArguments`)."""
 
     models: list[str] = field(metadata={"help": "Model folders or Hub ids, the reference (teacher) first."})

@@ -54,8 +54,8 @@ def load_image_files(paths: Sequence[str], num_channels: int) -> Inputs:
     for path in paths:
         if Path(path).is_dir():
             raise DataError(
-                f"--images {path} is a folder; give its image files (--images {path}/*.jpg), or explain it as a "
-                f"dataset (--dataset_source folder --data_dir {path})."
+                f"{path} is a folder; give its image files ({path}/*.jpg), or explain it as a dataset "
+                f"(--dataset_source folder --data_dir {path})."
             )
         if not Path(path).is_file():
             raise DataError(f"Image file {path} does not exist.")
@@ -65,19 +65,6 @@ def load_image_files(paths: Sequence[str], num_channels: int) -> Inputs:
     stacked = torch.stack(images) if len(shapes) == 1 else images
     # Paths as given: base names alone would make a/x.png and b/x.png the same entry of index.json.
     return Inputs(stacked, [str(path) for path in paths])
-
-
-def first_files(paths: Sequence[str], n: int) -> list[str]:
-    """The first `n` image files, saying on stderr how many are left out.
-
-    A figure draws at most ``--n`` images, for files as for a dataset split: 40 files made an overlay strip
-    8,280 pixels wide.
-    """
-    if len(paths) > n:
-        logger.warning(
-            "Explaining the first %d of %d image files; --n %d explains them all.", n, len(paths), len(paths)
-        )
-    return list(paths[:n])
 
 
 def spread_over_classes(labels: np.ndarray, count: int) -> list[int]:

@@ -66,8 +66,8 @@ def encoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     ]
     if not lists:
         raise ConfigError(
-            f"Could not find the encoder blocks of this {model_type(model)} model; name the target layer "
-            "(target_layer / --target_layer), e.g. its last block."
+            f"Could not find the encoder blocks of this {model_type(model)} model; name its target layer, e.g. its "
+            "last block (target_layer in python -m explain; teacher_target_layer, student_target_layer in distill.py)."
         )
     # Shallowest first; among lists at the same depth, the one holding the most parameters is the encoder.
     return min(lists, key=lambda item: (item[0].count("."), -sum(p.numel() for p in item[1].parameters())))

@@ -1,4 +1,5 @@
-"""The dataset spec: which images to load and how to split and augment them."""
+"""The arguments every command shares: the dataset spec (which images to load and how to split and augment them),
+and how a model may be loaded."""
 
 from __future__ import annotations
 
@@ -8,6 +9,28 @@ from pipelines.errors import ConfigError
 
 DATASET_SOURCES = ("medmnist", "hub", "folder")
 MEDMNIST_SIZES = (28, 64, 128, 224)
+
+
+@dataclass(kw_only=True)
+class ModelLoadingArguments:
+    """How a model may be loaded: the options of every command that loads one, spelt once here.
+
+    A command's own arguments inherit them (keyword-only, so they follow the command's required fields), so that the
+    advice a loader prints ("--allow_pickle", "--trust_remote_code") names an option every command has.
+    """
+
+    allow_pickle: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept pickled weights (pytorch_model.bin, loaded with weights_only=True) without safetensors."
+        },
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub checkpoint."})
+
+    @property
+    def loading_options(self) -> dict[str, bool]:
+        """The keyword arguments of `pipelines.models.load_classifier` (and `Explainer`) these options set."""
+        return {"allow_pickle": self.allow_pickle, "trust_remote_code": self.trust_remote_code}
 
 
 @dataclass

@@ -4,7 +4,9 @@ argument dataclasses, with or without a YAML config file first.
     parse_config((DataArguments, ModelArguments, ...), argv)   # finetune.py, distill.py, lr_find.py: <config.yaml> [--key value ...]
     parse_flags((ReportArguments, DataArguments), argv)        # report.py, shrink.py, app.py, benchmark.py, python -m explain
 
-Keys are the dataclasses' field names, spelt with underscores or dashes (``--batch_size`` or ``--batch-size``); values
+Keys are the dataclasses' field names, spelt with underscores or dashes (``--batch_size`` or ``--batch-size``), or an
+old spelling a field still answers to (its metadata's ``aliases``, as `HfArgumentParser` reads them: ``--out`` for
+``--output_dir``; see `old_spellings`); values
 are read as the field's type (see `read_value`); an unknown key is named with the closest known one, and any bad
 value ends in one sentence (`ConfigError`). ``--help`` lists every key with its help text and default.
 """
@@ -45,8 +47,10 @@ def parse_config(
         raise ConfigError(f"Give a config file first: {script} configs/<name>.yaml [--key value ...] (or --help).")
     path = Path(argv[0])
     hints = field_types(dataclass_types)
-    overrides = read_overrides(argv[1:], hints)
-    values = off_spelt_no({**read_config_file(path), **overrides}, hints)
+    aliases = old_spellings(dataclass_types)
+    overrides = read_overrides(argv[1:], hints, aliases)
+    from_file = renamed(read_config_file(path), aliases, f"in {path}")
+    values = off_spelt_no({**from_file, **overrides}, hints)
     unknown = [key for key in values if key not in hints]
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(hints), n=1)
@@ -81,7 +85,7 @@ def read_flags(
     if any(arg in ("-h", "--help") for arg in argv):
         print_help(dataclass_types, prog)
     hints = field_types(dataclass_types)
-    values = read_overrides(argv, hints)
+    values = read_overrides(argv, hints, old_spellings(dataclass_types))
     unknown = [key for key in values if key not in hints]
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(hints), n=1)
@@ -153,11 +157,14 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def read_overrides(args: list[str], hints: dict[str, Any]) -> dict[str, Any]:
+def read_overrides(args: list[str], hints: dict[str, Any], aliases: dict[str, str] | None = None) -> dict[str, Any]:
     """``--key value``, ``--key=value`` and ``--key v1 v2 ...`` (list fields, as ``--help`` shows them), each read
     as its field's type in `hints` (see `read_value`); a bare ``--flag`` means true. Dashes in a key mean
-    underscores. ``--no_<flag>`` means ``--<flag> false`` for a bool field."""
+    underscores; an old spelling in `aliases` means its field. ``--no_<flag>`` means ``--<flag> false`` for a bool
+    field."""
+    aliases = aliases or {}
     overrides: dict[str, Any] = {}
+    spelt: dict[str, str] = {}
     index = 0
     while index < len(args):
         arg = args[index]
@@ -165,6 +172,11 @@ def read_overrides(args: list[str], hints: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"Unexpected argument '{arg}'; overrides look like --key value.")
         key, equals, value = arg[2:].partition("=")
         key = key.replace("-", "_")  # --help lists each key with dashes too (--num-train-epochs), as argparse does
+        if key in aliases:
+            check_spelt_once(spelt, aliases[key], key, "on the command line")
+            key = aliases[key]
+        else:
+            check_spelt_once(spelt, key, key, "on the command line")
         tokens = [value] if equals else []
         while not equals and index + 1 < len(args) and not args[index + 1].startswith("--"):
             tokens.append(args[index + 1])
@@ -269,6 +281,39 @@ def negated_flags(overrides: dict[str, Any], hints: dict[str, Any]) -> dict[str,
         else:
             translated[key] = value
     return translated
+
+
+def old_spellings(dataclass_types: tuple[type, ...]) -> dict[str, str]:
+    """Each old spelling a field still answers to, mapped to the field's name: ``{"out": "output_dir"}``.
+
+    The commands share one vocabulary (README, "One vocabulary"); a field renamed to it keeps its old name in its
+    metadata's ``aliases`` (``["--out"]``, the form `HfArgumentParser` gives argparse, so ``--help`` lists both).
+    """
+    aliases: dict[str, str] = {}
+    for dataclass_type in dataclass_types:
+        for dataclass_field in dataclasses.fields(dataclass_type):
+            spellings = dataclass_field.metadata.get("aliases", [])
+            for alias in [spellings] if isinstance(spellings, str) else spellings:
+                aliases[alias.lstrip("-").replace("-", "_")] = dataclass_field.name
+    return aliases
+
+
+def renamed(values: dict[str, Any], aliases: dict[str, str], where: str) -> dict[str, Any]:
+    """A config file's keys with each old spelling replaced by its field's name."""
+    spelt: dict[str, str] = {}
+    result: dict[str, Any] = {}
+    for key, value in values.items():
+        name = aliases.get(key, key)
+        check_spelt_once(spelt, name, key, where)
+        result[name] = value
+    return result
+
+
+def check_spelt_once(spelt: dict[str, str], name: str, key: str, where: str) -> None:
+    """Refuse one option given twice under two spellings (``--out a --output_dir b``): which one was meant?"""
+    earlier = spelt.setdefault(name, key)
+    if earlier != key:
+        raise ConfigError(f"--{earlier} and --{key} {where} are the same option ({name}); give it once.")
 
 
 def field_types(dataclass_types: tuple[type, ...]) -> dict[str, Any]:

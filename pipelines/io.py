@@ -32,7 +32,7 @@ FILE_MODE = _file_mode()
 def check_output_folder(folder: str | Path) -> None:
     """Fail at once when `folder` could not be made: it, or one of its parents, is an existing file.
 
-    Scripts call this before their long work, so that a mistyped --out is refused before anything runs.
+    Scripts call this before their long work, so that a mistyped --output_dir is refused before anything runs.
 
     Raises:
         OutputPathError: naming the file in the way.

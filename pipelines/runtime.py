@@ -73,7 +73,7 @@ def pick_device(name: str | None) -> torch.device:
     if available and device.type == "cuda" and device.index is not None:
         available = device.index < torch.cuda.device_count()
     if not available:
-        raise ConfigError(f"device '{name}' is not available on this machine; use --device {default_device().type}.")
+        raise ConfigError(f"device '{name}' is not available on this machine; use device {default_device().type}.")
     return device
 
 

@@ -1,7 +1,7 @@
 """The evaluation report: evaluate and compare models on one dataset split, with an explanation report card.
 
     python scripts/report.py --models runs/quickstart/teacher runs/quickstart/student \\
-        --dataset_name breastmnist --split test --out report
+        --dataset_name breastmnist --split test --output_dir report
 
 The first model is the reference (the teacher): every other model's Grad-CAM maps are compared with its maps.
 Writes report/index.md (tables and figures), report/metrics.json (every number), and the PNGs. The work is

@@ -333,7 +333,7 @@ def test_flag_scripts_read_both_spellings_and_name_an_unknown_option() -> None:
     assert dashed == underscored and dashed.batch_size == 8
     with pytest.raises(ConfigError, match=r"^Unknown option --batch_sise \(did you mean --batch_size\?\)"):
         parse_flags((ReportArguments, DataArguments), ["--models", "a", "--batch_sise", "8", *data])
-    with pytest.raises(ConfigError, match=r"^--model is required: A model folder or Hub id"):
+    with pytest.raises(ConfigError, match=r"^--model_name_or_path is required: A model folder or Hub id"):
         load_script("shrink").parse_arguments(["--method", "int8", "--out", "x"])
 
 
@@ -357,3 +357,36 @@ def test_flags_are_read_as_their_fields_types() -> None:
 def test_a_bare_flag_needs_a_value_unless_it_is_a_bool() -> None:
     with pytest.raises(ConfigError, match=r"^--seed needs a value\.$"):
         read_flags((Flags,), ["--seed", "--cpu"])
+
+
+def test_old_spellings_still_work_and_mean_the_new_option(tmp_path, capsys):
+    """One vocabulary (README): --output_dir, --model_name_or_path, --shrink_method, --explain_images,
+    --hub_private_repo; the old spellings stay as aliases, on the command line and in a config file."""
+    shrink = load_script("shrink")
+    old, _ = shrink.parse_arguments(["m", "--method", "prune", "--out", "copy"])
+    new, _ = shrink.parse_arguments(["--model_name_or_path", "m", "--shrink_method", "prune", "--output_dir", "copy"])
+    assert old == new and (new.shrink_method, new.output_dir) == ("prune", "copy")
+    explain_old, _ = explain.cli.parse_arguments(
+        ["--model", "m", "--n", "3", "--hub_private", "false", "--images", "a"]
+    )
+    assert (explain_old.model_name_or_path, explain_old.explain_images, explain_old.hub_private_repo) == ("m", 3, False)
+    with pytest.raises(ConfigError, match=r"^--out and --output_dir on the command line are the same option"):
+        shrink.parse_arguments(["m", "--shrink_method", "int8", "--out", "a", "--output_dir", "b"])
+    with pytest.raises(SystemExit):
+        shrink.parse_arguments(["--help"])
+    assert "--output-dir OUTPUT_DIR, --out OUTPUT_DIR" in capsys.readouterr().out
+
+
+@dataclasses.dataclass
+class Renamed:
+    output_dir: str = dataclasses.field(default="runs", metadata={"aliases": ["--out"]})
+
+
+def test_a_config_file_reads_an_old_spelling_and_the_command_line_overrides_it(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("out: old\n")
+    assert parse_config((Renamed,), [str(config)])[0].output_dir == "old"
+    assert parse_config((Renamed,), [str(config), "--output_dir", "new"])[0].output_dir == "new"
+    config.write_text("out: old\noutput_dir: new\n")
+    with pytest.raises(ConfigError, match=r"^--out and --output_dir in .*run.yaml are the same option"):
+        parse_config((Renamed,), [str(config)])

@@ -126,13 +126,13 @@ def test_a_chosen_class_is_explained_for_every_image(setup: dict, tmp_path: Path
 def test_n_limits_image_files_too(setup: dict, tmp_path: Path, figures: dict, caplog: pytest.LogCaptureFixture) -> None:
     paths = _write_images([tmp_path / f"image{number}.png" for number in range(10)])
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="explain.inputs"):
+    with caplog.at_level(logging.WARNING, logger="explain.cli"):
         index = script.main(
             ["--model", setup["resnet"], "--images", *paths, "--n", "3", "--methods", "gradcam", "--out", str(out)]
         )
     assert [row["image"] for row in index["images"]] == paths[:3]
-    assert index["inputs"] == "the first 3 of 10 files (--n 3)"
-    assert caplog.messages == ["Explaining the first 3 of 10 image files; --n 10 explains them all."]
+    assert index["inputs"] == "the first 3 of 10 files (--explain_images 3)"
+    assert caplog.messages == ["Explaining the first 3 of 10 image files; --explain_images 10 explains them all."]
     assert len(figures["overlay.png"].axes) == 2 * 3 + 1  # inputs, overlays, colour bar
     with PILImage.open(out / "overlay.png") as overlay:
         assert overlay.width < 1000  # three columns, not ten
@@ -305,7 +305,7 @@ def test_nothing_misclassified_is_said_in_words_and_indexed_without_a_file(
         (["--methods", "attention_rollout"], ConfigError, "for this resnet model use one of gradcam, "),
         (["--target_layer", "resnet.encoder.stages.7"], ConfigError, "candidates are resnet.encoder.stages.1"),
         (["--split", "holdout"], ConfigError, "split is 'holdout'; use one of train, validation, test."),
-        (["--n", "0"], ConfigError, "n is 0; it must be at least 1."),
+        (["--n", "0"], ConfigError, "explain_images is 0; it must be at least 1."),
         (["--target_class", "2"], DataError, "Class index 2 is out of range: the model has 2 classes (0-1)."),
         (
             ["--device", "gpu"],
@@ -338,7 +338,7 @@ def test_cuda_on_a_machine_without_it_is_one_sentence(
     setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match="device 'cuda' is not available on this machine; use --device cpu."):
+    with pytest.raises(ConfigError, match="device 'cuda' is not available on this machine; use device cpu."):
         script.main(["--model", setup["resnet"], *setup["data"], "--device", "cuda", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
 

@@ -32,8 +32,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def report_arguments(root: Path, out: str) -> list[str]:
     return [
-        *("--models", str(root / "resnet"), str(root / "vit"), "--dataset_name", "breastmnist"),
-        *("--data_dir", str(root / "data"), "--verify_md5", "false", "--out", str(root / out), "--device", "cpu"),
+        *("--models", str(root / "resnet"), str(root / "vit"), "--output_dir", str(root / out)),
+        *("--dataset_name", "breastmnist", "--data_dir", str(root / "data"), "--verify_md5", "false"),
+        *("--device", "cpu"),
         *("--explain_images", "4", "--steps", "3", "--latency_repeats", "2", "--sample_images", "2"),
         *("--corruptions", "gaussian_noise", "--corruption_images", "4", "--corruption_map_images", "2"),
     ]
@@ -65,9 +66,9 @@ def test_report_shows_each_step_with_images_per_second_on_the_main_process_only(
 def test_explain_shows_its_maps_and_the_split_prediction(tiny: Path, capsys) -> None:
     explain.cli.main(
         [
-            *("--model", str(tiny / "vit"), "--dataset_name", "breastmnist", "--data_dir", str(tiny / "data")),
-            *("--verify_md5", "false", "--n", "2", "--methods", "gradcam,eigencam", "--misclassified", "true"),
-            *("--out", str(tiny / "explain"), "--device", "cpu"),
+            *("--model_name_or_path", str(tiny / "vit"), "--output_dir", str(tiny / "explain")),
+            *("--dataset_name", "breastmnist", "--data_dir", str(tiny / "data"), "--verify_md5", "false"),
+            *("--explain_images", "2", "--methods", "gradcam,eigencam", "--misclassified", "true", "--device", "cpu"),
         ]
     )
     bars = final_counts(capsys.readouterr().err)

@@ -45,7 +45,8 @@ def test_a_report_that_dies_part_way_is_marked_and_a_rerun_finishes_it(
 ) -> None:
     out = tiny / "report"
     arguments = [
-        *("--models", str(tiny / "resnet"), str(tiny / "vit"), *data(tiny), "--out", str(out), "--device", "cpu"),
+        *("--models", str(tiny / "resnet"), str(tiny / "vit"), "--output_dir", str(out), *data(tiny)),
+        *("--device", "cpu"),
         *("--explain_images", "4", "--steps", "3", "--latency_repeats", "2", "--sample_images", "2"),
     ]
     with monkeypatch.context() as patch:
@@ -65,8 +66,8 @@ def test_explain_that_dies_part_way_is_marked_and_a_rerun_finishes_it(
 ) -> None:
     out = tiny / "explain"
     arguments = [
-        *("--model", str(tiny / "resnet"), "--compare_with", str(tiny / "vit"), *data(tiny)),
-        *("--n", "2", "--methods", "gradcam", "--out", str(out), "--device", "cpu"),
+        *("--model_name_or_path", str(tiny / "resnet"), "--compare_with", str(tiny / "vit"), *data(tiny)),
+        *("--explain_images", "2", "--methods", "gradcam", "--output_dir", str(out), "--device", "cpu"),
     ]
     with monkeypatch.context() as patch:
         patch.setattr(explain.figures.Figures, "models", die)  # after overlay.png and methods.png

@@ -70,15 +70,18 @@ def test_tiny_report_explain_and_shrink_write_only_progress_on_stderr(tiny: Path
     commands = {
         "report": [
             *("scripts/report.py", "--models", str(tiny / "resnet"), str(tiny / "vit"), *data),
-            *("--out", str(tiny / "report"), "--explain_images", "4", "--steps", "3", "--latency_repeats", "2"),
+            *("--output_dir", str(tiny / "report"), "--explain_images", "4", "--steps", "3", "--latency_repeats", "2"),
             *("--sample_images", "2", "--device", "cpu"),
         ],
         "explain": [
-            *("-m", "explain", "--model", str(tiny / "vit"), *data, "--n", "2", "--methods", "gradcam"),
-            *("--out", str(tiny / "explain"), "--device", "cpu"),
+            *("-m", "explain", "--model_name_or_path", str(tiny / "vit"), "--output_dir", str(tiny / "explain")),
+            *(*data, "--explain_images", "2", "--methods", "gradcam", "--device", "cpu"),
         ],
         # optimum-quanto's import logs torch's "No CUDA runtime is found" on a machine with a CUDA toolkit and no GPU.
-        "shrink": ["scripts/shrink.py", "--model", str(tiny / "vit"), "--method", "int8", "--out", str(tiny / "int8")],
+        "shrink": [
+            *("scripts/shrink.py", "--model_name_or_path", str(tiny / "vit"), "--output_dir", str(tiny / "int8")),
+            *("--shrink_method", "int8"),
+        ],
     }
     for name, arguments in commands.items():
         done = run(arguments)

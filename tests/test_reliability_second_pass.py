@@ -293,7 +293,7 @@ def test_explain_names_an_image_file_cut_short_instead_of_an_oserror(tmp_path: P
 
 def test_explain_images_given_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
     make_split_folder(tmp_path / "photos")
-    with pytest.raises(DataError, match=f"--images {re.escape(str(tmp_path / 'photos'))} is a folder; give its image"):
+    with pytest.raises(DataError, match=f"{re.escape(str(tmp_path / 'photos'))} is a folder; give its image"):
         load_image_files([str(tmp_path / "photos")], num_channels=3)
 
 
@@ -356,6 +356,16 @@ def test_the_pickle_advice_works_in_explain_and_evaluate(tmp_path: Path) -> None
         ]
     )
     assert report["images"] == 6 and 0.0 <= report["models"]["pickled"]["classification"]["accuracy"] <= 1.0
+
+
+def test_the_pickle_advice_works_in_shrink(tmp_path: Path) -> None:
+    """shrink.py once advised --allow_pickle and then refused it as an unknown option."""
+    folder = str(pickled_model(tmp_path / "pickled"))
+    shrink = load_script("shrink").main
+    with pytest.raises(DataError, match="--allow_pickle on the command line"):
+        shrink([folder, "--shrink_method", "int8", "--output_dir", str(tmp_path / "refused")])
+    record = shrink([folder, "--shrink_method", "int8", "--allow_pickle", "--output_dir", str(tmp_path / "int8")])
+    assert record["method"] == "int8" and (tmp_path / "int8" / "shrink.json").is_file()
 
 
 # ---------------------------------------------------------------- 6. inputs that mean something else

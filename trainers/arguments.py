@@ -12,12 +12,13 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
+from pipelines.arguments import ModelLoadingArguments
 from pipelines.errors import ConfigError
 from pipelines.runtime import check_precision, default_device, resolved_precision
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(ModelLoadingArguments):
     """Which classifier to train: a pretrained checkpoint, or a config built from scratch."""
 
     model_name_or_path: str | None = field(
@@ -36,13 +37,6 @@ class ModelArguments:
     )
     ignore_mismatched_sizes: bool = field(
         default=True, metadata={"help": "Re-initialise a pretrained head whose size differs from the dataset's labels."}
-    )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub checkpoint."})
-    allow_pickle: bool = field(
-        default=False,
-        metadata={
-            "help": "Accept pickled weights (pytorch_model.bin, loaded with weights_only=True) without safetensors."
-        },
     )
     precision: str = field(
         default="auto",

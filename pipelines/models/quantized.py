@@ -6,7 +6,7 @@ the quantized state dict in ``model.safetensors`` beside ``quantization_map.json
 float model from ``config.json`` and ``requantize``s it.
 
 torchao:
-A copy from ``scripts/shrink.py --method int8 --int8_activations dynamic`` holds torchao ``Int8Tensor`` weights:
+A copy from ``scripts/shrink.py --shrink_method int8 --int8_activations dynamic`` holds torchao ``Int8Tensor`` weights:
 each forward pass quantizes the layer's input per token at run time and multiplies int8 by int8. torchao gives those
 layers no backward (``torch.autograd.grad`` finds the input unused), and Grad-CAM needs the gradient of a class score
 at a hooked activation. `enable_int8_gradients` replaces each such ``nn.Linear`` by a `StraightThroughInt8Linear`:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from explain.metrics.faithfulness import FaithfulnessSettings
+from pipelines.arguments import ModelLoadingArguments
 from pipelines.corruptions import corruption_names
 from pipelines.errors import ConfigError
 from pipelines.runtime import check_precision
@@ -18,7 +19,7 @@ INSERTION_STARTS = ("blurred", "removed")
 
 
 @dataclass
-class ReportArguments:
+class ReportArguments(ModelLoadingArguments):
     """What scripts/report.py compares and how (the dataset spec comes from `DataArguments`)."""
 
     models: list[str] = field(
@@ -29,7 +30,10 @@ class ReportArguments:
         },
     )
     split: str = field(default="test", metadata={"help": "Split to evaluate: train, validation or test."})
-    out: str = field(default="report", metadata={"help": "Folder for index.md, metrics.json and the figures."})
+    output_dir: str = field(
+        default="report",
+        metadata={"help": "Folder for index.md, metrics.json and the figures.", "aliases": ["--out"]},
+    )
     methods: str = field(
         default="default",
         metadata={
@@ -123,13 +127,6 @@ class ReportArguments:
             "the randomisation check read each model's maps from it instead of computing them."
         },
     )
-    allow_pickle: bool = field(
-        default=False,
-        metadata={
-            "help": "Accept pickled weights (pytorch_model.bin, loaded with weights_only=True) without safetensors."
-        },
-    )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub checkpoint."})
 
     def __post_init__(self) -> None:
         if not self.models:

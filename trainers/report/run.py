@@ -62,10 +62,10 @@ def run_report(args: ReportArguments, data_args: DataArguments, command: str) ->
         The report, as written to metrics.json (an empty dict on the other processes of a distributed run).
     """
     # Mistakes that would otherwise surface only after the evaluation, or halfway through writing the report.
-    check_output_folder(args.out)
+    check_output_folder(args.output_dir)
     if args.model_card:
         check_model_card_folder(args.model_card)
-    with run_folder_lock(args.out):  # one writer per report folder
+    with run_folder_lock(args.output_dir):  # one writer per report folder
         return evaluate_models(args, data_args, command)
 
 
@@ -83,7 +83,7 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     dtype = compute_dtype(args.precision, device)
     data = load_image_dataset(data_args)
-    loading = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
+    loading = args.loading_options
     groups = [seed_group(path) for path in args.models]
     # A seed group is shown by its first seed; its other seeds are predicted for the audit alone.
     loaded = [
@@ -128,7 +128,7 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
         return {}
 
     # The main process alone: cost (timed while the others are done), the aggregate step, figures and the report.
-    out = Path(args.out)
+    out = Path(args.output_dir)
     mark_partial(out)  # until index.md is written: a killed report's figures are marked
     models = measure_models([members[0] for members in groups], run, logits, device, dtype, args.latency_repeats)
     figures = classification_figures(out, logits, labels, data.multi_label, space.names, accuracy_latency(models))

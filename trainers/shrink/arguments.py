@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipelines.arguments import ModelLoadingArguments
 from pipelines.errors import ConfigError
 
 METHODS = ("int8", "prune")
@@ -18,16 +19,24 @@ INT8_ACTIVATION_ALIASES = {"true": "static", "false": "none"}
 
 
 @dataclass
-class ShrinkArguments:
+class ShrinkArguments(ModelLoadingArguments):
     """What to shrink, how, and where to write the copy."""
 
-    model: str = field(metadata={"help": "A model folder or Hub id (an AutoModelForImageClassification checkpoint)."})
-    method: str = field(
+    model_name_or_path: str = field(
         metadata={
-            "help": "int8 (optimum-quanto int8 weights, optionally activations) or prune (structured, torch-pruning)."
+            "help": "A model folder or Hub id (an AutoModelForImageClassification checkpoint).",
+            "aliases": ["--model"],
         }
     )
-    out: str = field(metadata={"help": "Folder for the copy: absent, empty, or an earlier copy (replaced)."})
+    shrink_method: str = field(
+        metadata={
+            "help": "int8 (optimum-quanto int8 weights, optionally activations) or prune (structured, torch-pruning).",
+            "aliases": ["--method"],
+        }
+    )
+    output_dir: str = field(
+        metadata={"help": "Folder for the copy: absent, empty, or an earlier copy (replaced).", "aliases": ["--out"]}
+    )
     ratio: float = field(
         default=0.5,
         metadata={"help": "prune: the fraction of channels, heads and MLP units removed from every layer, in (0, 1)."},
@@ -53,8 +62,8 @@ class ShrinkArguments:
     seed: int = field(default=42, metadata={"help": "Seed of the recovery fine-tune."})
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"--method must be one of {', '.join(METHODS)}, not '{self.method}'.")
+        if self.shrink_method not in METHODS:
+            raise ConfigError(f"--shrink_method must be one of {', '.join(METHODS)}, not '{self.shrink_method}'.")
         if not 0 < self.ratio < 1:
             raise ConfigError(f"--ratio must lie strictly between 0 and 1 (the fraction removed), not {self.ratio}.")
         if self.recover_epochs < 0:
@@ -64,12 +73,14 @@ class ShrinkArguments:
             raise ConfigError(
                 f"--int8_activations must be one of {', '.join(INT8_ACTIVATIONS)}, not '{self.int8_activations}'."
             )
-        if self.method == "prune" and self.int8_activations != "none":
-            raise ConfigError("--int8_activations applies to --method int8 only.")
+        if self.shrink_method == "prune" and self.int8_activations != "none":
+            raise ConfigError("--int8_activations applies to --shrink_method int8 only.")
         if self.calibration_images < 1:
             raise ConfigError(f"--calibration_images must be at least 1, not {self.calibration_images}.")
-        if self.method == "int8" and self.recover_epochs:
-            raise ConfigError("--recover_epochs applies to --method prune only (int8 copies are not fine-tuned).")
+        if self.shrink_method == "int8" and self.recover_epochs:
+            raise ConfigError(
+                "--recover_epochs applies to --shrink_method prune only (int8 copies are not fine-tuned)."
+            )
 
     @property
     def needs_data(self) -> bool:

@@ -76,25 +76,27 @@ def check_out_folder(out: str | Path) -> None:
     check_output_folder(out)
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not (out / "shrink.json").is_file():
-        raise ConfigError(f"--out {out} already holds files that are not a shrunk copy; give an empty folder.")
+        raise ConfigError(f"--output_dir {out} already holds files that are not a shrunk copy; give an empty folder.")
 
 
 def shrink(args: ShrinkArguments, data_args: DataArguments | None, command: str) -> dict[str, Any]:
-    """Make the shrunk copy `args` asks for and write it to ``args.out``; returns what `shrink.json` holds.
+    """Make the shrunk copy `args` asks for and write it to ``args.output_dir``; returns what `shrink.json` holds.
 
     `data_args` says where the recovery fine-tune's data is; None when ``args.recover_epochs`` is 0.
     """
-    check_out_folder(args.out)
-    if args.method == "prune":  # refused before the weights load
-        require_prunable(load_config(args.model), args.model)
-    model, processor = load_classifier(args.model)
+    check_out_folder(args.output_dir)
+    if args.shrink_method == "prune":  # refused before the weights load
+        require_prunable(load_config(args.model_name_or_path, **args.loading_options), args.model_name_or_path)
+    model, processor = load_classifier(args.model_name_or_path, **args.loading_options)
     data = load_image_dataset(data_args) if args.needs_data else None
-    if args.method == "int8" and args.int8_activations == "dynamic":
+    if args.shrink_method == "int8" and args.int8_activations == "dynamic":
         # Checked on the float model: transformers' torchao loader itself fails on a ResNet, with a traceback.
-        require_linear_weights(model, args.model)
-        model, details = quantize_int8_dynamic(args.model)  # loads again, quantizing as the weights load
+        require_linear_weights(model, args.model_name_or_path)
+        model, details = quantize_int8_dynamic(
+            args.model_name_or_path, args.loading_options
+        )  # loads again, quantizing as the weights load
         recovery = None
-    elif args.method == "int8":
+    elif args.shrink_method == "int8":
         calibration = None
         if args.int8_activations == "static":
             count, channels = args.calibration_images, model.config.num_channels
@@ -102,7 +104,7 @@ def shrink(args: ShrinkArguments, data_args: DataArguments | None, command: str)
         model, details = quantize_int8(model, calibration)
         recovery = None
     else:
-        require_prunable(model.config, args.model)
+        require_prunable(model.config, args.model_name_or_path)
         model, details = prune_structured(model, args.ratio, input_shape_for(model, processor))
         recovery = None
         if args.recover_epochs:
@@ -110,11 +112,11 @@ def shrink(args: ShrinkArguments, data_args: DataArguments | None, command: str)
                 recovery = recover(model, processor, data, data_args, args, Path(work))
             model = model.cpu().eval()
     record = {
-        "method": args.method,
-        "source": args.model,
+        "method": args.shrink_method,
+        "source": args.model_name_or_path,
         "command": command,
         "details": details,
         "recovery": recovery,
     }
-    write_shrunk_copy(model, processor, args.out, record)
+    write_shrunk_copy(model, processor, args.output_dir, record)
     return record

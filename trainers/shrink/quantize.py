@@ -111,7 +111,9 @@ def dynamic_int8_config() -> Any:
     return TorchAoConfig(Int8DynamicActivationInt8WeightConfig())
 
 
-def quantize_int8_dynamic(source: str) -> tuple[PreTrainedModel, dict[str, Any]]:
+def quantize_int8_dynamic(
+    source: str, loading: dict[str, bool] | None = None
+) -> tuple[PreTrainedModel, dict[str, Any]]:
     """`source` loaded with `dynamic_int8_config`, through `pipelines.load_classifier`, which gives the int8 layers
     a straight-through backward (see `pipelines.models.quantized`) so that Grad-CAM runs on the copy.
 
@@ -120,7 +122,7 @@ def quantize_int8_dynamic(source: str) -> tuple[PreTrainedModel, dict[str, Any]]
     """
     import torchao
 
-    model, _ = load_classifier(source, quantization_config=dynamic_int8_config())
+    model, _ = load_classifier(source, quantization_config=dynamic_int8_config(), **(loading or {}))
     model = model.eval()
     names = [name for name, module in model.named_modules() if isinstance(module, StraightThroughInt8Linear)]
     quantized = sum(model.get_submodule(name).weight.numel() for name in names)
