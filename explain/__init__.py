@@ -8,6 +8,9 @@ Every method is a small subclass of `AttributionMethod`, which owns the target l
 upsampling. `make_method(name, model)` builds one by name; `methods_for(model)` lists those that fit a model.
 """
 
+import pipelines.quiet  # noqa: F401  first: drops upstream deprecation noise before transformers loads
+
+# isort: split
 from explain.attention_gradients import GradientRollout, LeGrad, gradient_weighted_rollout, legrad_relevance
 from explain.base import AttributionMethod, LogitsModule, forward_logits
 from explain.cam import ActivationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM

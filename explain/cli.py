@@ -14,6 +14,9 @@ wrapper explain/explainer.py's `Explainer`.
 
 from __future__ import annotations
 
+import pipelines.quiet  # noqa: F401  first: drops upstream deprecation noise before transformers loads
+
+# isort: split
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,8 +32,9 @@ from explain.maps_dataset import MapsJob, process_state, push_maps, save_maps
 from pipelines.arguments import DataArguments, ModelLoadingArguments
 from pipelines.config import build, read_flags
 from pipelines.errors import ConfigError
-from pipelines.io import check_output_folder
+from pipelines.io import check_output_folder, finish_partial, mark_partial
 from pipelines.locks import run_folder_lock
+from pipelines.progress import progress_bar
 from pipelines.runtime import check_precision, compute_dtype, pick_device, precision_name
 from pipelines.splits import check_split
 
@@ -199,7 +203,11 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
     else:
         split = load_split(data_args, args.split, explainer.model)
         inputs = split.take(spread_over_classes(split.labels().numpy(), args.explain_images))
-    explanations = {method: explainer.explain(method, inputs.images, args.target_class) for method in methods}
+    explanations = {}
+    with progress_bar(len(inputs.names) * len(methods), f"maps ({explainer.title})") as bar:
+        for method in methods:
+            explanations[method] = explainer.explain(method, inputs.images, args.target_class)
+            bar.update(len(inputs.names))
     predicted_sets = explainer.predicted_sets(inputs.images)
     header = {
         "model": args.model_name_or_path,
@@ -210,6 +218,7 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         "images": image_entries(explainer, inputs, explanations[methods[0]], args.target_class, predicted_sets),
         "files": [],
     }
+    mark_partial(args.output_dir)  # until index.json is written: a killed run's PNGs are marked
     figures = Figures(Path(args.output_dir), args.target_class, args.edges, index=header)
     figures.methods(explainer, inputs, explanations, predicted_sets)
     size = figures.size(explanations)
@@ -217,7 +226,9 @@ def run_explain(args: ExplainArguments, data_args: DataArguments | None) -> dict
         figures.models(explainer, other, inputs, size)
     if args.misclassified:
         figures.misclassified(explainer, split, args.explain_images, args.batch_size, size)
-    return figures.write_index()
+    index = figures.write_index()
+    finish_partial(args.output_dir)
+    return index
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

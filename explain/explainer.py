@@ -22,6 +22,7 @@ from pipelines.errors import ConfigError
 from pipelines.labels import is_multi_label_model, label_text, model_label_names, predicted_classes
 from pipelines.models import load_classifier
 from pipelines.preprocess import DevicePreprocess
+from pipelines.progress import progress_bar
 
 
 class Explainer:
@@ -93,11 +94,13 @@ class Explainer:
 
     @torch.no_grad()
     def predict(self, split: Any, collator: ImageCollator, batch_size: int) -> torch.Tensor:
-        """Logits (N, L) for a whole split, in batches."""
+        """Logits (N, L) for a whole split, in batches, with a progress bar (a split can take minutes)."""
         logits = []
-        for start in range(0, len(split), batch_size):
-            batch = collator([split[index] for index in range(start, min(start + batch_size, len(split)))])
-            logits.append(self.predict_batch(batch["pixel_values"]))
+        with progress_bar(len(split), f"predictions ({self.title})") as bar:
+            for start in range(0, len(split), batch_size):
+                batch = collator([split[index] for index in range(start, min(start + batch_size, len(split)))])
+                logits.append(self.predict_batch(batch["pixel_values"]))
+                bar.update(len(batch["pixel_values"]))
         return torch.cat(logits)
 
     def predicted_sets(self, images: torch.Tensor | list[torch.Tensor]) -> list[str] | None:

@@ -45,6 +45,7 @@ from explain.registry import make_method
 from pipelines.errors import ConfigError, DataError, OfflineError, failure_reason, is_offline
 from pipelines.io import atomic_write_json
 from pipelines.labels import predicted_classes
+from pipelines.progress import progress_bar
 
 MANIFEST = "maps_manifest.json"
 STATE = "state.json"
@@ -179,12 +180,7 @@ def save_maps(
     mine = pending[state.process_index :: state.num_processes]
     timing = RunTiming()
     started = time.perf_counter()
-    bar = tqdm(
-        total=sum(shard.stop - shard.start for shard in mine),
-        unit="img",
-        desc="maps",
-        disable=not (progress and state.is_main_process),
-    )
+    bar = progress_bar(sum(shard.stop - shard.start for shard in mine), "maps", progress and state.is_main_process)
     writer = ShardWriter(folder, job, explainers, timing, bar)
     with bar:
         for shard in mine:

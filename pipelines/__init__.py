@@ -1,5 +1,8 @@
 """Data in: datasets as `DatasetDict`, batches of uint8 images, preprocessing on the device, models and processors."""
 
+import pipelines.quiet  # noqa: F401  first: see its docstring (upstream noise, dropped before transformers loads)
+
+# isort: split
 from pipelines.arguments import DataArguments
 from pipelines.collate import ImageCollator
 from pipelines.errors import ConfigError, DataError, OfflineError, UserFacingError, run_cli

@@ -6,6 +6,8 @@ import io
 import json
 import math
 import os
+import shlex
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,26 @@ def atomic_save_figure(figure: Any, path: str | Path, dpi: int = 120) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+# In a folder while a run writes its outputs there: written before the first output, removed after the last (the
+# folder's index), so a killed or failed run's folder says that its files are not one finished run.
+PARTIAL_NAME = "PARTIAL"
+
+
+def mark_partial(folder: str | Path) -> None:
+    """Write `folder`'s PARTIAL marker, naming the command; call it before the run's first output."""
+    command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    atomic_write_text(
+        Path(folder) / PARTIAL_NAME,
+        f"Incomplete: `{command}` began writing this folder and did not finish (killed or failed), so its files "
+        "may mix that run's with an earlier one's. Run the command again; it removes this file when it is done.\n",
+    )
+
+
+def finish_partial(folder: str | Path) -> None:
+    """Remove `folder`'s PARTIAL marker; call it after the run's last output."""
+    (Path(folder) / PARTIAL_NAME).unlink(missing_ok=True)
 
 
 def cache_dir() -> Path:

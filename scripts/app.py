@@ -19,6 +19,9 @@ What the page shows is computed by `explain.explorer`; this script wires those f
 
 from __future__ import annotations
 
+import pipelines.quiet  # noqa: F401  first: drops upstream deprecation noise before transformers loads
+
+# isort: split
 import os
 import sys
 from pathlib import Path

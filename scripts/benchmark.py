@@ -18,6 +18,9 @@ noisy; the ratios printed from one run are the figures to quote.
 
 from __future__ import annotations
 
+import pipelines.quiet  # noqa: F401  first: drops upstream deprecation noise before transformers loads
+
+# isort: split
 import sys
 from collections.abc import Callable
 

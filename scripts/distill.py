@@ -10,6 +10,9 @@ and `hub_model_id`, that folder is published (private unless `hub_private_repo: 
 
 from __future__ import annotations
 
+import pipelines.quiet  # noqa: F401  first: drops upstream deprecation noise before transformers loads
+
+# isort: split
 import copy
 import sys
 

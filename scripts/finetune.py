@@ -6,6 +6,9 @@ metrics.json, training_curves.png and confusion_matrix.png into `output_dir`, an
 
 from __future__ import annotations
 
+import pipelines.quiet  # noqa: F401  first: drops upstream deprecation noise before transformers loads
+
+# isort: split
 import sys
 
 from transformers import set_seed

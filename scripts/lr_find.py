@@ -9,6 +9,9 @@ of the recipe that uses it.
 
 from __future__ import annotations
 
+import pipelines.quiet  # noqa: F401  first: drops upstream deprecation noise before transformers loads
+
+# isort: split
 import sys
 
 from transformers import set_seed

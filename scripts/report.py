@@ -10,6 +10,9 @@ Writes report/index.md (tables and figures), report/metrics.json (every number),
 
 from __future__ import annotations
 
+import pipelines.quiet  # noqa: F401  first: drops upstream deprecation noise before transformers loads
+
+# isort: split
 import shlex
 import sys
 

@@ -14,6 +14,9 @@ The copy (safetensors, config, image processor, shrink.json, README.md) goes thr
 
 from __future__ import annotations
 
+import pipelines.quiet  # noqa: F401  first: drops upstream deprecation noise before transformers loads
+
+# isort: split
 import shlex
 import sys
 

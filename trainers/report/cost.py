@@ -7,11 +7,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import PreTrainedModel
 
+from pipelines.progress import progress_bar
 from pipelines.runtime import device_name, synchronize
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 @dataclass
@@ -75,9 +80,11 @@ def batch_timings(
     dtype: torch.dtype = torch.float32,
     warmup: int = 3,
     repeats: int = 20,
+    bar: tqdm | None = None,
 ) -> list[float]:
     """Seconds of each of `repeats` forward passes over a batch of `batch_size` (C, H, W) inputs, in eval mode,
-    after `warmup` untimed ones."""
+    after `warmup` untimed ones; each pass's images counted on `bar` (a `pipelines.progress.progress_bar`), if
+    given."""
     model = model.eval().to(device=device, dtype=dtype)
     pixel_values = torch.randn(batch_size, *input_shape, device=device, dtype=dtype)
     timings = []
@@ -88,6 +95,8 @@ def batch_timings(
         synchronize(device)
         if step >= warmup:
             timings.append(time.perf_counter() - start)
+        if bar is not None:  # after the clock stopped: drawing the bar is not timed
+            bar.update(batch_size)
     return timings
 
 
@@ -116,19 +125,25 @@ def measure_cost(
     dtype: torch.dtype = torch.float32,
     repeats: int = 20,
     large_batch: int = 64,
+    progress: str | None = None,
 ) -> ModelCost:
     """Parameters, weight bytes, per-image latency at batch 1 and `large_batch`, and throughput at `large_batch`.
 
     `large_batch` is timed over a quarter of `repeats` (at least 3), each batch size after up to 3 warm-up passes;
     never more passes than `repeats` asks for, so ``repeats=1`` (a quick look) is one warm-up and one timed pass
-    per batch size, which for a ViT-B on a CPU is seconds instead of a minute.
+    per batch size, which for a ViT-B on a CPU is seconds instead of a minute. `progress` names a progress bar over
+    the passes' images (none when None).
     """
     shape = model_input_shape(model, image_size)
     warmup = min(3, repeats)
-    timings = batch_timings(model, shape, 1, device, dtype, warmup=warmup, repeats=repeats)
-    single, single_quartiles = per_image_ms(timings, 1)
     large_repeats = min(repeats, max(3, repeats // 4))
-    large_timings = batch_timings(model, shape, large_batch, device, dtype, warmup=warmup, repeats=large_repeats)
+    images = warmup + repeats + (warmup + large_repeats) * large_batch
+    with progress_bar(images, progress or "", main_process=progress is not None) as bar:
+        timings = batch_timings(model, shape, 1, device, dtype, warmup=warmup, repeats=repeats, bar=bar)
+        large_timings = batch_timings(
+            model, shape, large_batch, device, dtype, warmup=warmup, repeats=large_repeats, bar=bar
+        )
+    single, single_quartiles = per_image_ms(timings, 1)
     large, large_quartiles = per_image_ms(large_timings, large_batch)
     return ModelCost(
         parameters=count_parameters(model),

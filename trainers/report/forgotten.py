@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,9 +27,13 @@ from explain.plots import display_images, panel_grid, resize_maps
 from explain.registry import default_method, method_title
 from pipelines.io import atomic_save_figure
 from pipelines.labels import label_text, predicted_classes
+from pipelines.progress import progress_bar
 from trainers.metrics import scores_from_logits
 from trainers.report.audit import audit_predictions
 from trainers.report.split import ReportSplit
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 @dataclass
@@ -211,7 +215,8 @@ def audit_models(
         chosen = audit_images(changed, settings.map_images, settings.seed)
         positions = np.concatenate([chosen.changed, chosen.kept])
         if len(positions):
-            maps = model_pair_maps(run, (0, index), method, logits[reference], positions)
+            with progress_bar(2 * len(positions), f"audit maps ({name})", run.state.is_main_process) as bar:
+                maps = model_pair_maps(run, (0, index), method, logits[reference], positions, bar)
             agreement = map_agreement_by_change(
                 maps[0][0], maps[index][0], np.arange(len(positions)) < len(chosen.changed), settings.top_fraction
             )
@@ -256,17 +261,24 @@ def reference_classes(
 
 
 def model_pair_maps(
-    run: ReportSplit, indices: tuple[int, int], method: str, reference_logits: np.ndarray, positions: np.ndarray
+    run: ReportSplit,
+    indices: tuple[int, int],
+    method: str,
+    reference_logits: np.ndarray,
+    positions: np.ndarray,
+    bar: tqdm | None = None,
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Both models' maps (N, H, W) and probabilities (N,) at the reference's class of the images at `positions`."""
+    """Both models' maps (N, H, W) and probabilities (N,) at the reference's class of the images at `positions`;
+    each model's images counted on `bar`, if given."""
     explainers = list(run.explainers.values())
     images = run.images(positions)
-    return {
-        index: maps_at_reference_class(
-            explainers[index], method, images, reference_classes(run, index, reference_logits, positions)
-        )
-        for index in indices
-    }
+    maps = {}
+    for index in indices:
+        classes = reference_classes(run, index, reference_logits, positions)
+        maps[index] = maps_at_reference_class(explainers[index], method, images, classes)
+        if bar is not None:
+            bar.update(len(positions))
+    return maps
 
 
 def forgotten_panels(

@@ -39,6 +39,7 @@ from pipelines.corruptions import REFERENCE_SIDE, SEVERITIES, corrupt_images, de
 from pipelines.errors import ConfigError
 from pipelines.io import atomic_save_figure
 from pipelines.labels import label_text, predicted_classes
+from pipelines.progress import chunks_with_progress
 from trainers.report.split import ReportSplit, in_order, my_chunks
 
 # AlexNet's balanced errors as MedMNIST-C publishes them (medmnistc/utils/baselines.py, BASELINES, commit b6dee0e):
@@ -369,7 +370,10 @@ def corrupted_predictions(
     explainers = list(run.explainers.items())
     device = explainers[0][1].device
     done = []
-    for number, chunk in my_chunks(run.state, len(positions), settings.batch_size):
+    mine = chunks_with_progress(
+        my_chunks(run.state, len(positions), settings.batch_size), "corruptions", run.state.is_main_process
+    )
+    for number, chunk in mine:
         chosen = positions[chunk]
         images = on_device(run.images(chosen), device)
         rows = run.kept[chosen]
@@ -425,7 +429,10 @@ def map_stability(
     explainers = list(run.explainers.items())
     device = explainers[0][1].device
     done = []
-    for number, chunk in my_chunks(run.state, len(positions), settings.batch_size):
+    mine = chunks_with_progress(
+        my_chunks(run.state, len(positions), settings.batch_size), "corrupted maps", run.state.is_main_process
+    )
+    for number, chunk in mine:
         chosen = positions[chunk]
         images = on_device(run.images(chosen), device)
         rows = run.kept[chosen]

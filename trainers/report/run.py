@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from explain.explainer import Explainer, display_names, methods_for_models
 from explain.maps_dataset import process_state, read_maps
@@ -34,10 +33,11 @@ from explain.metrics.scores import ModelParts, ScoredImages, explanation_parts, 
 from explain.metrics.statistics import paired_mask
 from pipelines import DataArguments, ImageCollator, load_image_dataset
 from pipelines.corruptions import corruption_dataset, corruption_names
-from pipelines.io import check_output_folder
+from pipelines.io import check_output_folder, finish_partial, mark_partial
 from pipelines.labels import label_text, model_label_names, predicted_classes
 from pipelines.locks import run_folder_lock
 from pipelines.preprocess import processed_size
+from pipelines.progress import chunks_with_progress, progress_bar
 from pipelines.runtime import compute_dtype, device_name, pick_device
 from trainers.hub import check_model_card_folder, fold_into_model_card
 from trainers.metrics import scores_from_logits
@@ -129,6 +129,7 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
 
     # The main process alone: cost (timed while the others are done), the aggregate step, figures and the report.
     out = Path(args.output_dir)
+    mark_partial(out)  # until index.md is written: a killed report's figures are marked
     models = measure_models([members[0] for members in groups], run, logits, device, dtype, args.latency_repeats)
     figures = classification_figures(out, logits, labels, data.multi_label, space.names, accuracy_latency(models))
     figures.update(probability_figure(args, run, logits, chosen, out))
@@ -177,6 +178,7 @@ def evaluate_models(args: ReportArguments, data_args: DataArguments, command: st
         },
     }
     index = write_report(out, report)
+    finish_partial(out)
     if args.model_card:
         fold_into_model_card(args.model_card, render_markdown(report, figures=False))
     print(f"Report: {index}")
@@ -238,7 +240,9 @@ def measure_models(
     models = {}
     for path, (name, explainer) in zip(paths, run.explainers.items()):
         size = processed_size(explainer.preprocess.image_processor, native)
-        cost = measure_cost(explainer.model, path, size, device, dtype, latency_repeats).as_dict()
+        cost = measure_cost(
+            explainer.model, path, size, device, dtype, latency_repeats, progress=f"latency ({explainer.title})"
+        ).as_dict()
         cost["size_on_disk_mib"] = round(cost["size_on_disk_bytes"] / 2**20, 2)
         summary = classification_summary(logits[name], run.labels, run.multi_label, run.space.names)
         models[name] = {"path": path, "classification": summary, "cost": cost, "shrink": read_shrink_record(path)}
@@ -302,6 +306,7 @@ def predict_split(run: ReportSplit, explainer: Explainer, batch_size: int) -> np
     """Logits (N, L) of the whole split: each process predicts chunks r, r + W, ... of `batch_size` images."""
     chunks = fixed_chunks(len(run.rows), batch_size)
     mine = list(enumerate(chunks))[run.state.process_index :: run.state.num_processes]
+    mine = chunks_with_progress(mine, f"predictions ({explainer.title})", run.state.is_main_process)
     done = [(number, explainer.predict_batch(run.images(chunk)).numpy()) for number, chunk in mine]
     return np.concatenate(in_order(run.state, done))
 
@@ -328,13 +333,8 @@ def explain_split(
     # Made once per model (a chunk at a time would re-initialise a ViT-B for every 64 images).
     copies = {name: randomized_copy(model, args.seed) for name, model in models.items()}
     done = []
-    # On the main process only; tqdm turns itself off where stderr is no terminal.
-    bar = tqdm(
-        total=sum(len(chunk) for _, chunk in chunks),
-        unit="img",
-        desc="explanations",
-        disable=None if state.is_main_process else True,
-    )
+    # The faithfulness curves are measured here too, chunk by chunk: this is the report's longest step.
+    bar = progress_bar(sum(len(chunk) for _, chunk in chunks), "explanations and faithfulness", state.is_main_process)
     with bar:
         for number, chunk in chunks:
             positions = chosen[chunk]
