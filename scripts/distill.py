@@ -27,6 +27,7 @@ from trainers.arguments import (
     hide_hub_token,
     launch_command,
 )
+from trainers.checkpoints import refuse_to_replace_a_model
 from trainers.distill_results import measure_row, write_results, write_seed_summary
 from trainers.distillation import (
     DistillationArguments,
@@ -95,6 +96,8 @@ def distill_once(
 
     trains_baseline = distill_args.train_baseline and not distill_args.baseline_model_name_or_path
     baseline_dir = distill_args.baseline_output_dir or f"{training_args.output_dir}-no-teacher"
+    for folder in (training_args.output_dir, *([baseline_dir] if trains_baseline else [])):
+        refuse_to_replace_a_model(folder, training_args)
     with run_folder_lock(training_args.output_dir, *([baseline_dir] if trains_baseline else [])):
         return distill_locked(data_args, model_args, distill_args, training_args, push_to_hub, baseline_dir, argv)
 
@@ -187,6 +190,7 @@ def distill_locked(
         teacher=distill_args.teacher_model_name_or_path,
         commands=[c for c in (recorded_command(distill_args.teacher_model_name_or_path), command) if c],
         distillation=describe_distillation(distill_args),
+        model_folder=training_args.output_dir,
     )
     write_model_card(training_args.output_dir, card)
     print(f"\n{table}\n\nSaved in {training_args.output_dir}: results.md, results.json, README.md (model card)")

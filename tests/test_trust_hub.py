@@ -1,0 +1,78 @@
+"""Issue 29, finding 1: every push is private unless asked otherwise, and a push that cannot happen offline is refused
+in one sentence before any work; the push itself is replaced here (nothing goes online)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import trainers.hub
+from pipelines import DataArguments, run_cli
+from pipelines.config import parse_config
+from trainers.arguments import ModelArguments, OneCycleTrainingArguments
+
+from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.project import load_script
+
+finetune = load_script("finetune").main
+
+
+class FakeHub:
+    """Stands in for huggingface_hub.HfApi: records the repo it would create and the files it would upload."""
+
+    calls: list = []
+
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
+
+    def create_repo(self, repo_id: str, private: bool, exist_ok: bool) -> str:
+        FakeHub.calls.append(("create", repo_id, private))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, folder_path: str, repo_id: str, allow_patterns: list[str], commit_message: str) -> None:
+        FakeHub.calls.append(("upload", repo_id, sorted(allow_patterns)))
+
+
+def run_config(tmp_path: Path, **overrides: object) -> Path:
+    make_medmnist_npz(tmp_path / "data" / "breastmnist.npz")
+    values = tiny_run_config(tmp_path, tmp_path / "data", max_steps=2, **overrides)
+    return write_config(tmp_path / "run.yaml", **values)
+
+
+@pytest.mark.parametrize(("option", "private"), [([], True), (["--hub_private_repo", "false"], False)])
+def test_finetune_push_is_private_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: list[str], private: bool
+) -> None:
+    FakeHub.calls = []
+    monkeypatch.setattr(trainers.hub, "is_offline", lambda: False)
+    monkeypatch.setattr(trainers.hub, "get_token", lambda: "hf_token")
+    monkeypatch.setattr(trainers.hub, "HfApi", FakeHub)
+    config = run_config(tmp_path, push_to_hub=True, hub_model_id="someone/tiny-model")
+    finetune([str(config), *option])
+    assert FakeHub.calls[0] == ("create", "someone/tiny-model", private)
+    [(_, repo, uploaded)] = FakeHub.calls[1:]  # one upload, after the evaluation: no checkpoint pushed on its own
+    assert repo == "someone/tiny-model"
+    assert {"model.safetensors", "config.json", "README.md", "metrics.json"} <= set(uploaded)
+
+
+@pytest.mark.parametrize("option", [[], ["--hub_private_repo", "false"]])
+def test_training_arguments_default_to_a_private_repo(tmp_path: Path, option: list[str]) -> None:
+    """finetune.py, distill.py and lr_find.py parse the same training arguments."""
+    config = write_config(tmp_path / "run.yaml", dataset_name="breastmnist", model_name_or_path="x", output_dir="run")
+    types = (DataArguments, ModelArguments, OneCycleTrainingArguments)
+    *_, training_args = parse_config(types, [str(config), *option])
+    assert training_args.hub_private_repo is (not option)
+
+
+def test_finetune_push_offline_is_refused_before_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = run_config(tmp_path, push_to_hub=True, hub_model_id="someone/tiny-model")  # the tests run offline
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: finetune([str(config)]))
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in error
+    assert error == (
+        "error: push_to_hub is true but HF_HUB_OFFLINE is set, so someone/tiny-model could not be published after "
+        "training; unset HF_HUB_OFFLINE, or set push_to_hub: false.\n"
+    )
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
