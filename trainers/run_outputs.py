@@ -81,7 +81,8 @@ def evaluate_and_report(
             test_output = output
     if trainer.is_world_process_zero():
         output_dir = Path(output_dir)
-        if any("loss" in entry for entry in trainer.state.log_history):
+        # Any curve to draw: a short run may log evaluations but no training loss (logging_steps > its steps).
+        if any("loss" in entry or "eval_loss" in entry for entry in trainer.state.log_history):
             plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         plot_confusion_matrix(
             np.asarray(test_output.label_ids),
