@@ -20,6 +20,7 @@ from pipelines.config import parse_config
 from pipelines.errors import ConfigError
 from pipelines.locks import run_folder_lock
 from pipelines.models import load_classifier
+from pipelines.publishing import check_push_possible
 from trainers.arguments import (
     ModelArguments,
     OneCycleTrainingArguments,
@@ -35,7 +36,7 @@ from trainers.distillation import (
     check_same_label_space,
     describe_distillation,
 )
-from trainers.hub import build_model_card, check_push_possible, push_folder, write_model_card
+from trainers.hub import build_model_card, push_folder, write_model_card
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
 from trainers.run_outputs import dataset_description, evaluate_and_report, recorded_command

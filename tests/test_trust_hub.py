@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
+import explain.cli
+import pipelines.publishing
 import trainers.hub
-from pipelines import DataArguments, run_cli
+from pipelines import DataArguments, OfflineError, run_cli
 from pipelines.config import parse_config
 from trainers.arguments import ModelArguments, OneCycleTrainingArguments
 
 from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.models import save_tiny_classifiers
 from helpers.project import load_script
 
 finetune = load_script("finetune").main
@@ -45,8 +48,8 @@ def test_finetune_push_is_private_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: list[str], private: bool
 ) -> None:
     FakeHub.calls = []
-    monkeypatch.setattr(trainers.hub, "is_offline", lambda: False)
-    monkeypatch.setattr(trainers.hub, "get_token", lambda: "hf_token")
+    monkeypatch.setattr(pipelines.publishing, "is_offline", lambda: False)
+    monkeypatch.setattr(pipelines.publishing, "get_token", lambda: "hf_token")
     monkeypatch.setattr(trainers.hub, "HfApi", FakeHub)
     config = run_config(tmp_path, push_to_hub=True, hub_model_id="someone/tiny-model")
     finetune([str(config), *option])
@@ -72,7 +75,21 @@ def test_finetune_push_offline_is_refused_before_training(tmp_path: Path, capsys
     error = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in error
     assert error == (
-        "error: push_to_hub is true but HF_HUB_OFFLINE is set, so someone/tiny-model could not be published after "
-        "training; unset HF_HUB_OFFLINE, or set push_to_hub: false.\n"
+        "error: push_to_hub is set, but someone/tiny-model could not be published after training: HF_HUB_OFFLINE is "
+        "set; unset it, or run without push_to_hub.\n"
     )
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_explain_maps_push_offline_is_refused_before_any_map(tmp_path: Path) -> None:
+    make_medmnist_npz(tmp_path / "data" / "breastmnist.npz")
+    folders = save_tiny_classifiers(tmp_path, ("resnet", "vit"))
+    argv = ["--model", folders["resnet"], "--dataset_name", "breastmnist", "--data_dir", str(tmp_path / "data")]
+    argv += ["--verify_md5", "false", "--split", "test", "--device", "cpu", "--save_maps", str(tmp_path / "maps")]
+    with pytest.raises(OfflineError) as refused:
+        explain.cli.main([*argv, "--push_to_hub", "someone/maps"])
+    assert str(refused.value) == (
+        "push_to_hub is set, but someone/maps could not be published once the maps are computed: HF_HUB_OFFLINE is "
+        "set; unset it, or run without push_to_hub."
+    )
+    assert not (tmp_path / "maps").exists()  # no map computed, no folder made

@@ -10,10 +10,11 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from pipelines.errors import ConfigError, DataError, OfflineError, failure_reason, is_offline
+from pipelines.errors import ConfigError, DataError, OfflineError, failure_reason
 from pipelines.io import atomic_write_text
+from pipelines.publishing import check_push_possible
 from trainers.distill_results import ResultRow, results_markdown
 
 # What a published model folder holds: enough for `pipeline("image-classification", model=repo_id)`, its card,
@@ -311,20 +312,6 @@ def files_to_push(folder: str | Path) -> list[str]:
     if missing:
         raise DataError(f"{folder} is not ready to publish: it lacks {', '.join(missing)}.")
     return [name for name in PUSHED_FILES if (folder / name).is_file()]
-
-
-def check_push_possible(repo_id: str) -> None:
-    """Refuse before training, not after it, a push that cannot happen: offline, or without a token."""
-    if is_offline():
-        raise OfflineError(
-            f"push_to_hub is true but HF_HUB_OFFLINE is set, so {repo_id} could not be published after training; "
-            "unset HF_HUB_OFFLINE, or set push_to_hub: false."
-        )
-    if get_token() is None:
-        raise ConfigError(
-            f"push_to_hub is true but there is no Hugging Face token to publish {repo_id} with: log in "
-            "(hf auth login), set HF_TOKEN, or give hub_token."
-        )
 
 
 def planned_push(training_args: Any) -> str | None:
