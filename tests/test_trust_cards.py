@@ -8,7 +8,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from trainers.hub import INTENDED_USE_TITLE, build_finetune_card, fold_into_model_card, model_card_text
+import trainers.hub as hub
 
 from helpers.data import make_medmnist_npz, tiny_run_config, write_config
 from helpers.distill import distill_config, save_teacher
@@ -18,6 +18,7 @@ from helpers.project import load_script
 finetune = load_script("finetune").main
 distill = load_script("distill").main
 
+INTENDED_USE = "## Intended use and limitations"
 NOT_CLINICAL = "must not be used for clinical decisions"
 REPORT = """# Evaluation report
 
@@ -32,7 +33,7 @@ Made by: `python scripts/report.py --models {root}/teacher {root}/student --mode
 def assert_publishable(card: ModelCard, tmp_path: Path) -> None:
     """The intended-use section, and no path of this machine anywhere (front matter included)."""
     text = str(card)
-    assert f"\n{INTENDED_USE_TITLE}\n" in text and NOT_CLINICAL in " ".join(text.split())
+    assert f"\n{INTENDED_USE}\n" in text and NOT_CLINICAL in " ".join(text.split())
     assert str(tmp_path) not in text and "/tmp" not in text
 
 
@@ -65,7 +66,7 @@ def test_finetune_card_names_the_base_model_by_its_hub_id(tmp_path: Path) -> Non
 def test_a_hub_dataset_and_base_model_are_linked_by_their_ids(tmp_path: Path) -> None:
     folder = Path(save_classifier(tmp_path / "model", TINY_RESNET))
     report = {"validation": {"samples": 4, "accuracy": 0.5}, "test": {"samples": 4, "accuracy": 0.75, "auc": 0.8}}
-    card = build_finetune_card(
+    card = hub.build_finetune_card(
         report,
         model_name="someone/model",
         dataset=("someone/xrays", "someone/xrays"),
@@ -88,15 +89,15 @@ def test_a_hub_dataset_and_base_model_are_linked_by_their_ids(tmp_path: Path) ->
 def test_the_report_section_adds_intended_use_and_drops_local_paths(tmp_path: Path) -> None:
     folder = Path(save_classifier(tmp_path / "student", TINY_RESNET))
     (folder / "README.md").write_text("---\nlibrary_name: transformers\n---\n# Student\n\nIntro.\n")
-    fold_into_model_card(folder, REPORT.format(root=tmp_path))
+    hub.fold_into_model_card(folder, REPORT.format(root=tmp_path))
     card = ModelCard.load(folder / "README.md")
     assert_publishable(card, tmp_path)
     assert "Made by: `python scripts/report.py --models <teacher> <student> --model_card <student> --split test`" in (
         card.text
     )
-    assert card.text.index("Intro.") < card.text.index(INTENDED_USE_TITLE) < card.text.index("## Evaluation report")
-    fold_into_model_card(folder, REPORT.format(root=tmp_path))  # a second report: one intended-use section still
-    assert ModelCard.load(folder / "README.md").text.count(INTENDED_USE_TITLE) == 1
+    assert card.text.index("Intro.") < card.text.index(INTENDED_USE) < card.text.index("## Evaluation report")
+    hub.fold_into_model_card(folder, REPORT.format(root=tmp_path))  # a second report: one intended-use section still
+    assert ModelCard.load(folder / "README.md").text.count(INTENDED_USE) == 1
 
 
 def test_a_shrunk_copy_card_has_intended_use_and_no_local_paths(tmp_path: Path) -> None:
@@ -115,7 +116,7 @@ def test_a_shrunk_copy_card_has_intended_use_and_no_local_paths(tmp_path: Path) 
         },
         "recovery": None,
     }
-    card = ModelCard(model_card_text(record, folder))
+    card = ModelCard(hub.model_card_text(record, folder))
     assert_publishable(card, tmp_path)
     assert card.text.lstrip().startswith("# prune copy of teacher\n")
     assert "Made with `python scripts/shrink.py --model <teacher> --method prune --out <pruned>`." in card.text

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import explain.cli
-import pipelines.publishing
 import trainers.hub
 from pipelines import DataArguments, OfflineError, run_cli
 from pipelines.config import parse_config
@@ -48,8 +47,9 @@ def test_finetune_push_is_private_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: list[str], private: bool
 ) -> None:
     FakeHub.calls = []
-    monkeypatch.setattr(pipelines.publishing, "is_offline", lambda: False)
-    monkeypatch.setattr(pipelines.publishing, "get_token", lambda: "hf_token")
+    # By name: the check's module (pipelines.publishing) is resolved when the test runs.
+    monkeypatch.setattr("pipelines.publishing.is_offline", lambda: False)
+    monkeypatch.setattr("pipelines.publishing.get_token", lambda: "hf_token")
     monkeypatch.setattr(trainers.hub, "HfApi", FakeHub)
     config = run_config(tmp_path, push_to_hub=True, hub_model_id="someone/tiny-model")
     finetune([str(config), *option])
