@@ -9,6 +9,8 @@ from pathlib import Path
 from huggingface_hub import ModelCard
 
 import trainers.hub as hub
+from pipelines import DataArguments
+from trainers.run_outputs import dataset_description
 
 from helpers.data import make_medmnist_npz, tiny_run_config, write_config
 from helpers.distill import distill_config, save_teacher
@@ -120,3 +122,15 @@ def test_a_shrunk_copy_card_has_intended_use_and_no_local_paths(tmp_path: Path) 
     assert_publishable(card, tmp_path)
     assert card.text.lstrip().startswith("# prune copy of teacher\n")
     assert "Made with `python scripts/shrink.py --model <teacher> --method prune --out <pruned>`." in card.text
+
+
+def test_a_dataset_repo_on_this_machine_is_named_not_linked(tmp_path: Path) -> None:
+    (tmp_path / "xrays").mkdir()
+    args = DataArguments(dataset_source="hub", dataset_name=str(tmp_path / "xrays"))
+    dataset = dataset_description(args)
+    assert dataset == ("local-dataset", "local dataset xrays")
+    folder = Path(save_classifier(tmp_path / "model", TINY_RESNET))
+    report = {"test": {"samples": 4, "accuracy": 0.75}}
+    card = hub.build_finetune_card(report, str(folder), dataset, None, "python scripts/finetune.py x", folder, "resnet")
+    assert_publishable(card, tmp_path)
+    assert card.data.datasets is None and "Trained and evaluated on local dataset xrays only" in card.text

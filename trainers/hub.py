@@ -1,6 +1,7 @@
 """Every model card this project writes (huggingface_hub's ModelCard) and publishing a model folder to the Hub: the
-distilled student's card with its results table, the evaluation report's section in any model's card, and a shrunk
-copy's card."""
+fine-tuned model's card, the distilled student's card with its results table, the evaluation report's section in any
+model's card, and a shrunk copy's card. Each card is written to be published: intended use and limitations, models
+and datasets by Hub id, no path of this machine."""
 
 from __future__ import annotations
 
@@ -267,9 +268,10 @@ classifier = pipeline("image-classification", model="{model}")
 
 
 def dataset_is_on_the_hub(dataset_id: str) -> bool:
-    """MedMNIST and image folders are not Hub datasets (`run_outputs.dataset_description` names them
-    'medmnist/<flag>' and 'imagefolder'); any other identifier is the Hub id the data was loaded from."""
-    return not dataset_id.startswith("medmnist/") and dataset_id != "imagefolder" and not is_local_path(dataset_id)
+    """MedMNIST, image folders and datasets on this machine are not Hub datasets (`run_outputs.dataset_description`
+    names them 'medmnist/<flag>', 'imagefolder' and 'local-dataset'); any other identifier is the Hub id the data was
+    loaded from."""
+    return not dataset_id.startswith("medmnist/") and dataset_id not in ("imagefolder", "local-dataset")
 
 
 def public_command(command: str) -> str:

@@ -109,6 +109,8 @@ def dataset_description(data_args: Any) -> tuple[str, str]:
     if data_args.dataset_source == "medmnist":
         flag = data_args.dataset_name
         return f"medmnist/{flag}", f"{flag.removesuffix('mnist').capitalize()}MNIST ({data_args.medmnist_size} px)"
-    if data_args.dataset_source == "hub":
+    if data_args.dataset_source == "hub" and not Path(data_args.dataset_name).exists():
         return data_args.dataset_name, data_args.dataset_name
+    if data_args.dataset_source == "hub":  # a dataset repo on this machine: its name only, never its path (cards)
+        return "local-dataset", f"local dataset {Path(data_args.dataset_name).name}"
     return "imagefolder", f"image folder {Path(data_args.data_dir).name}"
