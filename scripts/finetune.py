@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         if training_args.do_train:  # an evaluation only leaves the model's own card alone
             card = build_finetune_card(
                 report,
-                model_name=repo_id or training_args.output_dir,
+                model_name=repo_id or training_args.hub_model_id or training_args.output_dir,
                 dataset=dataset,
                 base_model=model_args.model_name_or_path,
                 command=command,
