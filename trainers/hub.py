@@ -206,9 +206,15 @@ def intended_use_section(model_folder: str | Path, dataset_name: str | None) -> 
 - {trained_on} not images from other hospitals, scanners, populations or protocols.
 - It classifies every image resized to {input_size_text(folder)}, the size it was trained at: detail lost at that
   size is invisible to it.
-- It answers with one of {label_text} for every image, including images that show none of them.
+- {answers_text(config, label_text)}
 - Its saliency maps show which pixels moved its prediction, not where a finding is, and are no evidence that a
   prediction is right."""
+
+
+def answers_text(config: dict[str, Any], label_text: str) -> str:
+    if config.get("problem_type") == "multi_label_classification":
+        return f"It says, for every image, which of {label_text} it shows; it knows no other finding."
+    return f"It answers with one of {label_text} for every image, including images that show none of them."
 
 
 def input_size_text(model_folder: Path) -> str:
@@ -237,7 +243,10 @@ def hub_base_model(name_or_path: str | None) -> str | None:
     if not is_local_path(name_or_path):
         return name_or_path
     card_path = Path(name_or_path) / "README.md"
-    recorded = ModelCard.load(card_path).data.base_model if card_path.is_file() else None
+    try:
+        recorded = ModelCard.load(card_path).data.base_model if card_path.is_file() else None
+    except (OSError, ValueError):  # a README whose front matter is not YAML records nothing readable
+        recorded = None
     recorded = recorded[0] if isinstance(recorded, list) and recorded else recorded
     return recorded if isinstance(recorded, str) and not is_local_path(recorded) else None
 
@@ -286,8 +295,12 @@ def public_command(command: str) -> str:
     def quoted(word: str) -> str:
         return word if word.startswith("<") and word.endswith(">") else shlex.quote(word)
 
+    try:
+        split = shlex.split(command)
+    except ValueError:  # unbalanced quotes (a command written by hand): words as they stand
+        split = command.split()
     words = []
-    for word in shlex.split(command):
+    for word in split:
         key, equals, value = word.partition("=")
         if word.startswith("--") and equals:
             words.append(f"{shlex.quote(key)}={quoted(public(value))}")
@@ -421,7 +434,7 @@ def model_card_text(record: dict[str, Any], model_folder: str | Path) -> str:
     metadata = card_metadata(base_model=base, tags=["image-classification", "see-what-you-shrink", record["method"]])
     lines = [
         f"---\n{metadata.to_yaml()}\n---",
-        f"# {record['method']} copy of {base or public_model_name(source)}",
+        f"# {record['method']} copy of {public_model_name(source)}",
         "",
         f"Made with `{public_command(record['command'])}`.",
         "",
