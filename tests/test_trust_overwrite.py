@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import run_cli
+from pipelines import ConfigError, run_cli
 
 from helpers.data import make_medmnist_npz, tiny_run_config, write_config
 from helpers.distill import distill_config, save_teacher
@@ -62,6 +62,13 @@ def test_resuming_a_finished_run_in_its_folder_is_no_overwrite(tmp_path: Path) -
     weights = (tmp_path / "run" / "model.safetensors").read_bytes()
     finetune([str(config), "--resume_from_checkpoint", "true"])  # restores the finished checkpoint, trains nothing
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights
+
+
+def test_resume_with_no_checkpoint_to_resume_is_a_fresh_run_and_refused(tmp_path: Path) -> None:
+    """resume_from_checkpoint: true starts afresh when the folder has no checkpoint, so it would replace the model."""
+    config = teacher_config(tmp_path)
+    with pytest.raises(ConfigError, match="already holds a trained model"):
+        finetune([str(config), "--resume_from_checkpoint", "true"])
 
 
 def test_a_fresh_distill_refuses_to_replace_a_trained_student(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -49,9 +49,13 @@ def refuse_to_replace_a_model(output_dir: str | Path, args: Any) -> None:
     Raises:
         ConfigError: the folder holds a trained model, and the run neither resumes nor may overwrite it.
     """
-    resumes = str(args.resume_from_checkpoint).lower() not in ("none", "false", "")
-    if not args.do_train or resumes or args.overwrite_output_dir or not holds_trained_model(output_dir):
+    if not args.do_train or args.overwrite_output_dir or not holds_trained_model(output_dir):
         return
+    resume = str(args.resume_from_checkpoint).lower()
+    if resume == "true" and newest_complete_checkpoint(output_dir) is not None:
+        return  # continues the run whose checkpoint it finds there (with none, it would start afresh)
+    if resume not in ("true", "none", "false", ""):
+        return  # continues the run of the checkpoint it names
     raise ConfigError(
         f"{output_dir} already holds a trained model, which this run would replace; give another output_dir, or "
         "pass --overwrite_output_dir true to replace it."
