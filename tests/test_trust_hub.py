@@ -3,6 +3,7 @@ in one sentence before any work; the push itself is replaced here (nothing goes 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ class FakeHub:
     """Stands in for huggingface_hub.HfApi: records the repo it would create and the files it would upload."""
 
     calls: list = []
+    uploaded: dict[str, bytes] = {}
 
     def __init__(self, token: str | None = None) -> None:
         self.token = token
@@ -34,6 +36,7 @@ class FakeHub:
 
     def upload_folder(self, folder_path: str, repo_id: str, allow_patterns: list[str], commit_message: str) -> None:
         FakeHub.calls.append(("upload", repo_id, sorted(allow_patterns)))
+        FakeHub.uploaded = {name: (Path(folder_path) / name).read_bytes() for name in allow_patterns}
 
 
 def run_config(tmp_path: Path, **overrides: object) -> Path:
@@ -57,6 +60,22 @@ def test_finetune_push_is_private_by_default(
     [(_, repo, uploaded)] = FakeHub.calls[1:]  # one upload, after the evaluation: no checkpoint pushed on its own
     assert repo == "someone/tiny-model"
     assert {"model.safetensors", "config.json", "README.md", "metrics.json"} <= set(uploaded)
+
+
+def test_published_files_quote_no_path_of_this_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics.json records the command with its paths (it reproduces the run here); the published copy does not."""
+    monkeypatch.setattr("pipelines.publishing.is_offline", lambda: False)
+    monkeypatch.setattr("pipelines.publishing.get_token", lambda: "hf_token")
+    monkeypatch.setattr(trainers.hub, "HfApi", FakeHub)
+    config = run_config(tmp_path, push_to_hub=True, hub_model_id="someone/tiny-model")
+    finetune([str(config)])
+    assert str(tmp_path) in (tmp_path / "run" / "metrics.json").read_text()  # the local record, unchanged
+    published = json.loads(FakeHub.uploaded["metrics.json"])
+    assert published["command"] == "python scripts/finetune.py <run.yaml>"
+    assert published["test"] == json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    for name, content in FakeHub.uploaded.items():
+        assert str(tmp_path).encode() not in content, name
+    assert FakeHub.uploaded["model.safetensors"] == (tmp_path / "run" / "model.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("option", [[], ["--hub_private_repo", "false"]])

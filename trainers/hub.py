@@ -6,8 +6,11 @@ and datasets by Hub id, no path of this machine."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -357,21 +360,66 @@ def push_folder(
         The repo's URL.
     """
     names = files_to_push(folder)
-    try:
-        api = HfApi(token=token)
-        url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(
-            folder_path=str(folder),
-            repo_id=repo_id,
-            allow_patterns=names,
-            commit_message=commit_message,
-        )
-    except Exception as error:  # network, auth and offline errors come in many types
-        raise OfflineError(
-            f"Could not push {folder} to the Hub as {repo_id} ({failure_reason(error, token)}); the local folder is "
-            "complete: log in (hf auth login or HF_TOKEN), check the network, and run the push again."
-        ) from None
+    with tempfile.TemporaryDirectory(prefix="publish-") as staging:
+        stage_for_publishing(Path(folder), names, Path(staging))
+        try:
+            api = HfApi(token=token)
+            url = api.create_repo(repo_id, private=private, exist_ok=True)
+            api.upload_folder(
+                folder_path=staging,
+                repo_id=repo_id,
+                allow_patterns=names,
+                commit_message=commit_message,
+            )
+        except Exception as error:  # network, auth and offline errors come in many types
+            raise OfflineError(
+                f"Could not push {folder} to the Hub as {repo_id} ({failure_reason(error, token)}); the local folder "
+                "is complete: log in (hf auth login or HF_TOKEN), check the network, and run the push again."
+            ) from None
     return str(url)
+
+
+# The published files that may quote paths of this machine: the commands recorded in metrics.json and results.json
+# (and results.md), the models of results.json's rows.
+TEXT_FILES = ("README.md", "results.md", "results.json", "metrics.json")
+
+
+def stage_for_publishing(folder: Path, names: list[str], staging: Path) -> None:
+    """The files `names` of `folder` as they are published, in `staging`: the text files with every local path they
+    record replaced by ``<its name>``; the others linked (or copied, across file systems). The folder is untouched:
+    its records keep the paths, which reproduce the run on this machine."""
+    paths = recorded_local_paths(folder)
+    for name in names:
+        source, target = folder / name, staging / name
+        if name in TEXT_FILES:
+            atomic_write_text(target, without_local_paths(source.read_text(), paths))
+            continue
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+
+
+def recorded_local_paths(folder: Path) -> list[str]:
+    """The paths of this machine that `folder`'s metrics.json and results.json record: words of their commands
+    (outside the project's scripts/ and configs/), the models of the results' rows, and the folder itself."""
+    commands, models = [], []
+    for name in ("metrics.json", "results.json"):
+        path = folder / name
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        commands.append(record.get("command") or "")
+        models += [row.get("model") or "" for row in record.get("rows", [])]
+    words = [word.partition("=")[2] if word.startswith("--") else word for c in commands for word in c.split()]
+    found = {word for word in [*words, *models, str(folder)] if word and is_local_path(word)}
+    # A bare folder name ('student') says nothing about this machine, and replacing it would hit ordinary words.
+    found = {path for path in found if "/" in path and not is_project_file(path)}
+    return sorted(found, key=len, reverse=True)  # a folder's subfolders first
+
+
+def without_local_paths(text: str, paths: list[str]) -> str:
+    for path in paths:
+        text = re.sub(rf"(?<![\w./-]){re.escape(path)}(?![\w./-])", f"<{Path(path).name}>", text)
+    return text
 
 
 def check_model_card_folder(model_folder: str | Path) -> Path:
