@@ -35,6 +35,7 @@ from pipelines.errors import ConfigError
 from pipelines.io import check_output_folder, finish_partial, mark_partial
 from pipelines.locks import run_folder_lock
 from pipelines.progress import progress_bar
+from pipelines.publishing import check_push_possible
 from pipelines.runtime import check_precision, compute_dtype, pick_device, precision_name
 from pipelines.splits import check_split
 
@@ -255,6 +256,8 @@ def save_maps_of_splits(args: ExplainArguments, data_args: DataArguments) -> dic
     Returns:
         The run's summary: folder, rows, images, processes, seconds, maps/s and the share of time spent writing.
     """
+    if args.push_to_hub:  # refused now, not after every map is computed
+        check_push_possible(args.push_to_hub, after="once the maps are computed")
     check_output_folder(args.save_maps)
     state = process_state(cpu=args.device == "cpu")
     # One process: the device asked for. Launched: the one accelerate gave this process.

@@ -40,7 +40,8 @@ def load_image_dataset(args: DataArguments) -> ImageData:
         )
     else:
         raw = load_image_folder(args.data_dir, args.class_names)
-    refuse_single_class(raw["train"], args.dataset_name or args.data_dir)
+    # What was loaded: a folder's data_dir, even when a leftover dataset_name (from the YAML it was adapted from) is set.
+    refuse_single_class(raw["train"], args.data_dir if args.dataset_source == "folder" else args.dataset_name)
     splits = standard_splits(raw, args.validation_split_fraction, args.test_split_fraction, args.split_seed)
     splits = DatasetDict(
         {

@@ -139,13 +139,25 @@ def read_holder(path: Path) -> LockHolder | None:
 
 
 def _take_over(path: Path, stale: LockHolder) -> None:
+    # Every kind of run folder has a lock (training, a maps dataset, a report), so the note names what this folder
+    # holds instead of guessing (a maps folder has no checkpoints).
     logger.warning(
-        "Taking over %s: it names %s, which no longer runs (the run was killed); its checkpoints may be resumed.",
+        "Taking over %s: it names %s, which no longer runs (the run was killed); what it left stays: %s.",
         path,
         stale.describe(),
+        contents_text(path.parent),
     )
     if read_holder(path) == stale:  # not a lock that another run has just taken over
         path.unlink(missing_ok=True)
+
+
+def contents_text(folder: Path, shown: int = 4) -> str:
+    """What `folder` holds besides its lock, e.g. 'checkpoint-4, config.json and 3 more' ('nothing' when empty)."""
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name != LOCK_NAME)
+    if not names:
+        return "nothing"
+    listed = ", ".join(names[:shown])
+    return f"{listed} and {len(names) - shown} more" if len(names) > shown else listed
 
 
 def _in_use_message(folder: Path, path: Path, holder: LockHolder | None) -> str:

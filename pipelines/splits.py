@@ -68,20 +68,28 @@ def carve(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]
             stratify = "label"
         else:
             # A silent random split of a small or unbalanced dataset can leave whole classes out of the carved
-            # split, and its AUC then covers fewer classes (or none): say so.
-            names = train.features["label"].names
-            rarest = min(counts, key=counts.get)
+            # split, and its AUC then covers fewer classes (or none): say so, with the reason that applies.
             logger.warning(
-                "Carving %d of %d images off train at random, not stratified: class '%s' has %d image(s) and "
-                "there are %d classes; give the dataset its own validation/test splits, or more images per class.",
+                "Carving %d of %d images off train at random, not stratified: %s; give the dataset its own "
+                "validation/test splits, or more images per class.",
                 round(fraction * len(train)),
                 len(train),
-                names[rarest],
-                counts[rarest],
-                len(counts),
+                unstratified_reason(counts, train.features["label"].names, round(fraction * len(train))),
             )
     parts = train.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
     return parts["train"], parts["test"]
+
+
+def unstratified_reason(counts: dict[int, int], names: list[str], carved: int) -> str:
+    """Why a split of `carved` images cannot be stratified over classes with these image `counts`: a class with
+    a single image (it cannot be on both sides), and/or fewer carved images than classes."""
+    reasons = []
+    rarest = min(counts, key=counts.get)
+    if counts[rarest] < 2:
+        reasons.append(f"class '{names[rarest]}' has a single image (stratifying needs two of each class)")
+    if carved < len(counts):
+        reasons.append(f"{carved} carved image(s) cannot hold one of each of the {len(counts)} classes")
+    return " and ".join(reasons)
 
 
 def subsample(dataset: Dataset, limit: int | None, seed: int) -> Dataset:

@@ -23,6 +23,7 @@ from pipelines.config import parse_config
 from pipelines.errors import ConfigError
 from pipelines.locks import run_folder_lock
 from pipelines.models import load_classifier
+from pipelines.publishing import check_push_possible
 from trainers.arguments import (
     ModelArguments,
     OneCycleTrainingArguments,
@@ -30,6 +31,7 @@ from trainers.arguments import (
     hide_hub_token,
     launch_command,
 )
+from trainers.checkpoints import refuse_to_replace_a_model
 from trainers.distill_results import measure_row, write_results, write_seed_summary
 from trainers.distillation import (
     DistillationArguments,
@@ -37,7 +39,7 @@ from trainers.distillation import (
     check_same_label_space,
     describe_distillation,
 )
-from trainers.hub import build_model_card, check_push_possible, push_folder, write_model_card
+from trainers.hub import build_model_card, push_folder, write_model_card
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
 from trainers.run_outputs import dataset_description, evaluate_and_report, recorded_command
@@ -98,6 +100,8 @@ def distill_once(
 
     trains_baseline = distill_args.train_baseline and not distill_args.baseline_model_name_or_path
     baseline_dir = distill_args.baseline_output_dir or f"{training_args.output_dir}-no-teacher"
+    for folder in (training_args.output_dir, *([baseline_dir] if trains_baseline else [])):
+        refuse_to_replace_a_model(folder, training_args)
     with run_folder_lock(training_args.output_dir, *([baseline_dir] if trains_baseline else [])):
         return distill_locked(data_args, model_args, distill_args, training_args, push_to_hub, baseline_dir, argv)
 
@@ -190,6 +194,7 @@ def distill_locked(
         teacher=distill_args.teacher_model_name_or_path,
         commands=[c for c in (recorded_command(distill_args.teacher_model_name_or_path), command) if c],
         distillation=describe_distillation(distill_args),
+        model_folder=training_args.output_dir,
     )
     write_model_card(training_args.output_dir, card)
     print(f"\n{table}\n\nSaved in {training_args.output_dir}: results.md, results.json, README.md (model card)")

@@ -12,6 +12,7 @@ from huggingface_hub import ModelCard
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+import pipelines.publishing
 import trainers.hub
 from pipelines import ConfigError, OfflineError, run_cli
 from trainers.hub import REQUIRED_FILES, files_to_push
@@ -103,7 +104,7 @@ def test_model_card_validates_and_carries_the_table(distilled) -> None:
     }
     assert {result.dataset_type for result in card.data.eval_results} == {"medmnist/breastmnist"}
     assert card.data.pipeline_tag == "image-classification"
-    assert card.data.to_dict()["teacher"] == str(tmp_path / "teacher")
+    assert "teacher" not in card.data.to_dict()  # a local folder, not a Hub id: never published (issue 29)
     assert card.data.base_model is None  # built from a config
     assert "| teacher | ResNet |" in card.text and "| student (no teacher) |" in card.text
     # The card's table carries each row's measured test metrics (checked against the models in the test above).
@@ -131,8 +132,8 @@ def test_push_while_offline_is_refused_before_training(tmp_path: Path) -> None:
 
 
 def test_push_without_a_token_is_refused_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trainers.hub, "is_offline", lambda: False)
-    monkeypatch.setattr(trainers.hub, "get_token", lambda: None)
+    monkeypatch.setattr(pipelines.publishing, "is_offline", lambda: False)
+    monkeypatch.setattr(pipelines.publishing, "get_token", lambda: None)
     config = distill_config(tmp_path, train_baseline=False, push_to_hub=True, hub_model_id="someone/tiny-student")
     with pytest.raises(ConfigError, match="no Hugging Face token"):
         main([str(config)])
@@ -143,8 +144,8 @@ def test_failed_push_fails_in_one_sentence_and_keeps_the_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     FakeHub.calls = []
-    monkeypatch.setattr(trainers.hub, "is_offline", lambda: False)
-    monkeypatch.setattr(trainers.hub, "get_token", lambda: "hf_token")
+    monkeypatch.setattr(pipelines.publishing, "is_offline", lambda: False)
+    monkeypatch.setattr(pipelines.publishing, "get_token", lambda: "hf_token")
     monkeypatch.setattr(trainers.hub, "HfApi", FakeHub)  # its upload fails as an expired token would
     config = distill_config(tmp_path, train_baseline=False, push_to_hub=True, hub_model_id="someone/tiny-student")
     with pytest.raises(OfflineError, match="someone/tiny-student .*the local folder is complete") as error:

@@ -152,7 +152,7 @@ def test_a_fresh_run_into_a_folder_of_earlier_checkpoints_says_so(
     config = str(write_config(tmp_path / "c.yaml", **values))
     main([config])
     assert "from an earlier run" not in caplog.text
-    main([config])
+    main([config, "--overwrite_output_dir", "true"])  # without it, the trained model there is not replaced
     assert "already holds checkpoint-2 from an earlier run" in caplog.text
 
 

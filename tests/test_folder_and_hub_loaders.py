@@ -68,7 +68,10 @@ def test_a_split_that_cannot_be_stratified_is_carved_at_random_with_a_warning(
     assert sum(len(split) for split in data.dataset.values()) == 21
     warnings = [record.getMessage() for record in caplog.records if record.name == "pipelines.splits"]
     assert len(warnings) == 2  # test carved first, then validation: neither can hold every class stratified
-    assert "not stratified: class 'rare' has 1 image(s) and there are 3 classes" in warnings[0]
+    assert (
+        "not stratified: class 'rare' has a single image (stratifying needs two of each class) and 2 carved "
+        "image(s) cannot hold one of each of the 3 classes"
+    ) in warnings[0]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pipelines.splits"):
         test_class_subfolders_without_split_folders_carve_seeded_stratified_splits(tmp_path / "balanced")

@@ -99,7 +99,8 @@ def test_death_between_renames_of_the_final_save_leaves_a_folder_that_does_not_l
     earlier, values = finished_run
     run_dir = tmp_path / "run"
     shutil.copytree(earlier, run_dir)
-    config = write_config(tmp_path / "run.yaml", **{**values, "output_dir": str(run_dir)})
+    # A second fresh run into the finished folder, which it may replace (issue 29: without this it is refused).
+    config = write_config(tmp_path / "run.yaml", **{**values, "output_dir": str(run_dir), "overwrite_output_dir": True})
     script = faults.load_script("finetune")
     renames: list[str] = []
 

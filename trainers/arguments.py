@@ -127,7 +127,8 @@ ONE_CYCLE = "one_cycle"
 
 @dataclass
 class OneCycleTrainingArguments(TrainingArguments):
-    """transformers' `TrainingArguments`, whose ``lr_scheduler_type`` also takes ``one_cycle``.
+    """transformers' `TrainingArguments`, whose ``lr_scheduler_type`` also takes ``one_cycle``, with a private Hub
+    repo by default and ``overwrite_output_dir`` (see the two fields below).
 
     transformers has no one-cycle schedule and checks ``lr_scheduler_type`` against its `SchedulerType` enum, so this
     field is re-declared as text: ``one_cycle`` is kept as it is, every other value goes through transformers'
@@ -143,6 +144,18 @@ class OneCycleTrainingArguments(TrainingArguments):
             "then anneals (cosine) to one_cycle_max_lr / (div_factor * final_div_factor), and cycles Adam's beta1 "
             "from 0.95 to 0.85 and back, as torch does by default."
         },
+    )
+    # transformers' default (None) makes a public repo unless the organisation says otherwise: the wrong default
+    # for a medical model, so every push of this project is private unless the user asks otherwise (issue 29).
+    hub_private_repo: bool = field(
+        default=True,
+        metadata={"help": "Make the Hub repo a push creates private; false publishes it publicly."},
+    )
+    # transformers 5 removed this field; a fresh run refuses to replace a trained model without it
+    # (`trainers.checkpoints.refuse_to_replace_a_model`).
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Let a fresh run replace the trained model already in output_dir."},
     )
     one_cycle_max_lr: float | None = field(
         default=None, metadata={"help": "one_cycle: the peak learning rate; default: learning_rate."}

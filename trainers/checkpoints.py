@@ -12,6 +12,8 @@ from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from pipelines.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
@@ -23,6 +25,41 @@ STAGING_FOLDER = ".final-model.partial"
 # A run folder vouches for itself through these two files: `from_pretrained` needs config.json, and metrics.json
 # is written after evaluation. Both are removed before the final save and come back last.
 COMPLETION_MARKERS = ("metrics.json", "config.json")
+
+
+# The weights of a saved model, in the formats `from_pretrained` reads.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def holds_trained_model(folder: str | Path) -> bool:
+    """Whether `folder` holds a finished model: its config.json (which the final save moves in last) and weights."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHT_FILES)
+
+
+def refuse_to_replace_a_model(output_dir: str | Path, args: Any) -> None:
+    """Refuse a fresh training run into a folder that holds a trained model (a teacher students were distilled from,
+    say), which its final save would replace; resuming a run there, or ``overwrite_output_dir``, is allowed.
+
+    Raises:
+        ConfigError: the folder holds a trained model, and the run neither resumes nor may overwrite it.
+    """
+    if not args.do_train or args.overwrite_output_dir or not holds_trained_model(output_dir):
+        return
+    resume = str(args.resume_from_checkpoint).lower()
+    if resume == "true" and newest_complete_checkpoint(output_dir) is not None:
+        return  # continues the run whose checkpoint it finds there (with none, it would start afresh)
+    if resume not in ("true", "none", "false", ""):
+        return  # continues the run of the checkpoint it names
+    raise ConfigError(
+        f"{output_dir} already holds a trained model, which this run would replace; give another output_dir, or "
+        "pass --overwrite_output_dir true to replace it."
+    )
 
 
 def is_complete_checkpoint(folder: str | Path) -> bool:

@@ -81,7 +81,8 @@ def evaluate_and_report(
             test_output = output
     if trainer.is_world_process_zero():
         output_dir = Path(output_dir)
-        if any("loss" in entry for entry in trainer.state.log_history):
+        # Any curve to draw: a short run may log evaluations but no training loss (logging_steps > its steps).
+        if any("loss" in entry or "eval_loss" in entry for entry in trainer.state.log_history):
             plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         plot_confusion_matrix(
             np.asarray(test_output.label_ids),
@@ -108,6 +109,8 @@ def dataset_description(data_args: Any) -> tuple[str, str]:
     if data_args.dataset_source == "medmnist":
         flag = data_args.dataset_name
         return f"medmnist/{flag}", f"{flag.removesuffix('mnist').capitalize()}MNIST ({data_args.medmnist_size} px)"
-    if data_args.dataset_source == "hub":
+    if data_args.dataset_source == "hub" and not Path(data_args.dataset_name).exists():
         return data_args.dataset_name, data_args.dataset_name
+    if data_args.dataset_source == "hub":  # a dataset repo on this machine: its name only, never its path (cards)
+        return "local-dataset", f"local dataset {Path(data_args.dataset_name).name}"
     return "imagefolder", f"image folder {Path(data_args.data_dir).name}"

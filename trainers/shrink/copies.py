@@ -40,7 +40,7 @@ def write_shrunk_copy(model: PreTrainedModel, processor: Any, out: str | Path, r
         model.save_pretrained(out)
     processor.save_pretrained(out)
     atomic_write_json(out / "shrink.json", record)
-    atomic_write_text(out / "README.md", model_card_text(record))
+    atomic_write_text(out / "README.md", model_card_text(record, out))
     return out
 
 
