@@ -4,8 +4,8 @@ A user told "--allow_pickle on the command line" by a script that then rejects -
 The walk: for each command, the modules of this project it can reach (its imports, followed through the packages,
 lazy imports inside functions included), every `--option` named in the sentences those modules raise, warn or log,
 checked against the options the command's own ``--help`` lists. Two rules keep it to what the command can say:
-- a module that belongs to one command (`OWNERS`: the report's package, shrink's, the benchmark's, the explain CLI,
-  the explorer) speaks to that command's user only; every other module is shared and must fit every command that
+- a module that belongs to some commands (`OWNERS`: the report's package, shrink's, the benchmark's, a training
+  run's checkpoints, the explain CLI, the explorer) speaks to their users only; every other module is shared and must fit every command that
   reaches it;
 - a sentence inside an argument class (a class whose fields are options) speaks only where that class is parsed.
 """
@@ -31,14 +31,15 @@ OPTION = re.compile(r"--([a-z][a-z0-9_-]*[a-z0-9])")
 # Calls whose text a user reads as advice: warnings and log records (errors are read from `raise` statements;
 # printed results may name another command's options when they say what was measured).
 SPEAKING_CALLS = {"warn", "warning", "info", "error", "exception", "Warning", "Info"}
-# Modules (folders or files, relative to the checkout) that belong to one command.
+# Modules (folders or files, relative to the checkout) that belong to some commands only.
 OWNERS = {
-    "trainers/report": "report",
-    "trainers/shrink": "shrink",
-    "trainers/benchmark": "benchmark",
-    "explain/cli.py": "explain",
-    "explain/maps_dataset.py": "explain",
-    "explain/explorer.py": "app",
+    "trainers/report": {"report"},
+    "trainers/shrink": {"shrink"},
+    "trainers/benchmark": {"benchmark"},
+    "trainers/checkpoints.py": {"finetune", "distill", "lr_find"},  # a training run's output folder
+    "explain/cli.py": {"explain"},
+    "explain/maps_dataset.py": {"explain"},
+    "explain/explorer.py": {"app"},
 }
 # The benchmark builds its models from presets and saves them itself, and makes its own images: the loaders' and
 # image readers' advice (--allow_pickle, --data_dir) cannot reach its user, so only its own modules are walked.
@@ -88,10 +89,10 @@ def reachable_files(script: Path) -> frozenset[Path]:
     return frozenset(seen)
 
 
-def owner(path: Path) -> str | None:
-    """The command a module belongs to, or None for a shared module."""
+def owners(path: Path) -> set[str] | None:
+    """The commands a module belongs to, or None for a shared module."""
     relative = path.relative_to(ROOT).as_posix()
-    return next((command for prefix, command in OWNERS.items() if relative.startswith(prefix)), None)
+    return next((commands for prefix, commands in OWNERS.items() if relative.startswith(prefix)), None)
 
 
 def spoken_texts(path: Path) -> list[tuple[int, str, frozenset[str]]]:
@@ -161,7 +162,8 @@ def dead_ends(command: str) -> list[str]:
     options = COMMANDS[command]() | ALWAYS_THERE
     found = []
     for path in sorted(reachable_files(entry_file(command))):
-        if owner(path) not in (None, command) or (command in OWN_MODULES_ONLY and owner(path) != command):
+        belongs = owners(path)
+        if (belongs is not None and command not in belongs) or (command in OWN_MODULES_ONLY and belongs is None):
             continue
         for line, text, class_fields in spoken_texts(path):
             if not class_fields <= options:  # another command's argument class
