@@ -25,13 +25,17 @@ LAUNCH := $(VENV)/bin/accelerate launch --quiet --num_processes 1 --num_machines
 
 QUICKSTART := runs/quickstart
 
+# The demos own their runs/ folders, so a second `make demo` retrains them (--overwrite_output_dir true); a fresh
+# finetune or distill into a folder holding a trained model is otherwise refused.
+DEMO_RUN := --overwrite_output_dir true
+
 # Quickstart: fine-tune the teacher, distill it into a smaller student that also matches the teacher's Grad-CAM
 # (and train that student alone, and with plain distillation), then write the evaluation report of all four into
 # report/ and into the student's model card.
 demo: $(VENV)/.installed
-	$(LAUNCH) scripts/finetune.py configs/quickstart.yaml
-	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml
-	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml --explanation_weight 0 --train_baseline false \
+	$(LAUNCH) scripts/finetune.py configs/quickstart.yaml $(DEMO_RUN)
+	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml $(DEMO_RUN)
+	$(LAUNCH) scripts/distill.py configs/quickstart_distill.yaml --explanation_weight 0 --train_baseline false $(DEMO_RUN) \
 		--output_dir $(QUICKSTART)/student-plain-distillation
 	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --output_dir report --latency_repeats 100 --insertion_start removed \
 		--models $(QUICKSTART)/teacher $(QUICKSTART)/student $(QUICKSTART)/student-plain-distillation \
@@ -50,8 +54,8 @@ VIT_METHODS := gradcam,layercam,attention_rollout,gradient_rollout,legrad
 # (256 by default). With the student alone and 256 images it took 591 s, 667 s and (128 images) 612 s: this machine's
 # speed varies by about 15% from run to run.
 demo-vit: $(VENV)/.installed
-	$(LAUNCH) scripts/finetune.py configs/vit_quickstart.yaml
-	$(LAUNCH) scripts/distill.py configs/vit_quickstart_distill.yaml --train_baseline false
+	$(LAUNCH) scripts/finetune.py configs/vit_quickstart.yaml $(DEMO_RUN)
+	$(LAUNCH) scripts/distill.py configs/vit_quickstart_distill.yaml --train_baseline false $(DEMO_RUN)
 	$(PYTHON) scripts/report.py --dataset_name pneumoniamnist --split test --output_dir report-vit --latency_repeats 100 \
 		--insertion_start removed --methods $(VIT_METHODS) --corruptions none --explain_images 128 --models \
 		$(VIT_QUICKSTART)/teacher $(VIT_QUICKSTART)/student --model_card $(VIT_QUICKSTART)/student
