@@ -61,7 +61,7 @@ def test_run_killed_during_the_final_save_leaves_no_complete_looking_folder(tmp_
 
     fault_dir, log = tmp_path / "faults", tmp_path / "killed.log"
     env = faults.environment(FAULT_DIR=fault_dir, FAULT_PAUSE_IN_FINAL_SAVE=1)
-    process = faults.start(faults.command("finetune", config, faults=True), log, env)
+    process = faults.start(faults.command("finetune", config, "--overwrite_output_dir", "true", faults=True), log, env)
     faults.wait_for(faults.markers(fault_dir, "final-save", 1), process, log)
     faults.kill_tree(process)
 
