@@ -128,7 +128,8 @@ def build_app(session: Session) -> gr.Blocks:
                         [NO_CORRUPTION, *explorer.corruptions], value=NO_CORRUPTION, label="Corruption (MedMNIST-C)"
                     )
                     severity = gr.Slider(1, 5, value=3, step=1, label="Severity")
-                    seen = gr.Image(label="What every model sees", elem_id="seen", height=160)
+                    # Only the fullscreen button: the label in a narrow column was cut short by three icons.
+                    seen = gr.Image(label="What every model sees", elem_id="seen", height=160, buttons=["fullscreen"])
                 chosen = gr.Markdown(elem_id="chosen")
                 columns, labels, overlays = [], [], []
                 with gr.Row():
