@@ -32,7 +32,8 @@ import explain
 import pipelines
 from explain.explorer import SPACE_ARGS, AppArguments
 from pipelines.arguments import DataArguments
-from pipelines.errors import ConfigError, is_offline
+from pipelines.errors import ConfigError
+from pipelines.publishing import check_push_possible
 
 PROJECT = "see-what-you-shrink"  # the distribution whose declared requirements the Space pins
 EXTRA_PINS = ("numpy", "pillow")  # not declared by the project, but the page's pixels depend on their versions
@@ -67,12 +68,8 @@ class SpaceArguments:
     def __post_init__(self) -> None:
         if self.push_to_hub and not self.export_space:
             raise ConfigError("--push_to_hub needs --export_space DIR, the folder to write and push.")
-        if self.push_to_hub and is_offline():
-            raise ConfigError(
-                f"--push_to_hub {self.push_to_hub} cannot reach the Hub: this machine is offline (HF_HUB_OFFLINE is "
-                "set); export with --export_space alone and upload the folder later (hf upload REPO DIR "
-                "--repo-type space)."
-            )
+        if self.push_to_hub:  # the one check every push makes, before any work: online, with a token
+            check_push_possible(self.push_to_hub, after="once the Space is exported")
 
 
 def export_space(folder: str | Path, args: AppArguments, data_args: DataArguments, page: Path) -> Path:

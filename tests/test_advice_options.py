@@ -44,9 +44,8 @@ OWNERS = {
 # The benchmark builds its models from presets and saves them itself, and makes its own images: the loaders' and
 # image readers' advice (--allow_pickle, --data_dir) cannot reach its user, so only its own modules are walked.
 OWN_MODULES_ONLY = {"benchmark"}
-# Options every command reads from argparse itself, and another tool's options a sentence names with that tool
-# (`hf upload REPO DIR --repo-type space`, the Space export's advice offline).
-ALWAYS_THERE = {"help", "key", "repo_type"}
+# Options every command reads from argparse itself, and the `--key value` of the option reader's own sentences.
+ALWAYS_THERE = {"help", "key"}
 
 
 def module_file(name: str) -> Path | None:
