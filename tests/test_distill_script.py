@@ -20,6 +20,7 @@ from trainers.report.cost import count_parameters
 
 from helpers import faults
 from helpers.distill import COUNTS, distill_config, save_teacher
+from helpers.hub import RecordingHub
 from helpers.project import load_script
 
 main = load_script("distill").main
@@ -157,20 +158,13 @@ def test_failed_push_fails_in_one_sentence_and_keeps_the_folder(
     assert [row["role"] for row in rows] == ["teacher", "student (distilled)"]
 
 
-class FakeHub:
-    """Stands in for huggingface_hub.HfApi: records what would be created and uploaded."""
+class FakeHub(RecordingHub):
+    """Records what would be created and uploaded; its upload fails as an expired token would."""
 
     calls: list = []
 
-    def __init__(self, token: str | None = None) -> None:
-        self.token = token
-
-    def create_repo(self, repo_id: str, private: bool, exist_ok: bool) -> str:
-        FakeHub.calls.append(("create", repo_id, private))
-        return f"https://huggingface.co/{repo_id}"
-
     def upload_folder(self, folder_path: str, repo_id: str, allow_patterns: list[str], commit_message: str) -> None:
-        FakeHub.calls.append(("upload", repo_id, sorted(allow_patterns)))
+        super().upload_folder(folder_path, repo_id, allow_patterns, commit_message)
         raise RuntimeError(f"401 Unauthorized for token {self.token}")
 
 

@@ -15,28 +15,11 @@ from pipelines.config import parse_config
 from trainers.arguments import ModelArguments, OneCycleTrainingArguments
 
 from helpers.data import make_medmnist_npz, tiny_run_config, write_config
+from helpers.hub import RecordingHub
 from helpers.models import save_tiny_classifiers
 from helpers.project import load_script
 
 finetune = load_script("finetune").main
-
-
-class FakeHub:
-    """Stands in for huggingface_hub.HfApi: records the repo it would create and the files it would upload."""
-
-    calls: list = []
-    uploaded: dict[str, bytes] = {}
-
-    def __init__(self, token: str | None = None) -> None:
-        self.token = token
-
-    def create_repo(self, repo_id: str, private: bool, exist_ok: bool) -> str:
-        FakeHub.calls.append(("create", repo_id, private))
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, folder_path: str, repo_id: str, allow_patterns: list[str], commit_message: str) -> None:
-        FakeHub.calls.append(("upload", repo_id, sorted(allow_patterns)))
-        FakeHub.uploaded = {name: (Path(folder_path) / name).read_bytes() for name in allow_patterns}
 
 
 def run_config(tmp_path: Path, **overrides: object) -> Path:
@@ -49,15 +32,15 @@ def run_config(tmp_path: Path, **overrides: object) -> Path:
 def test_finetune_push_is_private_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: list[str], private: bool
 ) -> None:
-    FakeHub.calls = []
+    RecordingHub.calls = []
     # By name: the check's module (pipelines.publishing) is resolved when the test runs.
     monkeypatch.setattr("pipelines.publishing.is_offline", lambda: False)
     monkeypatch.setattr("pipelines.publishing.get_token", lambda: "hf_token")
-    monkeypatch.setattr(trainers.hub, "HfApi", FakeHub)
+    monkeypatch.setattr(trainers.hub, "HfApi", RecordingHub)
     config = run_config(tmp_path, push_to_hub=True, hub_model_id="someone/tiny-model")
     finetune([str(config), *option])
-    assert FakeHub.calls[0] == ("create", "someone/tiny-model", private)
-    [(_, repo, uploaded)] = FakeHub.calls[1:]  # one upload, after the evaluation: no checkpoint pushed on its own
+    assert RecordingHub.calls[0] == ("create", "someone/tiny-model", private)
+    [(_, repo, uploaded)] = RecordingHub.calls[1:]  # one upload, after the evaluation: no checkpoint pushed on its own
     assert repo == "someone/tiny-model"
     assert {"model.safetensors", "config.json", "README.md", "metrics.json"} <= set(uploaded)
 
@@ -66,16 +49,16 @@ def test_published_files_quote_no_path_of_this_machine(tmp_path: Path, monkeypat
     """metrics.json records the command with its paths (it reproduces the run here); the published copy does not."""
     monkeypatch.setattr("pipelines.publishing.is_offline", lambda: False)
     monkeypatch.setattr("pipelines.publishing.get_token", lambda: "hf_token")
-    monkeypatch.setattr(trainers.hub, "HfApi", FakeHub)
+    monkeypatch.setattr(trainers.hub, "HfApi", RecordingHub)
     config = run_config(tmp_path, push_to_hub=True, hub_model_id="someone/tiny-model")
     finetune([str(config)])
     assert str(tmp_path) in (tmp_path / "run" / "metrics.json").read_text()  # the local record, unchanged
-    published = json.loads(FakeHub.uploaded["metrics.json"])
+    published = json.loads(RecordingHub.uploaded["metrics.json"])
     assert published["command"] == "python scripts/finetune.py <run.yaml>"
     assert published["test"] == json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
-    for name, content in FakeHub.uploaded.items():
+    for name, content in RecordingHub.uploaded.items():
         assert str(tmp_path).encode() not in content, name
-    assert FakeHub.uploaded["model.safetensors"] == (tmp_path / "run" / "model.safetensors").read_bytes()
+    assert RecordingHub.uploaded["model.safetensors"] == (tmp_path / "run" / "model.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("option", [[], ["--hub_private_repo", "false"]])

@@ -30,16 +30,21 @@ def error_lines(capsys: pytest.CaptureFixture) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
 
 
+def refusal(folder: Path) -> str:
+    """The one sentence a fresh run into a folder holding a trained model ends in."""
+    return (
+        f"error: {folder} already holds a trained model, which this run would replace; give another output_dir, or "
+        "pass --overwrite_output_dir true to replace it."
+    )
+
+
 def test_a_fresh_finetune_refuses_to_replace_a_trained_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = teacher_config(tmp_path)
     weights = (tmp_path / "teacher" / "model.safetensors").read_bytes()
     with pytest.raises(SystemExit) as exit_:
         run_cli(lambda: finetune([str(config)]))
     assert exit_.value.code == 2
-    assert error_lines(capsys) == [
-        f"error: {tmp_path / 'teacher'} already holds a trained model, which this run would replace; give another "
-        "output_dir, or pass --overwrite_output_dir true to replace it."
-    ]
+    assert error_lines(capsys) == [refusal(tmp_path / "teacher")]
     assert (tmp_path / "teacher" / "model.safetensors").read_bytes() == weights
     assert sorted(path.name for path in (tmp_path / "teacher").iterdir()) == [
         "config.json",
@@ -77,8 +82,5 @@ def test_a_fresh_distill_refuses_to_replace_a_trained_student(tmp_path: Path, ca
     with pytest.raises(SystemExit) as exit_:
         run_cli(lambda: distill([str(config)]))
     assert exit_.value.code == 2
-    assert error_lines(capsys) == [
-        f"error: {tmp_path / 'student'} already holds a trained model, which this run would replace; give another "
-        "output_dir, or pass --overwrite_output_dir true to replace it."
-    ]
+    assert error_lines(capsys) == [refusal(tmp_path / "student")]
     assert not (tmp_path / "student" / "results.json").exists()
