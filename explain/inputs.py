@@ -6,7 +6,6 @@ makes its inputs from them (`explain.explainer.Explainer.pixel_values`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,6 @@ from pipelines.errors import DataError
 from pipelines.folders import check_image_file
 from pipelines.labels import label_text
 from pipelines.loading import load_image_dataset
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -23,7 +23,6 @@ from pipelines.config import parse_config
 from pipelines.errors import ConfigError
 from pipelines.locks import run_folder_lock
 from pipelines.models import load_classifier
-from pipelines.publishing import check_push_possible
 from trainers.arguments import (
     ModelArguments,
     OneCycleTrainingArguments,
@@ -39,7 +38,7 @@ from trainers.distillation import (
     check_same_label_space,
     describe_distillation,
 )
-from trainers.hub import build_model_card, push_folder, write_model_card
+from trainers.hub import build_model_card, planned_push, push_folder, write_model_card
 from trainers.image_classification import ImageClassificationTrainer, build_trainer, train_and_save
 from trainers.modeling import classifier_from_args
 from trainers.run_outputs import dataset_description, evaluate_and_report, recorded_command
@@ -87,16 +86,14 @@ def distill_once(
     training_args: TrainingArguments,
 ) -> dict:
     """One distillation run: the student, the student without a teacher, the table, the card, the push."""
-    # Publish once, after the table exists: Trainer must not push checkpoints on its own.
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
-    if push_to_hub and not training_args.hub_model_id:
+    if training_args.push_to_hub and not training_args.hub_model_id:
         raise ConfigError(
             "push_to_hub is true but hub_model_id is not set; give the repo id, e.g. you/deit-tiny-distilled."
         )
     apply_precision(training_args, model_args.precision)
     hide_hub_token(training_args)
-    if push_to_hub:
-        check_push_possible(training_args.hub_model_id)
+    # Publish once, after the table exists (Trainer must not push checkpoints); refused now if it cannot happen.
+    push_to_hub = planned_push(training_args) is not None
 
     trains_baseline = distill_args.train_baseline and not distill_args.baseline_model_name_or_path
     baseline_dir = distill_args.baseline_output_dir or f"{training_args.output_dir}-no-teacher"
@@ -118,11 +115,7 @@ def distill_locked(
     """The recipe, while this run holds its folders: train the student (and its baseline), measure, report."""
     with training_args.main_process_first(desc="load dataset"):
         data = load_image_dataset(data_args)
-    teacher, teacher_processor = load_classifier(
-        distill_args.teacher_model_name_or_path,
-        trust_remote_code=model_args.trust_remote_code,
-        allow_pickle=model_args.allow_pickle,
-    )
+    teacher, teacher_processor = load_classifier(distill_args.teacher_model_name_or_path, **model_args.loading_options)
     student_class = DeiTForImageClassificationWithTeacher if distill_args.deit_distillation_token else None
     set_seed(training_args.seed)  # a student built from a config starts from the same weights in every run
     student, processor = classifier_from_args(model_args, data, student_class)

@@ -13,6 +13,7 @@ from typing import Any
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from pipelines.errors import ConfigError
+from pipelines.models.loading import PICKLED_WEIGHTS, SAFE_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +29,7 @@ COMPLETION_MARKERS = ("metrics.json", "config.json")
 
 
 # The weights of a saved model, in the formats `from_pretrained` reads.
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
+WEIGHT_FILES = SAFE_WEIGHTS + PICKLED_WEIGHTS
 
 
 def holds_trained_model(folder: str | Path) -> bool:

@@ -27,7 +27,6 @@ def classifier_from_args(
         data.multi_label,
         image_processor_overrides=args.image_processor_config,
         ignore_mismatched_sizes=args.ignore_mismatched_sizes,
-        trust_remote_code=args.trust_remote_code,
-        allow_pickle=args.allow_pickle,
         model_class=model_class,
+        **args.loading_options,
     )

@@ -37,7 +37,7 @@ from pipelines.io import check_output_folder, finish_partial, mark_partial
 from pipelines.labels import label_text, model_label_names, predicted_classes
 from pipelines.locks import run_folder_lock
 from pipelines.preprocess import processed_size
-from pipelines.progress import chunks_with_progress, progress_bar
+from pipelines.progress import chunks_with_progress
 from pipelines.runtime import compute_dtype, device_name, pick_device
 from trainers.hub import check_model_card_folder, fold_into_model_card
 from trainers.metrics import scores_from_logits
@@ -48,7 +48,7 @@ from trainers.report.figures import classification_figures, plot_agreement, plot
 from trainers.report.forgotten import AuditSettings, audit_models
 from trainers.report.markdown import render_markdown, write_report
 from trainers.report.robustness import RobustnessSettings, check_reference, corrupt_split, robustness_report
-from trainers.report.split import ReportSplit, check_seed_group, check_seed_labels, fixed_chunks, in_order, seed_group
+from trainers.report.split import ReportSplit, check_seed_group, check_seed_labels, in_order, my_chunks, seed_group
 from trainers.shrink.copies import read_shrink_record
 
 
@@ -304,8 +304,7 @@ def method_figures(
 
 def predict_split(run: ReportSplit, explainer: Explainer, batch_size: int) -> np.ndarray:
     """Logits (N, L) of the whole split: each process predicts chunks r, r + W, ... of `batch_size` images."""
-    chunks = fixed_chunks(len(run.rows), batch_size)
-    mine = list(enumerate(chunks))[run.state.process_index :: run.state.num_processes]
+    mine = my_chunks(run.state, len(run.rows), batch_size)
     mine = chunks_with_progress(mine, f"predictions ({explainer.title})", run.state.is_main_process)
     done = [(number, explainer.predict_batch(run.images(chunk)).numpy()) for number, chunk in mine]
     return np.concatenate(in_order(run.state, done))
@@ -328,52 +327,48 @@ def explain_split(
     explainers, state = run.explainers, run.state
     names = list(explainers)
     paired = paired_mask(len(chosen), settings.paired_images)  # over every explained image, before the cut
-    chunks = list(enumerate(fixed_chunks(len(chosen), args.batch_size)))[state.process_index :: state.num_processes]
     models = {name: explainer.model for name, explainer in explainers.items()}
     # Made once per model (a chunk at a time would re-initialise a ViT-B for every 64 images).
     copies = {name: randomized_copy(model, args.seed) for name, model in models.items()}
     done = []
     # The faithfulness curves are measured here too, chunk by chunk: this is the report's longest step.
-    bar = progress_bar(sum(len(chunk) for _, chunk in chunks), "explanations and faithfulness", state.is_main_process)
-    with bar:
-        for number, chunk in chunks:
-            positions = chosen[chunk]
-            images = run.images(positions)
-            reference_class = torch.from_numpy(logits[names[0]][positions].argmax(axis=1))  # shared label order
-            per_method = {}
-            random_cache = {}  # the random maps' curves of this chunk, the same for every method (same targets)
-            for method in methods:
-                inputs = {name: explainer.pixel_values(images) for name, explainer in explainers.items()}
-                given = None
-                if args.maps:  # computed once, by python -m explain --save_maps
-                    given = {
-                        name: read_maps(  # a seed group's maps are its first seed's, the model it shows
-                            args.maps,
-                            args.split,
-                            explainer.name,
-                            method,
-                            run.kept[positions],
-                            tuple(inputs[name].shape[-2:]),
-                        )
-                        for name, explainer in explainers.items()
-                    }
-                scored = ScoredImages(
-                    pixel_values=inputs,
-                    reference_targets={
-                        name: torch.tensor(run.space.columns[index])[reference_class]
-                        for index, name in enumerate(names)
-                    },
-                    predictions={
-                        name: torch.from_numpy(predicted_classes(values[positions], run.multi_label))
-                        for name, values in logits.items()
-                    },
-                    given_maps=given,
-                    rows=run.kept[positions],
-                    paired=paired[chunk],
-                )
-                per_method[method] = explanation_parts(
-                    models, scored, method, settings, args.top_fraction, copies, random_cache
-                )
-            done.append((number, per_method))
-            bar.update(len(chunk))
+    chunks = my_chunks(state, len(chosen), args.batch_size)
+    for number, chunk in chunks_with_progress(chunks, "explanations and faithfulness", state.is_main_process):
+        positions = chosen[chunk]
+        images = run.images(positions)
+        reference_class = torch.from_numpy(logits[names[0]][positions].argmax(axis=1))  # shared label order
+        per_method = {}
+        random_cache = {}  # the random maps' curves of this chunk, the same for every method (same targets)
+        for method in methods:
+            inputs = {name: explainer.pixel_values(images) for name, explainer in explainers.items()}
+            given = None
+            if args.maps:  # computed once, by python -m explain --save_maps
+                given = {
+                    name: read_maps(  # a seed group's maps are its first seed's, the model it shows
+                        args.maps,
+                        args.split,
+                        explainer.name,
+                        method,
+                        run.kept[positions],
+                        tuple(inputs[name].shape[-2:]),
+                    )
+                    for name, explainer in explainers.items()
+                }
+            scored = ScoredImages(
+                pixel_values=inputs,
+                reference_targets={
+                    name: torch.tensor(run.space.columns[index])[reference_class] for index, name in enumerate(names)
+                },
+                predictions={
+                    name: torch.from_numpy(predicted_classes(values[positions], run.multi_label))
+                    for name, values in logits.items()
+                },
+                given_maps=given,
+                rows=run.kept[positions],
+                paired=paired[chunk],
+            )
+            per_method[method] = explanation_parts(
+                models, scored, method, settings, args.top_fraction, copies, random_cache
+            )
+        done.append((number, per_method))
     return in_order(state, done)
