@@ -64,7 +64,9 @@ def carve(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]
         counts = {}
         for label in train["label"]:
             counts[label] = counts.get(label, 0) + 1
-        if min(counts.values()) >= 2 and round(fraction * len(train)) >= len(counts):
+        carved = round(fraction * len(train))
+        reason = unstratified_reason(counts, train.features["label"].names, carved)
+        if not reason:
             stratify = "label"
         else:
             # A silent random split of a small or unbalanced dataset can leave whole classes out of the carved
@@ -72,17 +74,17 @@ def carve(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]
             logger.warning(
                 "Carving %d of %d images off train at random, not stratified: %s; give the dataset its own "
                 "validation/test splits, or more images per class.",
-                round(fraction * len(train)),
+                carved,
                 len(train),
-                unstratified_reason(counts, train.features["label"].names, round(fraction * len(train))),
+                reason,
             )
     parts = train.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
     return parts["train"], parts["test"]
 
 
 def unstratified_reason(counts: dict[int, int], names: list[str], carved: int) -> str:
-    """Why a split of `carved` images cannot be stratified over classes with these image `counts`: a class with
-    a single image (it cannot be on both sides), and/or fewer carved images than classes."""
+    """Why a split of `carved` images cannot be stratified over classes with these image `counts` ("" when it can):
+    a class with a single image (it cannot be on both sides), and/or fewer carved images than classes."""
     reasons = []
     rarest = min(counts, key=counts.get)
     if counts[rarest] < 2:
